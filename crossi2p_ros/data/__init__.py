@@ -1,0 +1,1 @@
+"""Datasets and generators: KITTI I/O, synthetic scenes, perturbation protocols (no torch in readers)."""
