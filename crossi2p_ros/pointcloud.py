@@ -1,0 +1,195 @@
+"""``sensor_msgs/PointCloud2`` packing and unpacking with numpy only.
+
+Shared by the bag reader (rosbags message dataclasses) and the live node
+(rclpy messages): :func:`unpack_xyzi` accepts any object with the
+PointCloud2 attributes ``fields`` (each with ``name``, ``offset``,
+``datatype``, ``count``), ``point_step``, ``row_step``, ``width``,
+``height``, ``is_bigendian`` and ``data``.
+
+Points are ``(N, 4)`` float32 ``x, y, z, intensity`` in the cloud's own
+frame (``header.frame_id``); x, y, z in metres, intensity in whatever unit
+the driver reports.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from crossi2p_ros.errors import CrossI2PError
+
+# sensor_msgs/PointField datatype constants.
+INT8 = 1
+UINT8 = 2
+INT16 = 3
+UINT16 = 4
+INT32 = 5
+UINT32 = 6
+FLOAT32 = 7
+FLOAT64 = 8
+
+_NUMPY_TYPE = {
+    INT8: "i1", UINT8: "u1", INT16: "i2", UINT16: "u2", INT32: "i4", UINT32: "u4", FLOAT32: "f4", FLOAT64: "f8",
+}
+_FLOAT_TYPES = (FLOAT32, FLOAT64)
+# Drivers disagree on the intensity field's name; the first one present wins.
+INTENSITY_NAMES = ("intensity", "i", "reflectivity")
+
+
+class PointFieldSpec(NamedTuple):
+    """One ``sensor_msgs/PointField``: byte ``offset`` within a point, ``datatype`` constant, element ``count``."""
+
+    name: str
+    offset: int
+    datatype: int
+    count: int
+
+
+@dataclass(frozen=True)
+class PackedCloud:
+    """The fields of a ``sensor_msgs/PointCloud2`` (everything except the header).
+
+    Attribute names match the message, so :func:`unpack_xyzi` reads it back
+    and the bag writer / node copy it field by field into a real message.
+    """
+
+    fields: list[PointFieldSpec]
+    point_step: int
+    row_step: int
+    width: int
+    height: int
+    data: bytes
+    is_bigendian: bool = False
+    is_dense: bool = True
+
+
+XYZI_FIELDS = [
+    PointFieldSpec("x", 0, FLOAT32, 1),
+    PointFieldSpec("y", 4, FLOAT32, 1),
+    PointFieldSpec("z", 8, FLOAT32, 1),
+    PointFieldSpec("intensity", 12, FLOAT32, 1),
+]
+
+
+def pack_xyzi(points: np.ndarray) -> PackedCloud:
+    """Pack points ``(N, 4)`` float32 (x, y, z [m], intensity) as an unorganised little-endian cloud.
+
+    ``(N, 3)`` input is accepted too; intensity is then 0.
+    """
+    pts = np.asarray(points)
+    if pts.ndim != 2 or pts.shape[1] not in (3, 4):
+        raise CrossI2PError(f"points to pack have shape {pts.shape}; pass an (N, 4) array of x, y, z, intensity")
+    if pts.shape[1] == 3:
+        pts = np.concatenate([pts, np.zeros((pts.shape[0], 1), dtype=pts.dtype)], axis=1)
+    # '<f4' fixes the byte order so the packed cloud matches is_bigendian=False on any host.
+    packed = np.ascontiguousarray(pts, dtype="<f4")
+    n = packed.shape[0]
+    return PackedCloud(
+        fields=list(XYZI_FIELDS),
+        point_step=16,
+        row_step=16 * n,
+        width=n,
+        height=1,
+        data=packed.tobytes(),
+        is_bigendian=False,
+        is_dense=bool(np.isfinite(packed[:, :3]).all()),
+    )
+
+
+def _as_bytes_view(data: Any) -> np.ndarray:
+    """The message payload as a flat uint8 array without copying when possible."""
+    try:
+        return np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+    except TypeError:  # e.g. a plain list of ints
+        return np.asarray(data, dtype=np.uint8).ravel()
+
+
+def _fields_by_name(msg: Any) -> dict[str, PointFieldSpec]:
+    out: dict[str, PointFieldSpec] = {}
+    for f in msg.fields:
+        # The first definition wins, as in sensor_msgs' point_cloud2 helpers.
+        out.setdefault(str(f.name), PointFieldSpec(str(f.name), int(f.offset), int(f.datatype), int(f.count)))
+    return out
+
+
+def _field_dtype(f: PointFieldSpec, byte_order: str) -> np.dtype:
+    if f.datatype not in _NUMPY_TYPE:
+        raise CrossI2PError(
+            f"PointCloud2 field {f.name!r} has unsupported datatype {f.datatype}; "
+            f"supported are the sensor_msgs/PointField constants 1..8 (INT8..FLOAT64)"
+        )
+    return np.dtype(byte_order + _NUMPY_TYPE[f.datatype])
+
+
+def unpack_xyzi(msg: Any, keep_invalid: bool = False) -> np.ndarray:
+    """Points ``(N, 4)`` float32 (x, y, z [m], intensity) from a PointCloud2-like message.
+
+    Handles any field layout (padding, extra fields, float64 coordinates, any
+    numeric intensity type), organised clouds with row padding and big-endian
+    payloads. Intensity is taken from ``intensity``, else ``i``, else
+    ``reflectivity``, else 0. Points with a non-finite x, y or z are dropped
+    unless ``keep_invalid``; organised clouds come back flattened row-major.
+    """
+    fields = _fields_by_name(msg)
+    missing = [c for c in "xyz" if c not in fields]
+    if missing:
+        raise CrossI2PError(
+            f"PointCloud2 has no field(s) {missing} (fields: {sorted(fields)}); "
+            "point the LiDAR topic at a cloud with float x, y, z coordinates"
+        )
+    width, height = int(msg.width), int(msg.height)
+    point_step, row_step = int(msg.point_step), int(msg.row_step)
+    byte_order = ">" if bool(msg.is_bigendian) else "<"
+
+    used = [fields[c] for c in "xyz"]
+    for c in used:
+        if c.datatype not in _FLOAT_TYPES:
+            raise CrossI2PError(
+                f"PointCloud2 field {c.name!r} has datatype {c.datatype}; x, y, z must be FLOAT32 (7) or FLOAT64 (8)"
+            )
+    intensity = next((fields[n] for n in INTENSITY_NAMES if n in fields), None)
+    if intensity is not None:
+        used.append(intensity)
+
+    names, formats, offsets = ["x", "y", "z", "intensity"][: len(used)], [], []
+    for f in used:
+        dt = _field_dtype(f, byte_order)
+        end = f.offset + dt.itemsize * max(f.count, 1)
+        if f.offset < 0 or end > point_step:
+            raise CrossI2PError(
+                f"PointCloud2 field {f.name!r} spans bytes {f.offset}..{end} but point_step is {point_step}; "
+                "the message header is inconsistent, fix the publisher's fields/point_step"
+            )
+        formats.append(dt)
+        offsets.append(f.offset)
+    if width * height == 0:
+        return np.zeros((0, 4), dtype=np.float32)
+    if row_step < width * point_step:
+        raise CrossI2PError(
+            f"PointCloud2 row_step {row_step} is smaller than width*point_step = {width}*{point_step}; "
+            "fix the publisher's row_step"
+        )
+
+    raw = _as_bytes_view(msg.data)
+    if raw.size < height * row_step:
+        raise CrossI2PError(
+            f"PointCloud2 data has {raw.size} bytes but height*row_step = {height}*{row_step} = {height * row_step}; "
+            "the message is truncated, check the recording or the driver"
+        )
+    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": point_step})
+    if row_step == width * point_step:
+        records = np.frombuffer(raw[: height * row_step], dtype=dtype)
+    else:
+        # Row padding: cut each row to its points, then reinterpret; one copy of the payload.
+        rows = raw[: height * row_step].reshape(height, row_step)[:, : width * point_step]
+        records = np.ascontiguousarray(rows).view(dtype).reshape(-1)
+
+    out = np.empty((records.shape[0], 4), dtype=np.float32)
+    out[:, 0] = records["x"]
+    out[:, 1] = records["y"]
+    out[:, 2] = records["z"]
+    out[:, 3] = records["intensity"] if intensity is not None else 0.0
+    if keep_invalid:
+        return out
+    return out[np.isfinite(out[:, :3]).all(axis=1)]

@@ -1,0 +1,180 @@
+"""PointCloud2 packing/unpacking on real byte layouts built with numpy structured arrays."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from crossi2p_ros import pointcloud as pc
+from crossi2p_ros.errors import CrossI2PError
+
+_CODE = {"i1": pc.INT8, "u1": pc.UINT8, "i2": pc.INT16, "u2": pc.UINT16, "i4": pc.INT32, "u4": pc.UINT32,
+         "f4": pc.FLOAT32, "f8": pc.FLOAT64}
+
+
+def _points(n: int = 50, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    pts = rng.uniform(-50, 50, size=(n, 4)).astype(np.float32)
+    pts[:, 3] = rng.uniform(0, 255, size=n)
+    return pts
+
+
+def _msg(records: np.ndarray, *, height: int = 1, row_pad: int = 0, bigendian: bool = False,
+         skip: tuple[str, ...] = ()) -> SimpleNamespace:
+    """A PointCloud2-like message whose layout is exactly ``records.dtype`` (offsets, padding, itemsize)."""
+    dt = records.dtype
+    fields = [
+        SimpleNamespace(name=name, offset=off, datatype=_CODE[sub.base.str[1:]], count=1)
+        for name, (sub, off) in dt.fields.items() if not name.startswith("_") and name not in skip
+    ]
+    width = records.size // height
+    rows = records.reshape(height, width).view(np.uint8).reshape(height, width * dt.itemsize)
+    data = np.concatenate([rows, np.full((height, row_pad), 0xAB, np.uint8)], axis=1)
+    return SimpleNamespace(fields=fields, point_step=dt.itemsize, row_step=width * dt.itemsize + row_pad,
+                           width=width, height=height, is_bigendian=bigendian, is_dense=False,
+                           data=data.tobytes())
+
+
+def _records(pts: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    rec = np.zeros(pts.shape[0], dtype=dtype)
+    for i, name in enumerate(("x", "y", "z")):
+        rec[name] = pts[:, i]
+    for name in ("intensity", "i", "reflectivity"):
+        if name in dtype.names:
+            rec[name] = pts[:, 3]
+    return rec
+
+
+def test_pack_unpack_round_trip() -> None:
+    pts = _points()
+    cloud = pc.pack_xyzi(pts)
+    assert cloud.point_step == 16 and cloud.width == 50 and cloud.height == 1
+    assert cloud.row_step == 16 * 50 and len(cloud.data) == 16 * 50
+    assert not cloud.is_bigendian and cloud.is_dense
+    assert [(f.name, f.offset, f.datatype, f.count) for f in cloud.fields] == [
+        ("x", 0, 7, 1), ("y", 4, 7, 1), ("z", 8, 7, 1), ("intensity", 12, 7, 1)]
+    np.testing.assert_array_equal(pc.unpack_xyzi(cloud), pts)
+
+
+def test_pack_empty_and_nan_flags_not_dense() -> None:
+    assert pc.unpack_xyzi(pc.pack_xyzi(np.zeros((0, 4), np.float32))).shape == (0, 4)
+    pts = _points(5)
+    pts[2, 1] = np.nan
+    assert not pc.pack_xyzi(pts).is_dense
+    with pytest.raises(CrossI2PError, match=r"\(N, 4\)"):
+        pc.pack_xyzi(np.zeros((5, 2)))
+
+
+def test_padding_extra_fields_float64_uint16_intensity() -> None:
+    pts = _points()
+    pts[:, 3] = np.round(pts[:, 3])  # uint16 intensity holds integers
+    dtype = np.dtype({
+        "names": ["ring", "x", "y", "z", "intensity", "t"],
+        "formats": ["<u2", "<f8", "<f8", "<f8", "<u2", "<u4"],
+        "offsets": [0, 8, 16, 24, 36, 40],  # gaps at 2..8 and 32..36, trailing pad to 48
+        "itemsize": 48,
+    })
+    out = pc.unpack_xyzi(_msg(_records(pts, dtype)))
+    np.testing.assert_array_equal(out, pts)
+
+
+@pytest.mark.parametrize("name", ["i", "reflectivity"])
+def test_intensity_aliases(name: str) -> None:
+    pts = _points()
+    dtype = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), (name, "<f4")])
+    np.testing.assert_array_equal(pc.unpack_xyzi(_msg(_records(pts, dtype))), pts)
+
+
+def test_intensity_preferred_and_missing() -> None:
+    pts = _points()
+    dtype = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("reflectivity", "u1"), ("intensity", "<f4")])
+    rec = _records(pts, dtype)
+    rec["reflectivity"] = 7
+    np.testing.assert_array_equal(pc.unpack_xyzi(_msg(rec)), pts)
+    no_i = pc.unpack_xyzi(_msg(rec, skip=("intensity", "reflectivity")))
+    np.testing.assert_array_equal(no_i[:, :3], pts[:, :3])
+    assert not no_i[:, 3].any()
+
+
+def test_organised_cloud_with_row_padding() -> None:
+    pts = _points(4 * 6)
+    dtype = np.dtype({"names": ["x", "y", "z", "intensity"], "formats": ["<f4"] * 4,
+                      "offsets": [0, 4, 8, 16], "itemsize": 32})
+    msg = _msg(_records(pts, dtype), height=4, row_pad=24)
+    assert msg.row_step > msg.width * msg.point_step
+    np.testing.assert_array_equal(pc.unpack_xyzi(msg), pts)  # row-major flattening
+
+
+def test_big_endian() -> None:
+    pts = _points()
+    dtype = np.dtype([("x", ">f8"), ("y", ">f8"), ("z", ">f8"), ("intensity", ">i2"), ("_pad", "V6")])
+    pts[:, 3] = np.round(pts[:, 3])
+    out = pc.unpack_xyzi(_msg(_records(pts, dtype), bigendian=True))
+    np.testing.assert_array_equal(out, pts)
+
+
+def test_non_finite_points_dropped_unless_kept() -> None:
+    pts = _points(10)
+    pts[3, 0] = np.nan
+    pts[7, 2] = np.inf
+    pts[5, 3] = np.nan  # a NaN intensity alone keeps the point
+    cloud = pc.pack_xyzi(pts)
+    out = pc.unpack_xyzi(cloud)
+    assert out.shape == (8, 4)
+    np.testing.assert_array_equal(out[:, :3], np.delete(pts, [3, 7], axis=0)[:, :3])
+    assert pc.unpack_xyzi(cloud, keep_invalid=True).shape == (10, 4)
+
+
+def test_accepts_numpy_and_array_payloads() -> None:
+    import array
+
+    pts = _points(8)
+    cloud = pc.pack_xyzi(pts)
+    for data in (np.frombuffer(cloud.data, np.uint8), array.array("B", cloud.data), list(cloud.data)):
+        msg = SimpleNamespace(**{**cloud.__dict__, "data": data})
+        np.testing.assert_array_equal(pc.unpack_xyzi(msg), pts)
+
+
+def test_missing_xyz_field() -> None:
+    dtype = np.dtype([("x", "<f4"), ("y", "<f4"), ("intensity", "<f4")])
+    with pytest.raises(CrossI2PError, match=r"no field\(s\) \['z'\]"):
+        pc.unpack_xyzi(_msg(np.zeros(3, dtype)))
+
+
+def test_short_data() -> None:
+    cloud = pc.pack_xyzi(_points(10))
+    msg = SimpleNamespace(**{**cloud.__dict__, "data": cloud.data[:-1]})
+    with pytest.raises(CrossI2PError, match="truncated"):
+        pc.unpack_xyzi(msg)
+
+
+def test_point_step_smaller_than_fields() -> None:
+    cloud = pc.pack_xyzi(_points(10))
+    msg = SimpleNamespace(**{**cloud.__dict__, "point_step": 12})
+    with pytest.raises(CrossI2PError, match="point_step is 12"):
+        pc.unpack_xyzi(msg)
+
+
+def test_unsupported_datatypes() -> None:
+    cloud = pc.pack_xyzi(_points(4))
+    bad_i = [*cloud.fields[:3], pc.PointFieldSpec("intensity", 12, 9, 1)]
+    with pytest.raises(CrossI2PError, match="unsupported datatype 9"):
+        pc.unpack_xyzi(SimpleNamespace(**{**cloud.__dict__, "fields": bad_i}))
+    int_x = [pc.PointFieldSpec("x", 0, pc.INT32, 1), *cloud.fields[1:]]
+    with pytest.raises(CrossI2PError, match="FLOAT32"):
+        pc.unpack_xyzi(SimpleNamespace(**{**cloud.__dict__, "fields": int_x}))
+
+
+def test_rclpy_message() -> None:
+    """The live node hands over rclpy messages, whose uint8[] payload is an array.array."""
+    msgs = pytest.importorskip("sensor_msgs.msg")
+    pts = _points(20)
+    cloud = pc.pack_xyzi(pts)
+    msg = msgs.PointCloud2(
+        height=cloud.height, width=cloud.width, is_bigendian=cloud.is_bigendian,
+        point_step=cloud.point_step, row_step=cloud.row_step, data=cloud.data, is_dense=cloud.is_dense,
+        fields=[msgs.PointField(name=f.name, offset=f.offset, datatype=f.datatype, count=f.count)
+                for f in cloud.fields],
+    )
+    np.testing.assert_array_equal(pc.unpack_xyzi(msg), pts)
