@@ -27,7 +27,6 @@ setup(
     maintainer_email="maintainers@crossi2p.invalid",
     description="Online camera-LiDAR extrinsic calibration for ROS 2 (CrossI2P).",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "crossi2p = crossi2p_ros.cli:main",
