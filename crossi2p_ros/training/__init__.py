@@ -1,0 +1,1 @@
+"""Self-supervised training of CrossI2P: losses, GradNorm balancing, trainer."""
