@@ -138,6 +138,36 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- train
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .training import Trainer, build_train_config
+
+    out: Path = args.out
+    base = None
+    if args.resume:
+        import yaml
+
+        saved = out / "config.yaml"
+        if not saved.is_file():
+            raise CrossI2PError(f"{saved}: not found; --resume continues a run in --out, start one without --resume")
+        base = yaml.safe_load(saved.read_text())
+    cfg = build_train_config(args.config, base=base, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+                             batch_size=args.batch_size)
+    trainer = Trainer(cfg, args.data, out, device=args.device, resume=args.resume)
+    try:
+        result = trainer.fit()
+    finally:
+        trainer.close()
+    if trainer.ctx.is_main:
+        print(f"trained {result.step} steps ({result.epoch} epochs); weights: {result.weights}")
+        if result.last_val:
+            keys = ("calib/rot_median_deg", "calib/trans_median_m", "calib/success_rate", "i2p/success_rate")
+            print("validation: " + ", ".join(f"{k} {result.last_val[k]:.3g}" for k in keys if k in result.last_val))
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -170,6 +200,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rot-deg", type=float, default=0.0, help="also draw with this rotation error [deg]")
     p.add_argument("--trans-m", type=float, default=0.0, help="also draw with this translation error [m]")
     p.set_defaults(func=_cmd_overlay)
+
+    p = sub.add_parser("train", help="train CrossI2P weights on KITTI-layout data (self-supervised)",
+                       description="Train the network on camera+LiDAR folders (KITTI odometry or object layout); "
+                                   "the only supervision is each rig's extrinsic. Multi-GPU: launch with "
+                                   "torchrun --nproc_per_node N -m crossi2p_ros.cli train ...")
+    p.add_argument("--data", type=Path, nargs="+", required=True, help="one or more KITTI-layout folders")
+    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, logs, model.pt)")
+    p.add_argument("--config", type=Path, default=None, help="YAML training config (any subset of TrainConfig)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
+    p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"], help="default %(default)s")
+    p.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
+    p.add_argument("--steps-per-epoch", type=int, default=None, help="override steps per epoch (0: one pass)")
+    p.add_argument("--batch-size", type=int, default=None, help="override the per-process batch size")
+    p.set_defaults(func=_cmd_train)
     return parser
 
 

@@ -49,14 +49,21 @@ def draw_projection(image_rgb: np.ndarray, points_lidar: np.ndarray, T_camera_li
     uv, depth, valid = project_lidar(points_lidar, T_camera_lidar, camera)
     uv, depth = uv[valid], depth[valid]
     order = np.argsort(-depth, kind="stable")  # far first, so near points overwrite them
-    uv, depth = np.rint(uv[order]).astype(np.int64), depth[order]
-    colors = depth_colors(depth, style)
-    h, w = out.shape[:2]
-    for dx, dy in _disc_offsets(style.radius_px):
+    return paint_dots(out, uv[order], depth_colors(depth[order], style), style.radius_px)
+
+
+def paint_dots(image_rgb: np.ndarray, uv: np.ndarray, colors: np.ndarray, radius_px: int = 2) -> np.ndarray:
+    """Paint discs of ``colors`` (N, 3) uint8 at pixels ``uv`` (N, 2) onto ``image_rgb`` in place; returns it.
+
+    Later points are drawn over earlier ones; parts outside the image are clipped.
+    """
+    uv = np.rint(np.asarray(uv)).astype(np.int64)
+    h, w = image_rgb.shape[:2]
+    for dx, dy in _disc_offsets(radius_px):  # loop over the few disc offsets, vectorised over points
         u, v = uv[:, 0] + dx, uv[:, 1] + dy
         inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
-        out[v[inside], u[inside]] = colors[inside]
-    return out
+        image_rgb[v[inside], u[inside]] = colors[inside]
+    return image_rgb
 
 
 def side_by_side(images: list[np.ndarray], labels: list[str] | None = None) -> np.ndarray:

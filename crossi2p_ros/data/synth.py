@@ -1,0 +1,345 @@
+"""Synthetic camera + LiDAR sequences with an exact ground-truth extrinsic.
+
+A rig (a spinning LiDAR and a forward-looking camera with lens distortion)
+drives along the road of a procedural scene (:mod:`.scene`) and both sensors
+are ray-cast with open3d/Embree (:mod:`.sensors`) at the same rig pose, as a
+hardware-triggered camera would be, so ``T_camera_lidar`` is exact.
+
+Per rig (per seed) the camera intrinsics, lens distortion and the mount are
+drawn at random within realistic limits: the optical axis roughly along the
+LiDAR's +x, a few degrees of yaw/pitch/roll, a lever arm of up to ~0.5 m
+horizontally, the camera 0.05-0.4 m below the LiDAR.
+
+Everything is seeded from :class:`SynthConfig`: the same config gives the
+same arrays and the same files, byte for byte. Frame ``i`` of a sequence does
+not depend on how many frames are generated.
+
+Use :func:`generate` to write KITTI odometry layout (and optionally a ROS 2
+bag), or :class:`SynthSequence` / :func:`iter_frames` to generate in memory.
+"""
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import CrossI2PError
+from ..geometry import CameraModel, invert, make_transform
+from .kitti import OdometryWriter
+from .meshes import rot_x, rot_y, rot_z
+from .scene import STYLE_PARAMS, STYLES, Scene, build_scene
+from .sensors import LIDAR_VFOV_DEG, CameraRenderer, Lidar, LidarSpec
+
+LIDAR_FRAME = "lidar"
+CAMERA_FRAME = "camera_optical"
+TOPIC_IMAGE = "/camera/image_raw"
+TOPIC_CAMERA_INFO = "/camera/camera_info"
+TOPIC_POINTS = "/lidar/points"
+
+# Optical frame (x right, y down, z forward) expressed in the LiDAR frame (x forward, y left, z up).
+R_LIDAR_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+_START_MARGIN_M = 130.0   # road behind the first pose: more than the LiDAR's range
+_AHEAD_MARGIN_M = 250.0   # road ahead of the last pose: the camera sees far
+_LENGTH_QUANTUM_M = 250.0  # scene length is rounded up to this, so short runs share one scene
+
+
+@dataclass
+class SynthConfig:
+    """Everything that defines a synthetic sequence (all randomness derives from ``seed``).
+
+    Units: metres, degrees, pixels, seconds. Ranges are ``(low, high)`` of a
+    uniform draw per rig (per seed).
+    """
+
+    frames: int = 20
+    seed: int = 0
+    style: str = "urban"                    # urban | suburban | highway
+    # LiDAR
+    lidar_beams: int = 64
+    lidar_columns: int = 1024
+    lidar_vfov_deg: tuple[float, float] | None = None  # (top, bottom); None: the usual sensor for the beam count
+    lidar_max_range_m: float = 100.0
+    lidar_min_range_m: float = 2.0           # closer returns (the ego vehicle's roof) are dropped
+    range_noise_m: float = 0.02
+    dropout_prob: float = 0.02
+    intensity_noise: float = 0.03
+    lidar_height_m: tuple[float, float] = (1.6, 2.0)  # above the road
+    # camera
+    image_width: int = 1241
+    image_height: int = 376
+    fx_over_width: tuple[float, float] = (0.55, 0.75)
+    principal_point_jitter: float = 0.02     # of the image size, around the centre
+    k1: tuple[float, float] = (-0.12, 0.02)  # plumb_bob radial terms
+    k2: tuple[float, float] = (-0.02, 0.05)
+    tangential_max: float = 5e-4             # |p1|, |p2|
+    # camera mount relative to the LiDAR
+    mount_rot_jitter_deg: float = 3.0        # yaw, pitch, roll each uniform in +-this
+    lever_arm_xy_m: float = 0.5              # |x|, |y| offset of the camera from the LiDAR
+    camera_below_lidar_m: tuple[float, float] = (0.05, 0.4)
+    # motion and timing
+    rate_hz: float = 10.0
+    speed_mps: tuple[float, float] | None = None  # None: the style's usual speeds
+    stamp_jitter_s: float = 0.005            # camera stamp = LiDAR stamp + U(-j, j) in the bag
+    bag_start_ns: int = 1_700_000_000_000_000_000
+    # output
+    sequence: str = "00"
+    compressed_images: bool = False
+    bag_storage: str = "mcap"                # mcap | sqlite3
+    threads: int = 0                         # Embree threads (0: all cores)
+
+    def validate(self) -> None:
+        """Raise :class:`CrossI2PError` naming the bad field."""
+        if self.style not in STYLES:
+            raise CrossI2PError(f"style {self.style!r} is not a synthetic scene style; use one of {', '.join(STYLES)}")
+        if self.frames < 1:
+            raise CrossI2PError(f"frames={self.frames}: generate at least one frame")
+        if self.lidar_vfov_deg is None and self.lidar_beams not in LIDAR_VFOV_DEG:
+            raise CrossI2PError(f"lidar_beams={self.lidar_beams} has no default field of view; "
+                                f"use one of {sorted(LIDAR_VFOV_DEG)} or set lidar_vfov_deg")
+        if self.lidar_beams < 1 or self.lidar_columns < 8:
+            raise CrossI2PError("the LiDAR needs at least 1 beam and 8 columns")
+        if self.image_width < 8 or self.image_height < 8:
+            raise CrossI2PError(f"image size {self.image_width}x{self.image_height} is too small")
+        if self.rate_hz <= 0:
+            raise CrossI2PError(f"rate_hz={self.rate_hz} must be positive")
+        if self.bag_storage not in ("mcap", "sqlite3"):
+            raise CrossI2PError(f"bag_storage={self.bag_storage!r}: use mcap or sqlite3")
+
+    def lidar_spec(self) -> LidarSpec:
+        return LidarSpec(
+            beams=self.lidar_beams, columns=self.lidar_columns,
+            vfov_deg=tuple(self.lidar_vfov_deg or LIDAR_VFOV_DEG[self.lidar_beams]),  # type: ignore[arg-type]
+            max_range_m=self.lidar_max_range_m, min_range_m=self.lidar_min_range_m,
+            range_noise_m=self.range_noise_m, dropout_prob=self.dropout_prob, intensity_noise=self.intensity_noise,
+        )
+
+
+# --------------------------------------------------------------------------- rig and motion
+
+
+@dataclass(frozen=True)
+class Rig:
+    """The sensor rig: camera model, the extrinsic, and the LiDAR's mount on the vehicle.
+
+    Vehicle frame: x forward, y left, z up, origin on the road below the LiDAR.
+    """
+
+    camera: CameraModel
+    T_camera_lidar: np.ndarray
+    T_vehicle_lidar: np.ndarray
+
+
+def random_rig(cfg: SynthConfig, rng: np.random.Generator) -> Rig:
+    """Draw intrinsics, distortion and mount of one rig within ``cfg``'s limits."""
+    w, h = cfg.image_width, cfg.image_height
+    fx = w * rng.uniform(*cfg.fx_over_width)
+    fy = fx * (1.0 + rng.uniform(-0.003, 0.003))
+    j = cfg.principal_point_jitter
+    cx = (w - 1) / 2 + rng.uniform(-j, j) * w
+    cy = (h - 1) / 2 + rng.uniform(-j, j) * h
+    dist = [rng.uniform(*cfg.k1), rng.uniform(*cfg.k2), rng.uniform(-1, 1) * cfg.tangential_max,
+            rng.uniform(-1, 1) * cfg.tangential_max, 0.0]
+    camera = CameraModel.from_intrinsics(w, h, fx, fy, cx, cy, np.array(dist), "plumb_bob")
+    yaw, pitch, roll = np.radians(rng.uniform(-1, 1, 3) * cfg.mount_rot_jitter_deg)
+    # jitter about the camera's own axes: yaw about y (down), pitch about x (right), roll about z (forward)
+    R_lidar_camera = R_LIDAR_OPTICAL @ rot_y(yaw) @ rot_x(pitch) @ rot_z(roll)
+    t_lidar_camera = np.array([rng.uniform(-1, 1) * cfg.lever_arm_xy_m, rng.uniform(-1, 1) * cfg.lever_arm_xy_m,
+                               -rng.uniform(*cfg.camera_below_lidar_m)])
+    T_lidar_camera = make_transform(R_lidar_camera, t_lidar_camera)
+    tilt = np.radians(rng.uniform(-0.5, 0.5, 2))  # a LiDAR is levelled by eye on its mount
+    T_vehicle_lidar = make_transform(rot_x(tilt[0]) @ rot_y(tilt[1]), [0.0, 0.0, rng.uniform(*cfg.lidar_height_m)])
+    return Rig(camera, invert(T_lidar_camera), T_vehicle_lidar)
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """Smooth drive along the rig's lane: constant speed, a slight weave, body pitch and roll."""
+
+    s_start: float
+    speed: float
+    lane_d: float
+    weave_amp: float
+    weave_period: float
+    weave_phase: float
+    sway_amp_rad: np.ndarray   # pitch, roll amplitudes
+    sway_freq_hz: np.ndarray
+    sway_phase: np.ndarray
+
+    @classmethod
+    def random(cls, cfg: SynthConfig, lane_d: float, rng: np.random.Generator) -> "Trajectory":
+        lo, hi = cfg.speed_mps or STYLE_PARAMS[cfg.style].speed_mps
+        return cls(
+            s_start=_START_MARGIN_M, speed=rng.uniform(lo, hi), lane_d=lane_d,
+            weave_amp=rng.uniform(0.05, 0.25), weave_period=rng.uniform(5.0, 12.0),
+            weave_phase=rng.uniform(0, 2 * np.pi), sway_amp_rad=np.radians(rng.uniform(0.1, 0.5, 2)),
+            sway_freq_hz=rng.uniform(0.5, 1.5, 2), sway_phase=rng.uniform(0, 2 * np.pi, 2),
+        )
+
+    def length(self, duration_s: float) -> float:
+        return self.speed * duration_s
+
+    def T_world_vehicle(self, scene: Scene, time_s: float) -> np.ndarray:
+        s = self.s_start + self.speed * time_s
+        w = 2 * np.pi / self.weave_period
+        d = self.lane_d + self.weave_amp * np.sin(w * time_s + self.weave_phase)
+        dd_ds = self.weave_amp * w * np.cos(w * time_s + self.weave_phase) / self.speed
+        xy = scene.road.point(s, d)
+        _, heading = scene.road.frame(s)
+        pitch, roll = self.sway_amp_rad * np.sin(2 * np.pi * self.sway_freq_hz * time_s + self.sway_phase)
+        R = rot_z(float(heading) + np.arctan(dd_ds)) @ rot_y(pitch) @ rot_x(roll)
+        return make_transform(R, [xy[0], xy[1], 0.0])
+
+
+# --------------------------------------------------------------------------- frames
+
+
+@dataclass
+class SynthFrame:
+    """One synchronized capture.
+
+    ``image``: RGB uint8 (H, W, 3). ``points``: (N, 4) float32 x, y, z [m],
+    intensity [0, 1] in the LiDAR frame. ``depth``: the camera's own ray-cast
+    depth along the optical axis [m] (H, W), inf where it sees sky.
+    ``time_s``: capture time from the sequence start; ``camera_time_offset_s``:
+    the camera header stamp minus the LiDAR's in the bag (trigger jitter).
+    Poses map the sensor frames into the world frame.
+    """
+
+    index: int
+    time_s: float
+    image: np.ndarray
+    points: np.ndarray
+    depth: np.ndarray
+    T_world_lidar: np.ndarray
+    T_world_camera: np.ndarray
+    camera: CameraModel
+    T_camera_lidar: np.ndarray
+    camera_time_offset_s: float
+
+
+class SynthSequence:
+    """A synthetic sequence generated on demand: ``len()``, iteration and random access by index."""
+
+    def __init__(self, cfg: SynthConfig):
+        cfg.validate()
+        self.cfg = cfg
+        style_id = STYLES.index(cfg.style)
+        self._seed_key = (cfg.seed, style_id)
+        rig_rng = np.random.default_rng([cfg.seed, style_id, 3])
+        self.rig = random_rig(cfg, rig_rng)
+        lidar_rng = np.random.default_rng([cfg.seed, style_id, 4])
+        self.lidar = Lidar(cfg.lidar_spec(), lidar_rng)
+        self.renderer = CameraRenderer(self.rig.camera, noise_seed=[cfg.seed, style_id, 7])
+        # the lane comes from the scene, so draw the rest of the motion before building it
+        motion_rng = np.random.default_rng([cfg.seed, style_id, 5])
+        probe = Trajectory.random(cfg, 0.0, motion_rng)
+        duration = (cfg.frames - 1) / cfg.rate_hz
+        needed = probe.length(duration) + _AHEAD_MARGIN_M
+        length = _START_MARGIN_M + np.ceil(needed / _LENGTH_QUANTUM_M) * _LENGTH_QUANTUM_M
+        self.scene = build_scene(cfg.style, cfg.seed, float(length), cfg.threads)
+        self.trajectory = Trajectory(**{**probe.__dict__, "lane_d": self.scene.layout.ego_d})
+
+    @property
+    def camera(self) -> CameraModel:
+        return self.rig.camera
+
+    @property
+    def T_camera_lidar(self) -> np.ndarray:
+        return self.rig.T_camera_lidar.copy()
+
+    def __len__(self) -> int:
+        return self.cfg.frames
+
+    def __iter__(self) -> Iterator[SynthFrame]:
+        return (self.frame(i) for i in range(len(self)))
+
+    def poses(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(T_world_lidar, T_world_camera)`` of frame ``index``."""
+        t = index / self.cfg.rate_hz
+        T_world_lidar = self.trajectory.T_world_vehicle(self.scene, t) @ self.rig.T_vehicle_lidar
+        return T_world_lidar, T_world_lidar @ invert(self.rig.T_camera_lidar)
+
+    def frame(self, index: int) -> SynthFrame:
+        """Render frame ``index`` (its randomness depends only on the config and the index)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"frame {index} out of range 0..{len(self) - 1}")
+        rng = np.random.default_rng([*self._seed_key, 6, index])
+        T_world_lidar, T_world_camera = self.poses(index)
+        points = self.lidar.scan(self.scene, T_world_lidar, rng)
+        image, depth = self.renderer.render(self.scene, T_world_camera, rng)
+        offset = float(rng.uniform(-1, 1) * self.cfg.stamp_jitter_s)
+        return SynthFrame(index=index, time_s=index / self.cfg.rate_hz, image=image, points=points, depth=depth,
+                          T_world_lidar=T_world_lidar, T_world_camera=T_world_camera, camera=self.camera,
+                          T_camera_lidar=self.T_camera_lidar, camera_time_offset_s=offset)
+
+
+def iter_frames(cfg: SynthConfig) -> Iterator[SynthFrame]:
+    """Generate the frames of ``cfg`` in memory (each carries the rig's camera and extrinsic)."""
+    return iter(SynthSequence(cfg))
+
+
+# --------------------------------------------------------------------------- files
+
+
+@dataclass
+class SynthResult:
+    """What :func:`generate` wrote: the sequence folder, the rig, and the bag if asked for."""
+
+    sequence_dir: Path
+    camera: CameraModel
+    T_camera_lidar: np.ndarray
+    frames: int
+    bag_path: Path | None = None
+    config: SynthConfig = field(default_factory=SynthConfig)
+
+
+def _config_json(cfg: SynthConfig, camera: CameraModel, T_camera_lidar: np.ndarray) -> str:
+    doc = {"generator": "crossi2p_ros.data.synth", "config": asdict(cfg),
+           "camera": camera.to_camera_info_dict(), "T_camera_lidar": np.asarray(T_camera_lidar).tolist()}
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def generate(cfg: SynthConfig, out_dir: Path, bag_path: Path | None = None, progress: bool = True) -> SynthResult:
+    """Generate ``cfg`` into ``out_dir`` in KITTI odometry layout (sequence ``cfg.sequence``).
+
+    Writes ``out_dir/sequences/<seq>/{calib.txt, times.txt, image_2/, velodyne/}``,
+    ``out_dir/poses/<seq>.txt`` and ``synth.json`` (the config and the true
+    extrinsic) in the sequence folder. With ``bag_path``, also a ROS 2 bag:
+    images on ``/camera/image_raw`` (``.../compressed`` if
+    ``cfg.compressed_images``), ``/camera/camera_info``, clouds on
+    ``/lidar/points`` in frame ``lidar``, and the true extrinsic once on
+    ``/tf_static`` (parent ``lidar``, child ``camera_optical``).
+    """
+    if bag_path is not None and Path(bag_path).exists():  # fail before anything is written
+        raise CrossI2PError(f"bag output {bag_path} already exists; choose a new path or delete it first")
+    seq = SynthSequence(cfg)
+    out_dir = Path(out_dir)
+    with ExitStack() as stack:
+        writer = stack.enter_context(OdometryWriter(out_dir, cfg.sequence, seq.camera, seq.T_camera_lidar))
+        bag = None
+        if bag_path is not None:
+            from ..bag import BagWriter  # rosbags is only needed when a bag is asked for
+
+            bag_path = Path(bag_path)
+            bag = stack.enter_context(BagWriter(bag_path, storage=cfg.bag_storage))  # type: ignore[arg-type]
+            bag.add_tf_static(cfg.bag_start_ns, LIDAR_FRAME, CAMERA_FRAME, invert(seq.T_camera_lidar))
+        image_topic = TOPIC_IMAGE + ("/compressed" if cfg.compressed_images else "")
+        frames = tqdm(seq, total=len(seq), desc=f"synth {cfg.style} seed {cfg.seed}", unit="frame",
+                      disable=not progress)
+        for frame in frames:
+            writer.add(frame.image, frame.points, frame.time_s, frame.T_world_camera)
+            if bag is not None:
+                lidar_ns = cfg.bag_start_ns + round(frame.index * 1e9 / cfg.rate_hz)
+                camera_ns = lidar_ns + round(frame.camera_time_offset_s * 1e9)
+                bag.add_pointcloud(TOPIC_POINTS, lidar_ns, LIDAR_FRAME, frame.points)
+                bag.add_image(image_topic, camera_ns, CAMERA_FRAME, frame.image, compressed=cfg.compressed_images)
+                bag.add_camera_info(TOPIC_CAMERA_INFO, camera_ns, CAMERA_FRAME, seq.camera)
+        (writer.sequence_dir / "synth.json").write_text(_config_json(cfg, seq.camera, seq.T_camera_lidar))
+    return SynthResult(sequence_dir=writer.sequence_dir, camera=seq.camera, T_camera_lidar=seq.T_camera_lidar,
+                       frames=len(seq), bag_path=bag_path, config=cfg)
