@@ -6,6 +6,7 @@ Each sub-command is a small function over the ROS-free core. User errors
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -129,6 +130,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     cfg = SynthConfig(frames=args.frames, seed=args.seed, style=args.style)
     print(f"[demo] generating {cfg.frames} synthetic frames ({cfg.style}, seed {cfg.seed}) with ray-cast "
           f"{cfg.lidar_beams}x{cfg.lidar_columns} LiDAR and {cfg.image_width}x{cfg.image_height} camera")
+    # The demo owns its output folder: replace the previous run's data rather than refuse.
+    shutil.rmtree(out / "kitti", ignore_errors=True)
+    shutil.rmtree(out / "demo.mcap", ignore_errors=True)
     result = generate(cfg, out / "kitti", bag_path=out / "demo.mcap", progress=True)
     print(f"[demo] KITTI odometry layout: {result.sequence_dir}")
     print(f"[demo] ROS 2 bag:             {out / 'demo.mcap'}")

@@ -18,9 +18,9 @@ from .geometry import CameraModel, project_lidar
 class OverlayStyle:
     """How points are drawn: dot radius [pixels], depth range of the colour map [m]."""
 
-    radius_px: int = 2
+    radius_px: int = 1
     min_depth_m: float = 1.0
-    max_depth_m: float = 50.0
+    max_depth_m: float = 40.0
     dim_image: float = 0.7  # darken the photo so the dots stand out
 
 
