@@ -369,7 +369,11 @@ class Trainer:
         sampler = indices[skip_batches * cfg.batch_size:].tolist()  # resuming mid-epoch skips done batches
         return DataLoader(self.train_ds, batch_size=cfg.batch_size, sampler=sampler,
                           collate_fn=collate, num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
-                          worker_init_fn=_worker_init if cfg.num_workers else None, generator=generator)
+                          worker_init_fn=_worker_init if cfg.num_workers else None, generator=generator,
+                          # Workers are re-created every epoch, after the main process has run torch and
+                          # OpenCV thread pools: a forked child can inherit a held lock and hang for ever
+                          # (seen here after the first validation). Spawned workers start clean.
+                          multiprocessing_context="spawn" if cfg.num_workers else None)
 
     def fit(self, stop_at_step: int | None = None) -> TrainResult:
         """Train to the end (or until ``stop_at_step``, saving a checkpoint there, e.g. to test resuming)."""
