@@ -25,3 +25,9 @@ def test_pnp_recovers_known_poses_with_half_outliers():
 def test_pnp_with_too_few_matches_fails_cleanly():
     result = solve_pnp_ransac(Matches(np.zeros((5, 3)), np.zeros((5, 2)), np.ones(5)), np.eye(3))
     assert not result.success and np.array_equal(result.T, np.eye(4))
+
+
+def test_pnp_on_coincident_points_fails_cleanly_instead_of_raising():
+    X = np.tile([[1.0, 2.0, 10.0]], (50, 1))
+    result = solve_pnp_ransac(Matches(X, np.full((50, 2), 100.0), np.ones(50)), np.diag([300.0, 300.0, 1.0]))
+    assert not result.success

@@ -92,9 +92,13 @@ def solve_pnp_ransac(matches: Matches, K: np.ndarray, cfg: PnPConfig = PnPConfig
     obj = np.ascontiguousarray(matches.points, dtype=np.float64)
     img = np.ascontiguousarray(matches.pixels, dtype=np.float64)
     cv2.setRNGSeed(cfg.seed)
-    ok, rvec, tvec, inliers = cv2.solvePnPRansac(
-        obj, img, K.astype(np.float64), None, iterationsCount=cfg.ransac_iterations,
-        reprojectionError=cfg.ransac_reprojection_px, confidence=cfg.ransac_confidence, flags=cv2.SOLVEPNP_SQPNP)
+    try:
+        ok, rvec, tvec, inliers = cv2.solvePnPRansac(
+            obj, img, K.astype(np.float64), None, iterationsCount=cfg.ransac_iterations,
+            reprojectionError=cfg.ransac_reprojection_px, confidence=cfg.ransac_confidence, flags=cv2.SOLVEPNP_SQPNP)
+    except cv2.error:
+        # SQPnP asserts on degenerate minimal sets (3-D points nearly coincident): no pose from these matches.
+        return failure
     if not ok or inliers is None or len(inliers) < cfg.min_inliers:
         return PnPResult(np.eye(4), 0 if inliers is None else len(inliers), n, False)
     inl = inliers[:, 0]
