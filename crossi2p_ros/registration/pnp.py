@@ -63,24 +63,11 @@ def extract_matches(model: CrossI2P, out: CrossI2POutput, b: int, cfg: PnPConfig
         empty = np.zeros((0, 3))
         return Matches(empty, np.zeros((0, 2)), np.zeros(0))
     cell = best_cell[out.groups.assign[b, idx]]
-    batch_out = _select(out, b)
-    fine = model.match_fine(batch_out, idx[None], cell[None])
+    # Only sample b's fine map and point embeddings are needed: call the matcher on those directly.
+    fine = model.fine_matcher(out.point_embed[b, idx][None], out.fine_map[b:b + 1], cell[None])
     weight = fine.confidence[0] * best_prob[out.groups.assign[b, idx]]
     return Matches(out.points[b, idx, :3].double().cpu().numpy(), fine.uv[0].double().cpu().numpy(),
                    weight.double().cpu().numpy())
-
-
-def _select(out: CrossI2POutput, b: int) -> CrossI2POutput:
-    from ..model.matching import CoarseScores
-    from ..model.point_encoder import PointGroups
-
-    g = out.groups
-    return CrossI2POutput(
-        PointGroups(g.centers[b:b + 1], g.knn[b:b + 1], g.assign[b:b + 1]),
-        CoarseScores(out.coarse.sim[b:b + 1], out.coarse.point_to_image[b:b + 1], out.coarse.image_to_point[b:b + 1]),
-        out.fine_map[b:b + 1], out.point_embed[b:b + 1], out.superpixel_embed[b:b + 1], out.superpoint_embed[b:b + 1],
-        out.points[b:b + 1],
-    )
 
 
 def solve_pnp_ransac(matches: Matches, K: np.ndarray, cfg: PnPConfig = PnPConfig()) -> PnPResult:
