@@ -172,6 +172,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- eval
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .data.kitti import open_dataset
+    from .eval_plots import error_plots, overlay_examples
+    from .evaluation import EvalConfig, evaluate, summary_table, write_json
+    from .registration.calibrator import Calibrator, CalibratorConfig
+
+    cfg = EvalConfig(protocol=args.protocol, samples=args.samples, seed=args.seed, max_rot_deg=args.max_rot_deg,
+                     max_trans_m=args.max_trans_m, frames_per_estimate=args.frames_per_estimate)
+    dataset = open_dataset(args.data)
+    calibrator = Calibrator(CalibratorConfig(weights=str(args.weights) if args.weights else None, device=args.device,
+                                             use_edges=not args.no_edges))
+    data, records = evaluate(dataset, calibrator, cfg, progress=not args.quiet)
+    write_json(args.json, data)
+    print(summary_table(data))
+    print(f"per-sample results: {args.json}")
+    if args.plots is not None:
+        paths = error_plots(records, args.plots, cfg.protocol) + overlay_examples(dataset, records, args.plots)
+        print(f"plots: {', '.join(str(p) for p in paths)}")
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -218,6 +242,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-per-epoch", type=int, default=None, help="override steps per epoch (0: one pass)")
     p.add_argument("--batch-size", type=int, default=None, help="override the per-process batch size")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="measure calibration accuracy on a KITTI-layout dataset",
+                       description="Run the Calibrator over a dataset under a DESIGN.md protocol (calib: perturbed "
+                                   "initial guess; i2p: no prior, cloud moved by a large yaw and shift) and write "
+                                   "per-sample errors and a summary as JSON.")
+    p.add_argument("--data", type=Path, required=True, help="KITTI object or odometry folder (detected automatically)")
+    p.add_argument("--protocol", choices=["calib", "i2p"], default="calib", help="default %(default)s")
+    p.add_argument("--samples", type=int, default=100, help="number of samples (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="protocol seed (default %(default)s)")
+    p.add_argument("--max-rot-deg", type=float, default=10.0, help="calib: perturbation angle bound (default %(default)s)")
+    p.add_argument("--max-trans-m", type=float, default=0.5, help="calib: perturbation radius (default %(default)s)")
+    p.add_argument("--frames-per-estimate", type=int, default=1,
+                   help="calib: estimate jointly from K consecutive frames of the same rig (default %(default)s)")
+    p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default %(default)s)")
+    p.add_argument("--no-edges", action="store_true", help="disable the model-free edge refinement stage")
+    p.add_argument("--json", type=Path, required=True, help="output JSON (the eval contract of DESIGN.md)")
+    p.add_argument("--plots", type=Path, default=None, help="also write error histograms/CDFs and overlays here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_eval)
     return parser
 
 

@@ -88,7 +88,7 @@ class SampleConfig:
 # --------------------------------------------------------------------------- image geometry
 
 
-class _Undistorter:
+class Undistorter:
     """Remaps distorted images to the pinhole camera with the same K; maps cached per camera."""
 
     def __init__(self) -> None:
@@ -181,7 +181,7 @@ def sample_points(points: np.ndarray, num: int, rng: np.random.Generator) -> np.
     return points[rng.permutation(idx)]
 
 
-def _in_view(points_cam: np.ndarray, K: np.ndarray, width: int, height: int, margin: float,
+def in_view(points_cam: np.ndarray, K: np.ndarray, width: int, height: int, margin: float,
              min_depth: float) -> np.ndarray:
     """Mask of camera-frame points (N, 3) in front and projecting within ``margin`` px of a pinhole image."""
     z = points_cam[:, 2]
@@ -243,7 +243,7 @@ class PairDataset(Dataset):
             raise CrossI2PError(f"protocol {protocol!r}: use one of {PROTOCOLS}")
         self.protocol = protocol
         self.epoch = 0
-        self._undistort = _Undistorter()
+        self._undistort = Undistorter()
 
     @property
     def num_frames(self) -> int:
@@ -292,7 +292,7 @@ class PairDataset(Dataset):
         if protocol == "calib":
             T_init = cfg.calib.initial_guess(T_gt, cfg.seed, key)
             xyz = transform_points(T_init, points[:, :3].astype(np.float64))
-            keep = _in_view(xyz, K, mcfg.image_width, mcfg.image_height, cfg.calib_margin_px, cfg.min_depth_m)
+            keep = in_view(xyz, K, mcfg.image_width, mcfg.image_height, cfg.calib_margin_px, cfg.min_depth_m)
             if not keep.any():
                 raise CrossI2PError(
                     f"frame {frame.id}: no LiDAR point projects into the image even under the perturbed "

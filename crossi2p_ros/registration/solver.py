@@ -1,0 +1,73 @@
+"""Robust Gauss-Newton on SE(3) for reprojection-type residuals, shared by the refinement stages.
+
+Poses are updated on the left, ``T <- exp(delta) @ T`` with ``delta = (rho [m],
+phi [rad])`` as in :mod:`crossi2p_ros.geometry`, so the Jacobian of a camera-frame
+point ``p`` is ``[I | -[p]x]``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..geometry import se3_exp
+
+
+def project_with_jacobian(K: np.ndarray, points_camera: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pinhole pixels (N, 2) of camera-frame points (N, 3) [m] and d(uv)/d(delta) (N, 2, 6).
+
+    Callers mask points with non-positive depth; their rows are meaningless.
+    """
+    x, y, z = points_camera[:, 0], points_camera[:, 1], points_camera[:, 2]
+    z = np.where(np.abs(z) < 1e-9, 1e-9, z)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    uv = np.stack([fx * x / z + cx, fy * y / z + cy], -1)
+    iz, iz2 = 1.0 / z, 1.0 / (z * z)
+    d_uv_d_p = np.zeros((len(z), 2, 3))
+    d_uv_d_p[:, 0, 0] = fx * iz
+    d_uv_d_p[:, 0, 2] = -fx * x * iz2
+    d_uv_d_p[:, 1, 1] = fy * iz
+    d_uv_d_p[:, 1, 2] = -fy * y * iz2
+    d_p_d_delta = np.zeros((len(z), 3, 6))
+    d_p_d_delta[:, :, :3] = np.eye(3)
+    # -[p]x
+    d_p_d_delta[:, 0, 4], d_p_d_delta[:, 0, 5] = points_camera[:, 2], -points_camera[:, 1]
+    d_p_d_delta[:, 1, 3], d_p_d_delta[:, 1, 5] = -points_camera[:, 2], points_camera[:, 0]
+    d_p_d_delta[:, 2, 3], d_p_d_delta[:, 2, 4] = points_camera[:, 1], -points_camera[:, 0]
+    return uv, d_uv_d_p @ d_p_d_delta
+
+
+def cauchy_weights(residual_norm: np.ndarray, scale: float) -> np.ndarray:
+    """IRLS weights of the Cauchy loss: 1 / (1 + (r / c)^2)."""
+    return 1.0 / (1.0 + (residual_norm / scale) ** 2)
+
+
+def normal_equations(J: np.ndarray, r: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """H = sum w J^T J (6, 6) and g = sum w J^T r (6,) for residuals r (N, k), Jacobians J (N, k, 6)."""
+    Jw = J * w[:, None, None]
+    H = np.einsum("nki,nkj->ij", Jw, J)
+    g = np.einsum("nki,nk->i", Jw, r)
+    return H, g
+
+
+def damped_step(H: np.ndarray, g: np.ndarray, damping: float) -> np.ndarray:
+    """Levenberg-Marquardt step solving (H + lambda diag(H)) delta = -g; zeros if singular."""
+    A = H + damping * np.diag(np.maximum(np.diag(H), 1e-9))
+    try:
+        delta = -np.linalg.solve(A, g)
+    except np.linalg.LinAlgError:
+        return np.zeros(6)
+    return delta if np.all(np.isfinite(delta)) else np.zeros(6)
+
+
+def apply_step(T: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    return se3_exp(delta) @ T
+
+
+def covariance_from_hessian(H: np.ndarray, sigma2: float) -> np.ndarray:
+    """Pose covariance (6, 6) over (rho [m], phi [rad]) = sigma^2 H^-1; huge where H is singular."""
+    try:
+        cov = sigma2 * np.linalg.inv(H + 1e-12 * np.eye(6))
+    except np.linalg.LinAlgError:
+        return np.eye(6) * 1e6
+    if not np.all(np.isfinite(cov)):
+        return np.eye(6) * 1e6
+    return 0.5 * (cov + cov.T)
