@@ -276,6 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"crossi2p {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into head/less that closed early: not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

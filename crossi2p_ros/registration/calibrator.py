@@ -230,9 +230,29 @@ class Calibrator:
         err = pose_error(T_input, np.eye(4))
         return err.rot_deg <= self.cfg.prior_max_rot_deg and err.trans_m <= self.cfg.prior_max_trans_m
 
+    def _reach_px(self, K: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """How far (pixels) the prior's bounds can move a point at ``depth`` [m] in the network image."""
+        return K[0, 0] * (np.tan(np.radians(self.cfg.prior_max_rot_deg))
+                          + self.cfg.prior_max_trans_m / np.maximum(depth, 1e-3))
+
+    def _prior_window(self, out, x: NetworkInput) -> torch.Tensor:
+        """(M, P) superpixels within the prior's reach of each superpoint centre's projection under the prior."""
+        centers = out.groups.centers[0].double().cpu().numpy()
+        z = centers[:, 2]
+        front = z > self.cfg.inputs.min_depth_m
+        uv = centers[:, :2] / np.where(front, z, 1.0)[:, None] @ x.K[:2, :2].T + x.K[:2, 2]
+        s = self.model.cfg.coarse_stride
+        H, W = x.image.shape[-2:]
+        cy, cx = np.meshgrid(np.arange(H // s), np.arange(W // s), indexing="ij")
+        cell_uv = np.stack([cx.ravel() * s + (s - 1) / 2, cy.ravel() * s + (s - 1) / 2], 1)
+        dist = np.linalg.norm(uv[:, None, :] - cell_uv[None], axis=-1)
+        allowed = (dist <= self._reach_px(x.K, z)[:, None] + s) & front[:, None]
+        return torch.from_numpy(allowed).to(out.coarse.sim.device)
+
     def _gated_matches(self, outs, inputs: list[NetworkInput], have_prior: bool) -> Matches:
         """Fine matches of all frames; with a prior, only those the prior's bounds can explain."""
-        found = [extract_matches(self.model, o, 0, self.cfg.pnp) for o in outs]
+        found = [extract_matches(self.model, o, 0, self.cfg.pnp,
+                                 self._prior_window(o, x) if have_prior else None) for o, x in zip(outs, inputs)]
         pts = np.concatenate([m.points for m in found])
         pix = np.concatenate([m.pixels for m in found])
         w = np.concatenate([m.weights for m in found])
@@ -241,9 +261,7 @@ class Calibrator:
             z = pts[:, 2]
             front = z > self.cfg.inputs.min_depth_m
             uv = pts[:, :2] / np.where(front, z, 1.0)[:, None] @ K[:2, :2].T + K[:2, 2]
-            # reach of the prior: its rotation bound as pixels plus its translation bound at the point's depth
-            reach = K[0, 0] * (np.tan(np.radians(self.cfg.prior_max_rot_deg))
-                               + self.cfg.prior_max_trans_m / np.maximum(z, 1e-3))
+            reach = self._reach_px(K, z)
             keep = front & (np.linalg.norm(uv - pix, axis=1) <= reach)
             pts, pix, w = pts[keep], pix[keep], w[keep]
         return Matches(pts, pix, w)

@@ -47,10 +47,17 @@ class PnPResult:
 
 
 @torch.no_grad()
-def extract_matches(model: CrossI2P, out: CrossI2POutput, b: int, cfg: PnPConfig = PnPConfig()) -> Matches:
-    """Coarse-to-fine 3-D/2-D matches of sample ``b`` of a batch."""
+def extract_matches(model: CrossI2P, out: CrossI2POutput, b: int, cfg: PnPConfig = PnPConfig(),
+                    allowed: torch.Tensor | None = None) -> Matches:
+    """Coarse-to-fine 3-D/2-D matches of sample ``b`` of a batch.
+
+    ``allowed`` (M, P) bool, optional: the superpixels each superpoint may match
+    (an initial guess limits them to a window around its projection).
+    """
     log_p2i = out.coarse.point_to_image[b]
     prob = out.coarse.match_probability()[b]                    # (M, P)
+    if allowed is not None:
+        prob = prob.masked_fill(~allowed, 0.0)
     best_prob, best_cell = prob.max(-1)
     in_view = log_p2i[:, :-1].exp().sum(-1) > log_p2i[:, -1].exp()
     good = in_view & (best_prob > cfg.min_match_probability)
