@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         results[f"calib_fused_{args.fused}"], _ = run(datasets, calibrator, fused)
         results["i2p"], records = run(datasets, calibrator, EvalConfig(protocol="i2p", samples=args.samples, seed=0))
         results["i2p"]["acc"] = results["i2p"]["success_rate"]
-        network_only = Calibrator(replace(calibrator.cfg, use_edges=False), model=calibrator.model)
+        network_only = Calibrator(replace(calibrator.cfg, use_mi=False), model=calibrator.model)
         results["calib_single_network_only"], _ = run(datasets, network_only, calib)
     results["seconds"] = time.perf_counter() - start
 

@@ -185,7 +185,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                      max_trans_m=args.max_trans_m, frames_per_estimate=args.frames_per_estimate)
     dataset = open_dataset(args.data)
     calibrator = Calibrator(CalibratorConfig(weights=str(args.weights) if args.weights else None, device=args.device,
-                                             use_edges=not args.no_edges))
+                                             use_mi=not args.no_mi))
     data, records = evaluate(dataset, calibrator, cfg, progress=not args.quiet)
     write_json(args.json, data)
     print(summary_table(data))
@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calib: estimate jointly from K consecutive frames of the same rig (default %(default)s)")
     p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default %(default)s)")
-    p.add_argument("--no-edges", action="store_true", help="disable the model-free edge refinement stage")
+    p.add_argument("--no-mi", action="store_true", help="disable the model-free mutual-information refinement stage")
     p.add_argument("--json", type=Path, required=True, help="output JSON (the eval contract of DESIGN.md)")
     p.add_argument("--plots", type=Path, default=None, help="also write error histograms/CDFs and overlays here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

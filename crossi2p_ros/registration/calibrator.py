@@ -9,11 +9,12 @@ previous pose on and says so in :attr:`Estimate.stage`):
    guess, matches further from the prior's projection than the prior allows are
    dropped first, and a PnP pose outside the prior's bounds is rejected.
 3. ``fine``: geometry-constrained point-level refinement (:mod:`.fine`).
-4. ``edges`` (only with an initial guess, ``use_edges``): model-free alignment
-   of LiDAR discontinuities with image edges (:mod:`.edges`), kept only when it
-   raises the fraction of LiDAR edge points lying on image edges by at least
-   ``edges_min_gain`` over the pose it started from; on data unlike the training
-   set this is what does not depend on the network.
+4. ``mi`` (only with an initial guess, ``use_mi``): model-free refinement that
+   maximises the mutual information of LiDAR intensity and image brightness
+   (:mod:`.mutual_info`), over all frames jointly, inside a trust region around
+   the pose it starts from; kept when it raises the MI by at least
+   ``mi_min_gain`` and stays inside the prior's bounds. On data unlike the
+   training set this is the stage that does not depend on the network.
 
 Frames of one rig can be estimated jointly (:meth:`Calibrator.estimate_many`):
 their matches share one PnP, one refinement and one edge alignment.
@@ -33,8 +34,9 @@ from ..errors import CrossI2PError
 from ..geometry import CameraModel, invert, pose_error, transform_points
 from ..model.crossi2p import CrossI2P
 from ..model.weights import load_model
-from .edges import EdgeAligner, EdgeConfig, image_edges, lidar_edges
+from .mutual_info import MIAligner, MIConfig, prepare_frame
 from .fine import FineConfig, FineRefiner, FineView
+from .solver import confidence_from_covariance
 from .inputs import InputConfig, NetworkInput, prepare_input
 from .pnp import Matches, PnPConfig, extract_matches, solve_pnp_ransac
 
@@ -76,13 +78,12 @@ class CalibratorConfig:
     inputs: InputConfig = field(default_factory=InputConfig)
     pnp: PnPConfig = field(default_factory=PnPConfig)
     fine: FineConfig = field(default_factory=FineConfig)
-    edges: EdgeConfig = field(default_factory=lambda: EdgeConfig(start_grid_deg=0.0, levels=3))
+    mi: MIConfig = field(default_factory=MIConfig)
     use_fine: bool = True
-    use_edges: bool = True
-    edges_min_gain: float = 0.02          # edge-inlier fraction the model-free stage must add to be kept
+    use_mi: bool = True
+    mi_min_gain: float = 0.01             # mutual information [nats] the model-free stage must add to be kept
     prior_max_rot_deg: float = 15.0       # with a prior: farther PnP poses are rejected ...
     prior_max_trans_m: float = 1.0        # ... and matches beyond this reach of the prior are dropped
-    full_confidence_inliers: int = 200    # inlier count at which the count stops limiting confidence
 
 
 @dataclass
@@ -92,10 +93,11 @@ class Estimate:
     ``T_camera_lidar`` maps LiDAR points into the camera optical frame (4x4,
     metres); with no usable result it is the initial guess (or identity) and
     ``ok`` is False. ``covariance`` (6x6) is over a left perturbation
-    (translation [m], rotation [rad]) of ``T_camera_lidar``. ``confidence`` in
-    [0, 1] is the inlier ratio of the stage that produced the pose scaled by
-    its inlier count. ``stage`` names that stage (``fine``, ``coarse``,
-    ``edges``, ``prior`` or ``none``); ``timings_ms`` has one entry per stage run.
+    (translation [m], rotation [rad]) of ``T_camera_lidar``, from the last
+    stage that refined the pose (10^6 I when none did). ``confidence`` in [0, 1]
+    is :func:`.solver.confidence_from_covariance` of it (0 when not ``ok``).
+    ``inliers`` counts the matches (fine, coarse) or points (mi) behind the pose. ``stage`` names that stage (``fine``, ``coarse``,
+    ``mi``, ``prior`` or ``none``); ``timings_ms`` has one entry per stage run.
     """
 
     T_camera_lidar: np.ndarray
@@ -149,7 +151,7 @@ class Calibrator:
             self.metadata, self.weights_path = {}, None
         self.model = model
         self.fine = FineRefiner(model, cfg.fine)
-        self.edges = EdgeAligner(cfg.edges)
+        self.mi = MIAligner(cfg.mi)
 
     # ------------------------------------------------------------------ API
     def estimate(self, image: np.ndarray, points: np.ndarray, camera: CameraModel,
@@ -193,7 +195,6 @@ class Calibrator:
         T_input = pnp.T if coarse_ok else np.eye(4)
         stage = "coarse" if coarse_ok else ("prior" if T_prior is not None else "none")
         inliers = pnp.inliers if coarse_ok else 0
-        ratio = pnp.inliers / max(pnp.num_matches, 1) if coarse_ok else 0.0
         covariance = np.eye(6) * 1e6
 
         if self.cfg.use_fine and (coarse_ok or T_prior is not None):
@@ -201,26 +202,23 @@ class Calibrator:
                 views = [FineView(o, x.K, tuple(x.image.shape[-2:])) for o, (_, x) in zip(outs, usable)]
                 fine = self.fine.refine(views, T_input)
                 if fine.success and (T_prior is None or self._within_prior(fine.T)):
-                    T_input, stage, inliers, ratio, covariance = fine.T, "fine", fine.inliers, fine.inlier_ratio, \
-                        fine.covariance
+                    T_input, stage, inliers, covariance = fine.T, "fine", fine.inliers, fine.covariance
 
         T = T_input @ (np.eye(4) if T_prior is None else T_prior)
         ok = stage in ("coarse", "fine")
-        confidence = ratio * min(1.0, inliers / self.cfg.full_confidence_inliers) if ok else 0.0
         message = "" if ok else "no reliable network matches; the pose is the initial guess" \
             if T_prior is not None else "no reliable network matches; no pose"
 
-        if self.cfg.use_edges and T_prior is not None:
-            with timer.stage("edges"):
-                data = [(lidar_edges(p.points, self.cfg.edges), image_edges(p.image, p.camera, self.cfg.edges))
-                        for p, _ in usable]
-                result = self.edges.align(data, T)
-                if result.inlier_fraction >= result.start_inlier_fraction + self.cfg.edges_min_gain \
+        if self.cfg.use_mi and T_prior is not None:
+            with timer.stage("mi"):
+                data = [prepare_frame(p.image, p.points, p.camera, self.cfg.mi) for p, _ in usable]
+                result = self.mi.align(data, T)
+                if result.mi >= result.start_mi + self.cfg.mi_min_gain \
                         and self._within_prior(result.T @ invert(T_prior)):
-                    T, stage, ok, message = result.T, "edges", True, ""
-                    inliers, covariance = result.visible, result.covariance
-                    confidence = max(confidence, result.inlier_fraction)
+                    T, stage, ok, message = result.T, "mi", True, ""
+                    inliers, covariance = result.points, result.covariance
         timer.ms["total"] = sum(timer.ms.values())
+        confidence = confidence_from_covariance(covariance) if ok else 0.0
         if not np.all(np.isfinite(T)):  # never hand out a NaN pose
             return Estimate(fallback, 0.0, np.eye(6) * 1e6, 0, "none", False, "numerical failure", timer.ms)
         return Estimate(T, float(confidence), covariance, int(inliers), stage, ok, message, timer.ms)

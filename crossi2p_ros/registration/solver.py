@@ -71,3 +71,16 @@ def covariance_from_hessian(H: np.ndarray, sigma2: float) -> np.ndarray:
     if not np.all(np.isfinite(cov)):
         return np.eye(6) * 1e6
     return 0.5 * (cov + cov.T)
+
+
+def confidence_from_covariance(cov: np.ndarray, rot_ref_deg: float = 0.5, trans_ref_m: float = 0.05) -> float:
+    """1 / (1 + (sigma_rot / rot_ref)^2 + (sigma_trans / trans_ref)^2) from a (rho, phi) covariance.
+
+    Near 1 when the pose is pinned well inside the calib protocol's success
+    bounds (1 deg, 5 cm; the references are half of them), near 0 when it is not.
+    """
+    c = np.asarray(cov, dtype=np.float64)
+    rot_sd = np.degrees(np.sqrt(max(float(np.trace(c[3:, 3:])), 0.0)))
+    trans_sd = np.sqrt(max(float(np.trace(c[:3, :3])), 0.0))
+    value = 1.0 / (1.0 + (rot_sd / rot_ref_deg) ** 2 + (trans_sd / trans_ref_m) ** 2)
+    return float(value) if np.isfinite(value) else 0.0

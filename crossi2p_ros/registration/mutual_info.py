@@ -1,0 +1,286 @@
+"""Model-free refinement by mutual information between LiDAR intensity and image brightness.
+
+The LiDAR's intensity follows the near-infrared reflectivity of surfaces and
+the camera's brightness their visible albedo and lighting: not the same
+quantity, but statistically dependent (lane paint, signs, glass, dark tyres and
+asphalt). At the true extrinsic the projected points sample the image where
+their surface is, and the mutual information (MI) of the two values is highest
+(Pandey et al., "Automatic extrinsic calibration of vision and lidar by
+maximizing mutual information", JFR 2015). Unlike an edge score it uses every
+point in view, which makes translation observable from near structure.
+
+The MI of one joint histogram over all frames is maximised by a pattern search
+on the six pose parameters, coarse to fine: the image is blurred strongly and
+the steps are large first (a wide, smooth basin), then both shrink.
+Intensities are rank-normalised per frame so a sensor's intensity scale does
+not matter.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.optimize import minimize
+
+from ..data.samples import Undistorter
+from ..geometry import CameraModel, se3_exp, transform_points
+from .solver import project_with_jacobian
+
+
+@dataclass(frozen=True)
+class MIConfig:
+    bins: int = 24                       # joint histogram bins per axis
+    max_points: int = 20000              # points in view used per frame (deterministic subsample)
+    min_range_m: float = 1.0
+    max_range_m: float = 80.0
+    view_margin: float = 0.05            # points used: in view (grown by this image fraction) at the start
+    blur_px: tuple[float, ...] = (8.0, 4.0, 2.0, 1.0)   # image blur sigma per level [px], coarse first
+    rot_scale_deg: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)  # optimiser's unit step per level
+    trans_scale_m: tuple[float, ...] = (0.1, 0.05, 0.025, 0.0125)
+    trust_units: float = 4.0             # per level, each parameter moves at most this many unit steps
+    evaluations_per_level: int = 60      # L-BFGS function+gradient evaluations per level and start
+    # grid search for a start (the MI basin is ~2 deg / ~0.1 m wide); 0 disables it
+    search_rot_deg: float = 0.0          # rotation grid half-width per axis
+    search_rot_step_deg: float = 2.0
+    search_trans_m: float = 0.0          # translation grid half-width per axis
+    search_trans_step_m: float = 0.25
+    search_points: int = 4000            # points per frame scored in the grid search
+    search_keep: int = 4                 # best grid poses refined
+    covariance_level: int = 2            # blur level whose curvature gives the covariance
+    correlated_points: float = 100.0     # LiDAR points that count as one independent sample (covariance)
+    seed: int = 0
+
+
+@dataclass
+class MIFrame:
+    """One frame prepared for MI: LiDAR points (N, 3) [m], intensity ranks (N,) in [0, 1), blurred images."""
+
+    xyz: np.ndarray
+    intensity: np.ndarray
+    K: np.ndarray
+    levels: list[np.ndarray]   # (H, W, 3) float32: blurred grey in [0, 1], d/du, d/dv; one per blur level
+
+
+@dataclass
+class MIResult:
+    T: np.ndarray              # refined T_camera_lidar
+    mi: float                  # at the end (finest level) [nats]
+    start_mi: float            # at the start pose (finest level)
+    evaluations: int
+    points: int                # LiDAR points scored (all frames)
+    covariance: np.ndarray     # (6, 6) over (rho [m], phi [rad]); see MIAligner.covariance
+
+
+_undistort = Undistorter()
+
+
+def prepare_frame(image_rgb: np.ndarray, points: np.ndarray, camera: CameraModel, cfg: MIConfig = MIConfig()
+                  ) -> MIFrame:
+    """Undistort and blur the image, clean and rank-normalise the points' intensities."""
+    image = _undistort(np.asarray(image_rgb), camera)
+    grey = (cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image).astype(np.float32) / 255.0
+    levels = []
+    for s in cfg.blur_px:
+        g = cv2.GaussianBlur(grey, (0, 0), s)
+        dv, du = np.gradient(g)
+        levels.append(np.dstack([g, du, dv]).astype(np.float32))
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] < 4:
+        return MIFrame(np.zeros((0, 3)), np.zeros(0), camera.K, levels)
+    pts = pts[np.isfinite(pts[:, :4]).all(1)]
+    r = np.linalg.norm(pts[:, :3], axis=1)
+    pts = pts[(r > cfg.min_range_m) & (r < cfg.max_range_m)]
+    ranks = np.argsort(np.argsort(pts[:, 3], kind="stable"), kind="stable") / max(len(pts), 1)
+    return MIFrame(pts[:, :3], ranks, camera.K, levels)
+
+
+def _mi_terms(a: np.ndarray, b: np.ndarray, bins: int):
+    """MI, the log-ratio table log(p_jk / q_k) and each sample's (a-bin, lower b-bin, seen)."""
+    ia = np.clip((a * bins).astype(np.int64), 0, bins - 1)
+    seen = np.isfinite(b)
+    x = np.clip(np.nan_to_num(b) * bins - 0.5, 0.0, bins - 1.0)
+    lo = np.minimum(x.astype(np.int64), bins - 2)
+    if len(a) < bins:
+        return 0.0, None, (ia, lo, seen)
+    w_hi = np.where(seen, x - lo, 0.0)
+    w_lo = np.where(seen, 1.0 - w_hi, 0.0)
+    nb = bins + 1
+    size = bins * nb
+    joint = (np.bincount(ia * nb + lo, w_lo, size) + np.bincount(ia * nb + lo + 1, w_hi, size)
+             + np.bincount(ia * nb + bins, (~seen).astype(np.float64), size)).reshape(bins, nb)
+    joint /= joint.sum()
+    pa, pb = joint.sum(1, keepdims=True), joint.sum(0, keepdims=True)
+    nz = joint > 0
+    mi = float(np.sum(joint[nz] * np.log(joint[nz] / (pa @ pb)[nz])))
+    log_ratio = np.log(np.maximum(joint, 1e-12) / np.maximum(pb, 1e-12))
+    return mi, log_ratio, (ia, lo, seen)
+
+
+def mutual_information(a: np.ndarray, b: np.ndarray, bins: int) -> float:
+    """MI [nats] of two samples in [0, 1]; NaN in ``b`` is its own bin ("not seen").
+
+    ``b`` is soft-binned (each value shared linearly between its two nearest
+    bin centres), which makes the score continuous and differentiable almost
+    everywhere in the pose: hard bins make it a staircase that traps a search.
+    """
+    return _mi_terms(a, b, bins)[0]
+
+
+class MIAligner:
+    def __init__(self, cfg: MIConfig = MIConfig()):
+        self.cfg = cfg
+
+    def _select(self, frame: MIFrame, T: np.ndarray) -> MIFrame:
+        H, W = frame.levels[0].shape[:2]
+        p = transform_points(T, frame.xyz)
+        front = p[:, 2] > 0.5
+        uv = p[:, :2] / np.where(front, p[:, 2], 1.0)[:, None] @ frame.K[:2, :2].T + frame.K[:2, 2]
+        m = self.cfg.view_margin
+        keep = front & (uv[:, 0] > -m * W) & (uv[:, 0] < (1 + m) * W) & (uv[:, 1] > -m * H) & (uv[:, 1] < (1 + m) * H)
+        idx = np.nonzero(keep)[0]
+        if len(idx) > self.cfg.max_points:  # subsample the points in view, not the sweep
+            idx = np.sort(np.random.default_rng(self.cfg.seed).choice(idx, self.cfg.max_points, replace=False))
+        return MIFrame(frame.xyz[idx], frame.intensity[idx], frame.K, frame.levels)
+
+    def score(self, frames: list[MIFrame], T: np.ndarray, level: int) -> float:
+        """MI of intensity and brightness over all frames' points at pose T (points out of view count as unseen)."""
+        return self.score_and_gradient(frames, T, level, gradient=False)[0]
+
+    def score_and_gradient(self, frames: list[MIFrame], T: np.ndarray, level: int, gradient: bool = True
+                           ) -> tuple[float, np.ndarray]:
+        """MI and its gradient (6,) with respect to a left perturbation (rho [m], phi [rad]) of T.
+
+        With the intensity marginal fixed, dMI/dp_jk = log(p_jk / q_k); a sample
+        moves its soft-binned brightness between two bins, so its derivative is
+        the difference of that log-ratio between them, times the image gradient
+        at its pixel, times the projection Jacobian.
+        """
+        bins = self.cfg.bins
+        a, b, grads, jac = [], [], [], []
+        for f in frames:
+            img = f.levels[level]
+            H, W = img.shape[:2]
+            p = transform_points(T, f.xyz)
+            front = p[:, 2] > 0.5
+            uv = p[:, :2] / np.where(front, p[:, 2], 1.0)[:, None] @ f.K[:2, :2].T + f.K[:2, 2]
+            ok = front & (uv[:, 0] >= 0) & (uv[:, 0] <= W - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= H - 1)
+            u, v = uv[ok, 0], uv[ok, 1]
+            x0, y0 = np.minimum(u.astype(np.int64), W - 2), np.minimum(v.astype(np.int64), H - 2)
+            fx, fy = (u - x0)[:, None], (v - y0)[:, None]
+            sample = (img[y0, x0] * (1 - fx) * (1 - fy) + img[y0, x0 + 1] * fx * (1 - fy)
+                      + img[y0 + 1, x0] * (1 - fx) * fy + img[y0 + 1, x0 + 1] * fx * fy)
+            # points that leave the image keep counting (as "not seen"), so the sample never shrinks:
+            # MI estimated on fewer points is biased upwards and would pull points out of view
+            val = np.full(len(p), np.nan)
+            val[ok] = sample[:, 0]
+            a.append(f.intensity)
+            b.append(val)
+            if gradient:
+                g = np.zeros((len(p), 2))
+                g[ok] = sample[:, 1:3]
+                J = np.zeros((len(p), 2, 6))
+                J[ok] = project_with_jacobian(f.K, p[ok])[1]
+                grads.append(g)
+                jac.append(J)
+        if not a:
+            return 0.0, np.zeros(6)
+        a_all, b_all = np.concatenate(a), np.concatenate(b)
+        mi, log_ratio, (ia, lo, seen) = _mi_terms(a_all, b_all, bins)
+        if not gradient or log_ratio is None:
+            return mi, np.zeros(6)
+        d_x = np.where(seen, log_ratio[ia, np.minimum(lo + 1, bins - 1)] - log_ratio[ia, lo], 0.0)
+        d_b = d_x * bins / len(a_all)
+        d_uv = d_b[:, None] * np.concatenate(grads)
+        return mi, np.einsum("nk,nkj->j", d_uv, np.concatenate(jac))
+
+    def _grid(self, T_init: np.ndarray) -> list[np.ndarray]:
+        """Start poses: left perturbations of T_init on a rotation x translation grid (camera axes)."""
+        cfg = self.cfg
+        def axis(half: float, step: float) -> np.ndarray:
+            n = int(np.floor(half / step + 1e-9)) if step > 0 else 0
+            return np.arange(-n, n + 1) * step
+        rot = np.radians(axis(cfg.search_rot_deg, cfg.search_rot_step_deg))
+        trans = axis(cfg.search_trans_m, cfg.search_trans_step_m)
+        r = np.stack(np.meshgrid(rot, rot, rot, indexing="ij"), -1).reshape(-1, 3)
+        t = np.stack(np.meshgrid(trans, trans, trans, indexing="ij"), -1).reshape(-1, 3)
+        xi = np.concatenate([np.repeat(t, len(r), 0), np.tile(r, (len(t), 1))], 1)
+        return list(se3_exp(xi) @ T_init)
+
+    def _refine(self, frames: list[MIFrame], T: np.ndarray) -> tuple[np.ndarray, int]:
+        """L-BFGS on MI at every level, coarse to fine, from T."""
+        cfg = self.cfg
+        evals = 0
+        for level in range(len(cfg.blur_px)):
+            scale = np.array([cfg.trans_scale_m[level]] * 3 + [np.radians(cfg.rot_scale_deg[level])] * 3)
+            T_level = T
+
+            def negative_mi(x: np.ndarray) -> tuple[float, np.ndarray]:
+                mi, grad = self.score_and_gradient(frames, se3_exp(x * scale) @ T_level, level)
+                return -mi, -grad * scale   # d/dx of exp(x * scale) @ T_level ~ a left step of x * scale
+
+            res = minimize(negative_mi, np.zeros(6), jac=True, method="L-BFGS-B",
+                           bounds=[(-cfg.trust_units, cfg.trust_units)] * 6,
+                           options={"maxfun": cfg.evaluations_per_level, "maxiter": cfg.evaluations_per_level})
+            evals += int(res.nfev)
+            if np.all(np.isfinite(res.x)) and -res.fun > self.score(frames, T_level, level):
+                T = se3_exp(res.x * scale) @ T_level
+        return T, evals
+
+    def align(self, frames: list[MIFrame], T_init: np.ndarray) -> MIResult:
+        """Maximise MI from ``T_init`` (T_camera_lidar, 4x4); several frames of one rig share one histogram."""
+        cfg = self.cfg
+        T_init = np.asarray(T_init, dtype=np.float64)
+        frames = [self._select(f, T_init) for f in frames]
+        finest = len(cfg.blur_px) - 1
+        start = self.score(frames, T_init, finest)
+        starts = [T_init]
+        evals = 0
+        if cfg.search_rot_deg > 0 or cfg.search_trans_m > 0:
+            few = [self._subsample(f, cfg.search_points) for f in frames]
+            grid = self._grid(T_init)
+            scores = np.array([self.score(few, T, 0) for T in grid])
+            evals += len(grid)
+            starts = [grid[i] for i in np.argsort(-scores)[: cfg.search_keep]]
+            if not any(np.allclose(T, T_init) for T in starts):
+                starts.append(T_init)
+        best_T, best = T_init, start
+        for T0 in starts:
+            T, n = self._refine(frames, T0)
+            evals += n
+            mi = self.score(frames, T, finest)
+            if mi > best:
+                best_T, best = T, mi
+        points = sum(len(f.xyz) for f in frames)
+        return MIResult(best_T, best, start, evals, points, self.covariance(frames, best_T))
+
+    def covariance(self, frames: list[MIFrame], T: np.ndarray) -> np.ndarray:
+        """Pose covariance (6, 6) from the curvature of the MI peak (diagonal: correlations are not kept).
+
+        N * MI is the log-likelihood ratio of "intensity and brightness are
+        dependent as the histogram says" over "independent", so its curvature
+        plays the role of Fisher information. Neighbouring LiDAR samples are far
+        from independent, so N is replaced by N / ``correlated_points``. The
+        off-diagonal curvature between translation and rotation is too noisy
+        to invert reliably (measured: it flips the Hessian's definiteness), so
+        each parameter's variance comes from its own second difference; a
+        direction with no peak gets a huge variance.
+        """
+        level = min(self.cfg.covariance_level, len(self.cfg.blur_px) - 1)
+        steps = np.array([0.02] * 3 + [np.radians(0.2)] * 3)   # wider than the histogram noise
+        center = self.score(frames, T, level)
+        curvature = np.zeros(6)
+        for k in range(6):
+            d = np.zeros(6)
+            d[k] = steps[k]
+            up, down = self.score(frames, se3_exp(d) @ T, level), self.score(frames, se3_exp(-d) @ T, level)
+            curvature[k] = (2 * center - up - down) / steps[k] ** 2
+        n_eff = sum(len(f.xyz) for f in frames) / self.cfg.correlated_points
+        info = curvature * n_eff
+        return np.diag(np.where(info > 1e-9, 1.0 / np.maximum(info, 1e-9), 1e6))
+
+    def _subsample(self, frame: MIFrame, n: int) -> MIFrame:
+        if len(frame.xyz) <= n:
+            return frame
+        idx = np.sort(np.random.default_rng(self.cfg.seed + 1).choice(len(frame.xyz), n, replace=False))
+        return MIFrame(frame.xyz[idx], frame.intensity[idx], frame.K, frame.levels)
