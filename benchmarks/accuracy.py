@@ -7,7 +7,9 @@ seeds < 2000 and 9000; these are 9100/9200/9300). It records, in one table:
   translation error and the success rate (< 1 deg and < 5 cm);
 * the same with ``--fused`` consecutive frames of the rig estimated jointly;
 * i2p protocol (no prior): RTE, RRE, Acc (RTE < 2 m and RRE < 5 deg);
-* the same calib run without the model-free edge stage (what the network alone gives);
+* the same calib run without the model-free MI stage (what the network alone gives);
+* the refinement regime (+-2 deg / 0.1 m, the size of a knocked sensor or an
+  installed calibration gone stale), single frame and with ``--fused`` frames;
 * per-stage latency (median / p95, ms) of the single-frame calib runs.
 
     .venv/bin/python benchmarks/accuracy.py --json docs/results/accuracy.json
@@ -71,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=20, help="single-frame samples per rig and protocol")
     ap.add_argument("--fused", type=int, default=20, help="frames per fused estimate")
     ap.add_argument("--fused-samples", type=int, default=2, help="fused samples per rig")
+    ap.add_argument("--small-fused", type=int, default=5, help="frames per fused estimate, refinement regime")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -95,10 +98,16 @@ def main(argv: list[str] | None = None) -> int:
         results["i2p"]["acc"] = results["i2p"]["success_rate"]
         network_only = Calibrator(replace(calibrator.cfg, use_mi=False), model=calibrator.model)
         results["calib_single_network_only"], _ = run(datasets, network_only, calib)
+        small = replace(calib, max_rot_deg=2.0, max_trans_m=0.1)
+        results["refine_single"], _ = run(datasets, calibrator, small)
+        results["refine_single_network_only"], _ = run(datasets, network_only, small)
+        results[f"refine_fused_{args.small_fused}"], _ = run(
+            datasets, calibrator, replace(small, samples=args.fused_samples, frames_per_estimate=args.small_fused))
     results["seconds"] = time.perf_counter() - start
 
     print(f"{'run':32s} {'rot med/mean/p95 [deg]':>26s} {'trans med/mean/p95 [m]':>26s} {'success':>8s}")
-    for name in ("calib_single", "calib_single_network_only", f"calib_fused_{args.fused}", "i2p"):
+    for name in ("calib_single", "calib_single_network_only", f"calib_fused_{args.fused}", "refine_single",
+                 "refine_single_network_only", f"refine_fused_{args.small_fused}", "i2p"):
         s = results[name]
         print(f"{name:32s} {s['rot_median_deg']:8.3f} {s['rot_mean_deg']:8.3f} {s['rot_p95_deg']:8.3f} "
               f"{s['trans_median_m']:8.4f} {s['trans_mean_m']:8.4f} {s['trans_p95_m']:8.4f} "
