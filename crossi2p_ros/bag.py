@@ -55,7 +55,8 @@ TF_STATIC_TOPIC = "/tf_static"
 # rosbag2 metadata version 9 (Jazzy and later); rosbags writes only 8 or 9.
 BAG_VERSION = 9
 _STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
-SUPPORTED_ENCODINGS = ("rgb8", "bgr8", "mono8", "rgba8", "bgra8")
+SUPPORTED_ENCODINGS = ("rgb8", "bgr8", "mono8", "rgba8", "bgra8",
+                       "bayer_rggb8", "bayer_bggr8", "bayer_gbrg8", "bayer_grbg8")
 SUPPORTED_COMPRESSED = ("jpeg", "png")
 
 # Offered QoS as `ros2 bag record` stores it: DDS discovery does not carry
@@ -356,13 +357,20 @@ def _messages(path: Path, topics: list[str] | None) -> Iterator[tuple[str, str, 
 
 # --------------------------------------------------------------------------- message -> numpy
 
-_CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}
+_CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4,
+             "bayer_rggb8": 1, "bayer_bggr8": 1, "bayer_gbrg8": 1, "bayer_grbg8": 1}
+# OpenCV names Bayer patterns by the second row's second and third pixels, ROS by the first 2x2 block,
+# hence ROS rggb = OpenCV BG (the same mapping cv_bridge uses).
 _TO_RGB = {
     "rgb8": None,
     "bgr8": cv2.COLOR_BGR2RGB,
     "mono8": cv2.COLOR_GRAY2RGB,
     "rgba8": cv2.COLOR_RGBA2RGB,
     "bgra8": cv2.COLOR_BGRA2RGB,
+    "bayer_rggb8": cv2.COLOR_BayerBG2RGB,
+    "bayer_bggr8": cv2.COLOR_BayerRG2RGB,
+    "bayer_gbrg8": cv2.COLOR_BayerGR2RGB,
+    "bayer_grbg8": cv2.COLOR_BayerGB2RGB,
 }
 
 
@@ -391,6 +399,8 @@ def image_from_msg(msg: Any) -> np.ndarray:
         )
     # Rows may be padded to `step` bytes; slicing drops the padding.
     img = raw[: h * step].reshape(h, step)[:, : w * c].reshape(h, w, c)
+    if c == 1:
+        img = img[..., 0]
     if _TO_RGB[enc] is None:
         return img.copy()  # own the memory: the message buffer may be read-only or reused
     return cv2.cvtColor(np.ascontiguousarray(img), _TO_RGB[enc])

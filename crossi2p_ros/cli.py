@@ -37,6 +37,12 @@ def _add_synth_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lidar-columns", type=int, default=defaults.lidar_columns,
                    help="LiDAR columns per revolution (default %(default)s)")
     p.add_argument("--width", type=int, default=defaults.image_width, help="image width [px] (default %(default)s)")
+    p.add_argument("--decalibrate-at", type=float, default=None, metavar="T",
+                   help="knock the camera at T seconds: from then on the true extrinsic differs from the one in "
+                        "calib.txt and /tf_static (for testing drift monitoring)")
+    p.add_argument("--step-deg", type=float, default=1.0, help="with --decalibrate-at: yaw step [deg] (default %(default)s)")
+    p.add_argument("--step-m", type=float, default=0.0,
+                   help="with --decalibrate-at: shift along the camera x axis [m] (default %(default)s)")
     p.add_argument("--height", type=int, default=defaults.image_height, help="image height [px] (default %(default)s)")
 
 
@@ -47,6 +53,8 @@ def _synth_config(args: argparse.Namespace):
         frames=args.frames, seed=args.seed, style=args.style, lidar_beams=args.lidar_beams,
         lidar_columns=args.lidar_columns, image_width=args.width, image_height=args.height,
         compressed_images=args.compressed, bag_storage=args.bag_storage,
+        decalibrate_at_s=args.decalibrate_at, step_rot_deg=args.step_deg if args.decalibrate_at is not None else 0.0,
+        step_trans_m=args.step_m if args.decalibrate_at is not None else 0.0,
     )
 
 
@@ -196,6 +204,106 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- replay / monitor
+
+
+def _add_bag_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bag", type=Path, help="rosbag2 folder (sqlite3 or mcap) or a bare .mcap/.db3 file")
+    p.add_argument("--image-topic", default=None, help="camera topic (Image or CompressedImage; default: found by type)")
+    p.add_argument("--cloud-topic", default=None, help="LiDAR PointCloud2 topic (default: found by type)")
+    p.add_argument("--camera-info-topic", default=None, help="CameraInfo topic (default: found by type)")
+    p.add_argument("--camera-info", type=Path, default=None,
+                   help="intrinsics from a ROS camera_info YAML instead of the bag's CameraInfo")
+    p.add_argument("--start", type=float, default=0.0, help="skip this many seconds from the bag start")
+    p.add_argument("--duration", type=float, default=None, help="process at most this many seconds")
+    p.add_argument("--every", type=int, default=1, help="estimate every N-th pair (default %(default)s)")
+    p.add_argument("--max-slop", type=float, default=0.05, help="camera/LiDAR pairing tolerance [s] (default %(default)s)")
+    p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default %(default)s)")
+    p.add_argument("--no-mi", action="store_true", help="disable the model-free mutual-information stage")
+
+
+def _bag_reader(args: argparse.Namespace):
+    from .replay import PairReader, detect_topics, read_camera_info
+    from .sync import SyncConfig
+
+    if args.every < 1:
+        raise CrossI2PError(f"--every {args.every}: must be at least 1")
+    topics = detect_topics(args.bag, args.image_topic, args.cloud_topic, args.camera_info_topic,
+                           intrinsics_from_file=args.camera_info is not None)
+    camera = read_camera_info(args.camera_info) if args.camera_info is not None else None
+    print(f"topics: image {topics.image}, cloud {topics.cloud}, camera_info "
+          f"{topics.camera_info or args.camera_info}" + (f", tf {', '.join(topics.tf)}" if topics.tf else ""))
+    return PairReader(args.bag, topics, SyncConfig(max_slop_s=args.max_slop), camera, args.start, args.duration,
+                      args.every)
+
+
+def _calibrator(args: argparse.Namespace):
+    from .registration.calibrator import Calibrator, CalibratorConfig
+
+    return Calibrator(CalibratorConfig(weights=str(args.weights) if args.weights else None, device=args.device,
+                                       use_mi=not args.no_mi))
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from .calib_io import Calibration, read_calibration, write_all
+    from .report import overlay_before_after, plot_run, summary_text, write_log
+    from .replay import run_replay
+
+    initial = read_calibration(args.initial).T_camera_lidar if args.initial else None
+    reference = read_calibration(args.reference).T_camera_lidar if args.reference else None
+    reader = _bag_reader(args)
+    calibrator = _calibrator(args)
+    result = run_replay(reader, calibrator, initial)
+    out: Path = args.out
+    if result.T_final is None:
+        print("no estimate could be fused (every pair failed); see the per-frame log")
+    else:
+        calib = Calibration(result.T_final, result.lidar_frame, result.camera_frame, result.covariance,
+                            {"bag": args.bag.name, "pairs": result.pairs,
+                             "weights": str(calibrator.weights_path) if calibrator.weights_path else None})
+        for fmt, path in write_all(calib, out).items():
+            print(f"calibration ({fmt}): {path}")
+    write_log(result, out / "estimates.json")
+    plot_run(result, out / "report" / "estimates.png", reference, f"crossi2p replay {args.bag.name}")
+    overlay_before_after(result, out / "report" / "overlay.png")
+    text = summary_text(result, args.bag, reference)
+    (out / "summary.txt").write_text(text)
+    print(text, end="")
+    print(f"report: {out / 'report'}; per-frame log: {out / 'estimates.json'}")
+    return 0
+
+
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    from .calib_io import read_calibration
+    from .monitor import MonitorConfig
+    from .report import plot_run, summary_text, write_log
+    from .replay import run_monitor
+
+    installed = read_calibration(args.installed).T_camera_lidar if args.installed else None
+    reader = _bag_reader(args)
+    calibrator = _calibrator(args)
+    cfg = MonitorConfig(window=args.window, warn_rot_deg=args.warn_rot_deg, warn_trans_m=args.warn_trans_m,
+                        error_rot_deg=args.error_rot_deg, error_trans_m=args.error_trans_m)
+    last_level = [None]
+
+    def report(rec) -> None:
+        if rec.level != last_level[0]:
+            print(f"t = {rec.time_s:7.2f} s  {rec.level:5s}  offset {rec.offset_rot_deg:.2f} deg, "
+                  f"{100 * rec.offset_trans_m:.1f} cm")
+            last_level[0] = rec.level
+
+    result = run_monitor(reader, calibrator, installed, cfg, on_record=report)
+    out: Path = args.out
+    write_log(result, out / "monitor.json")
+    plot_run(result, out / "monitor.png", result.T_initial, f"crossi2p monitor {args.bag.name}")
+    text = summary_text(result, args.bag)
+    (out / "summary.txt").write_text(text)
+    print(text, end="")
+    alarmed = any(r.level in ("WARN", "ERROR") for r in result.records)
+    return 1 if alarmed and args.fail_on_alarm else 0
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -262,6 +370,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", type=Path, default=None, help="also write error histograms/CDFs and overlays here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("replay", help="calibrate from a recorded ROS 2 bag (no ROS graph needed)",
+                       description="Pair camera and LiDAR messages of a bag, estimate every pair, fuse the estimates "
+                                   "over time, and write the calibration in every format with a report.")
+    _add_bag_args(p)
+    p.add_argument("--out", type=Path, required=True, help="output folder (calibration files, log, report)")
+    p.add_argument("--initial", type=Path, default=None,
+                   help="initial guess (any calibration file format; default: the bag's TF, else none)")
+    p.add_argument("--reference", type=Path, default=None,
+                   help="a known-good calibration to plot errors against (e.g. ground truth of a synthetic bag)")
+    p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser("monitor", help="check a bag for decalibration against the installed extrinsic",
+                       description="Estimate every pair starting from the installed extrinsic and report when a "
+                                   "drift monitor would have raised WARN or ERROR.")
+    _add_bag_args(p)
+    p.add_argument("--installed", type=Path, default=None,
+                   help="installed calibration (any format; default: the bag's TF)")
+    p.add_argument("--out", type=Path, default=Path("out/monitor"), help="output folder (default %(default)s)")
+    defaults = __import__("crossi2p_ros.monitor", fromlist=["MonitorConfig"]).MonitorConfig()
+    p.add_argument("--window", type=int, default=defaults.window, help="estimates per test window (default %(default)s)")
+    p.add_argument("--warn-rot-deg", type=float, default=defaults.warn_rot_deg, help="default %(default)s")
+    p.add_argument("--warn-trans-m", type=float, default=defaults.warn_trans_m, help="default %(default)s")
+    p.add_argument("--error-rot-deg", type=float, default=defaults.error_rot_deg, help="default %(default)s")
+    p.add_argument("--error-trans-m", type=float, default=defaults.error_trans_m, help="default %(default)s")
+    p.add_argument("--fail-on-alarm", action="store_true", help="exit with code 1 if WARN or ERROR was raised")
+    p.set_defaults(func=_cmd_monitor)
     return parser
 
 

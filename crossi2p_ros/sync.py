@@ -64,6 +64,29 @@ class ApproximateTimeSync(Generic[I, C]):
         self._clouds.clear()
         self._last = {"image": None, "cloud": None}
 
+    def flush(self) -> list[Pair[I, C]]:
+        """End of stream: pair the clouds still waiting with the images there are (no later image will come)."""
+        slop = int(self.cfg.max_slop_s * 1e9)
+        out: list[Pair[I, C]] = []
+        while self._clouds:
+            t_cloud, cloud = self._clouds.popleft()
+            if not self._images:
+                self.stats.dropped_clouds += 1
+                continue
+            best = min(range(len(self._images)), key=lambda k: abs(self._images[k][0] - t_cloud))
+            t_image, image = self._images[best]
+            if abs(t_image - t_cloud) > slop:
+                self.stats.dropped_clouds += 1
+                continue
+            for _ in range(best + 1):
+                self._images.popleft()
+            self.stats.dropped_images += best
+            self.stats.pairs += 1
+            out.append(Pair(t_image, t_cloud, image, cloud))
+        self.stats.dropped_images += len(self._images)
+        self._images.clear()
+        return out
+
     def add_image(self, stamp_ns: int, image: I) -> list[Pair[I, C]]:
         return self._add("image", self._images, int(stamp_ns), image)
 

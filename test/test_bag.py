@@ -207,3 +207,17 @@ def test_type_unknown_to_jazzy_read_from_embedded_definition(tmp_path: Path, sto
         w.write(conn, 5, typestore.serialize_cdr(Ping(value=42, note="hi"), "crossi2p_test_msgs/msg/Ping"))
     [(topic, msgtype, stamp, msg)] = list(bag.iter_messages(tmp_path / "b"))
     assert (topic, msgtype, stamp, msg.value, msg.note) == ("/ping", "crossi2p_test_msgs/msg/Ping", 5, 42, "hi")
+
+
+@pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
+def test_bayer_images_are_demosaiced_with_the_ros_pattern(pattern: str) -> None:
+    # a flat orange scene seen through the colour filter array named by the ROS encoding
+    colour = {"r": 220, "g": 120, "b": 30}
+    h, w = 16, 20
+    cfa = np.empty((h, w), np.uint8)
+    for (dy, dx), ch in zip([(0, 0), (0, 1), (1, 0), (1, 1)], pattern):
+        cfa[dy::2, dx::2] = colour[ch]
+    msg = SimpleNamespace(encoding=f"bayer_{pattern}8", height=h, width=w, step=w, data=cfa.tobytes())
+    rgb = bag.image_from_msg(msg)
+    assert rgb.shape == (h, w, 3)
+    np.testing.assert_allclose(rgb[4:-4, 4:-4].reshape(-1, 3).mean(0), [220, 120, 30], atol=3)

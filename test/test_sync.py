@@ -48,3 +48,9 @@ def test_queues_stay_bounded_when_one_stream_stops():
     sync = ApproximateTimeSync(SyncConfig(queue_size=5))
     _feed(sync, [("c", t) for t in range(0, 5000, 100)])
     assert len(sync._clouds) <= 5 and sync.stats.dropped_clouds >= 45
+
+
+def test_flush_pairs_the_clouds_still_waiting_at_the_end():
+    sync = ApproximateTimeSync(SyncConfig(max_slop_s=0.02))
+    assert _feed(sync, [("i", 100), ("c", 105)]) == []           # a later image could still be nearer
+    assert [(p.image, p.cloud) for p in sync.flush()] == [("i100", "c105")]

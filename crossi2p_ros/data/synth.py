@@ -86,6 +86,11 @@ class SynthConfig:
     rate_hz: float = 10.0
     speed_mps: tuple[float, float] | None = None  # None: the style's usual speeds
     stamp_jitter_s: float = 0.005            # camera stamp = LiDAR stamp + U(-j, j) in the bag
+    # decalibration: from this time on the camera is knocked by a rotation about its own y axis (yaw,
+    # positive = turning right) and a shift along its x axis; calib.txt and /tf_static keep the old extrinsic
+    decalibrate_at_s: float | None = None
+    step_rot_deg: float = 0.0
+    step_trans_m: float = 0.0
     bag_start_ns: int = 1_700_000_000_000_000_000
     # output
     sequence: str = "00"
@@ -110,6 +115,12 @@ class SynthConfig:
             raise CrossI2PError(f"rate_hz={self.rate_hz} must be positive")
         if self.bag_storage not in ("mcap", "sqlite3"):
             raise CrossI2PError(f"bag_storage={self.bag_storage!r}: use mcap or sqlite3")
+        if self.decalibrate_at_s is not None and self.decalibrate_at_s < 0:
+            raise CrossI2PError(f"decalibrate_at_s={self.decalibrate_at_s}: must be >= 0 seconds")
+
+    def decalibration(self) -> np.ndarray:
+        """The step ``Delta`` (4x4, camera frame): after the event the extrinsic is ``Delta @ T_camera_lidar``."""
+        return make_transform(rot_y(np.radians(self.step_rot_deg)), [self.step_trans_m, 0.0, 0.0])
 
     def lidar_spec(self) -> LidarSpec:
         return LidarSpec(
@@ -259,11 +270,18 @@ class SynthSequence:
     def __iter__(self) -> Iterator[SynthFrame]:
         return (self.frame(i) for i in range(len(self)))
 
+    def true_T_camera_lidar(self, index: int) -> np.ndarray:
+        """The extrinsic at frame ``index``: the rig's, or after ``decalibrate_at_s`` the knocked one."""
+        cfg = self.cfg
+        if cfg.decalibrate_at_s is not None and index / cfg.rate_hz >= cfg.decalibrate_at_s:
+            return cfg.decalibration() @ self.rig.T_camera_lidar
+        return self.rig.T_camera_lidar.copy()
+
     def poses(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """``(T_world_lidar, T_world_camera)`` of frame ``index``."""
         t = index / self.cfg.rate_hz
         T_world_lidar = self.trajectory.T_world_vehicle(self.scene, t) @ self.rig.T_vehicle_lidar
-        return T_world_lidar, T_world_lidar @ invert(self.rig.T_camera_lidar)
+        return T_world_lidar, T_world_lidar @ invert(self.true_T_camera_lidar(index))
 
     def frame(self, index: int) -> SynthFrame:
         """Render frame ``index`` (its randomness depends only on the config and the index)."""
@@ -276,7 +294,7 @@ class SynthSequence:
         offset = float(rng.uniform(-1, 1) * self.cfg.stamp_jitter_s)
         return SynthFrame(index=index, time_s=index / self.cfg.rate_hz, image=image, points=points, depth=depth,
                           T_world_lidar=T_world_lidar, T_world_camera=T_world_camera, camera=self.camera,
-                          T_camera_lidar=self.T_camera_lidar, camera_time_offset_s=offset)
+                          T_camera_lidar=self.true_T_camera_lidar(index), camera_time_offset_s=offset)
 
 
 def iter_frames(cfg: SynthConfig) -> Iterator[SynthFrame]:

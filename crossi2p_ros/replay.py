@@ -1,0 +1,305 @@
+"""Offline replay of a ROS 2 bag without a ROS graph: pair, calibrate, fuse (``crossi2p replay``), or monitor.
+
+The same pieces as the node: :mod:`.sync` pairs camera and LiDAR by header
+stamp, :class:`.registration.calibrator.Calibrator` estimates each pair,
+:mod:`.monitor` fuses or watches for drift. Topics are found by message type
+unless named; a bag without a camera, LiDAR or CameraInfo topic is refused with
+a message naming what is missing (intrinsics may come from a file instead).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from .bag import (CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, TF_MESSAGE, bag_topics, camera_from_msg, image_from_msg,
+                  iter_messages, transform_from_tf_msg)
+from .errors import CrossI2PError
+from .geometry import CameraModel, invert
+from .pointcloud import unpack_xyzi
+from .sync import ApproximateTimeSync, SyncConfig
+
+POINT_CLOUD2 = "sensor_msgs/msg/PointCloud2"
+
+
+@dataclass(frozen=True)
+class BagTopics:
+    image: str
+    cloud: str
+    camera_info: str | None      # None: intrinsics come from a file
+    tf: list[str] = field(default_factory=list)
+
+
+def _pick(topics: dict[str, tuple[str, int]], types: tuple[str, ...], named: str | None, what: str,
+          path: Path, required: bool = True, hint: str = "") -> str | None:
+    if named is not None:
+        if named not in topics:
+            raise CrossI2PError(f"bag {path} has no topic {named!r} ({what}); it has {sorted(topics)}")
+        if topics[named][0] not in types:
+            raise CrossI2PError(f"topic {named!r} in {path} is {topics[named][0]}, not {' or '.join(types)} ({what})")
+        return named
+    found = [t for t, (ty, n) in sorted(topics.items()) if ty in types and n > 0]
+    if not found:
+        if not required:
+            return None
+        listing = ", ".join(f"{t} ({ty})" for t, (ty, _) in sorted(topics.items())) or "nothing"
+        raise CrossI2PError(f"bag {path} has no {what} topic ({' or '.join(types)}); it has {listing}{hint}")
+    # several candidates: prefer raw images over compressed ones, then the busiest topic
+    found.sort(key=lambda t: (topics[t][0] != types[0], -topics[t][1]))
+    return found[0]
+
+
+def detect_topics(path: Path, image: str | None = None, cloud: str | None = None, camera_info: str | None = None,
+                  intrinsics_from_file: bool = False) -> BagTopics:
+    """Choose the camera, LiDAR and CameraInfo topics of a bag (by type unless named)."""
+    topics = bag_topics(path)
+    img = _pick(topics, (IMAGE, COMPRESSED_IMAGE), image, "camera image", path)
+    pc = _pick(topics, (POINT_CLOUD2,), cloud, "LiDAR point cloud", path)
+    info = None if intrinsics_from_file else _pick(
+        topics, (CAMERA_INFO,), camera_info, "camera intrinsics", path,
+        hint="; pass the intrinsics with --camera-info FILE (ROS camera_info YAML)")
+    tf = [t for t, (ty, _) in topics.items() if ty == TF_MESSAGE]
+    return BagTopics(img, pc, info, tf)  # type: ignore[arg-type]
+
+
+def read_camera_info(path: Path) -> CameraModel:
+    """A ROS ``camera_info`` YAML (as camera_calibration writes it) -> :class:`CameraModel`."""
+    try:
+        d = yaml.safe_load(Path(path).read_text())
+        info = {"width": int(d["image_width"]), "height": int(d["image_height"]),
+                "distortion_model": d.get("distortion_model", "plumb_bob"),
+                "d": np.asarray(d.get("distortion_coefficients", {}).get("data", []), dtype=np.float64),
+                "k": np.asarray(d["camera_matrix"]["data"], dtype=np.float64)}
+        return CameraModel.from_camera_info_dict(info)
+    except FileNotFoundError:
+        raise CrossI2PError(f"{path}: camera_info file not found") from None
+    except Exception as exc:  # noqa: BLE001
+        raise CrossI2PError(f"{path}: not a ROS camera_info YAML (image_width, image_height, camera_matrix, "
+                            f"distortion_model, distortion_coefficients): {exc}") from None
+
+
+def _stamp_ns(msg: Any, fallback: int) -> int:
+    h = getattr(msg, "header", None)
+    if h is None:
+        return fallback
+    return int(h.stamp.sec) * 1_000_000_000 + int(h.stamp.nanosec)
+
+
+@dataclass
+class FramePair:
+    """One paired capture: RGB image, cloud (N, 4) in the LiDAR frame, camera, stamps, frame ids."""
+
+    image: np.ndarray
+    points: np.ndarray
+    camera: CameraModel
+    image_stamp_ns: int
+    cloud_stamp_ns: int
+    camera_frame: str
+    lidar_frame: str
+
+    @property
+    def offset_s(self) -> float:
+        return (self.image_stamp_ns - self.cloud_stamp_ns) * 1e-9
+
+
+@dataclass
+class PairReader:
+    """Iterates the synchronised pairs of a bag; counts what it skipped and why."""
+
+    path: Path
+    topics: BagTopics
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    camera: CameraModel | None = None        # intrinsics from a file, else from CameraInfo
+    start_s: float = 0.0                     # from the first message
+    duration_s: float | None = None
+    every: int = 1                           # keep every n-th pair
+    bad_messages: int = 0
+    last_error: str = ""
+    static_tf: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    sync_stats: Any = None
+    _count: int = 0
+
+    def __iter__(self) -> Iterator[FramePair]:
+        t = self.topics
+        wanted = [t.image, t.cloud] + ([t.camera_info] if t.camera_info else []) + t.tf
+        total = sum(n for name, (_, n) in bag_topics(self.path).items() if name in wanted)
+        sync: ApproximateTimeSync = ApproximateTimeSync(self.sync)
+        self.sync_stats = sync.stats
+        camera = self.camera
+        first_ns: int | None = None
+        pending: list = []
+        self._count = 0
+        bar = tqdm(iter_messages(self.path, wanted), total=total, desc=f"replay {self.path.name}", unit="msg",
+                   leave=False)
+        for topic, msgtype, bag_ns, msg in bar:
+            first_ns = bag_ns if first_ns is None else first_ns
+            rel = (bag_ns - first_ns) * 1e-9
+            if msgtype == TF_MESSAGE:
+                for parent, child, T in transform_from_tf_msg(msg):
+                    self.static_tf[(parent, child)] = T
+                continue
+            if rel < self.start_s:
+                continue
+            if self.duration_s is not None and rel > self.start_s + self.duration_s:
+                break
+            try:
+                if topic == t.camera_info:
+                    camera = camera_from_msg(msg)
+                    yield from self._emit(pending, camera)
+                    pending = []
+                    continue
+                stamp = _stamp_ns(msg, bag_ns)
+                if topic == t.image:
+                    pairs = sync.add_image(stamp, (image_from_msg(msg), str(msg.header.frame_id)))
+                else:
+                    pairs = sync.add_cloud(stamp, (unpack_xyzi(msg), str(msg.header.frame_id)))
+            except CrossI2PError as exc:
+                self.bad_messages += 1
+                self.last_error = f"{topic}: {exc}"
+                continue
+            if camera is None:  # CameraInfo may follow its image by a message or two: hold the pairs
+                pending = (pending + pairs)[-self.sync.queue_size:]
+                continue
+            yield from self._emit(pairs, camera)
+        yield from self._emit(pending + sync.flush(), camera)
+
+    def _emit(self, pairs, camera: CameraModel | None) -> Iterator[FramePair]:
+        for p in pairs:
+            if camera is None:
+                raise CrossI2PError(f"bag {self.path}: no CameraInfo on {self.topics.camera_info} before the "
+                                    "end; pass --camera-info FILE")
+            self._count += 1
+            if (self._count - 1) % self.every:
+                continue
+            (image, camera_frame), (points, lidar_frame) = p.image, p.cloud
+            yield FramePair(image, points, camera, p.image_stamp_ns, p.cloud_stamp_ns, camera_frame, lidar_frame)
+
+    def installed_extrinsic(self, lidar_frame: str, camera_frame: str) -> np.ndarray | None:
+        """``T_camera_lidar`` from the bag's TF (parent LiDAR -> child camera, or the reverse), if recorded."""
+        if (lidar_frame, camera_frame) in self.static_tf:
+            return invert(self.static_tf[(lidar_frame, camera_frame)])
+        if (camera_frame, lidar_frame) in self.static_tf:
+            return self.static_tf[(camera_frame, lidar_frame)]
+        return None
+
+
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@dataclass
+class EstimateRecord:
+    """One pair's estimate and the fused/monitor state after it (``T`` are T_camera_lidar)."""
+
+    time_s: float                 # cloud stamp from the first pair [s]
+    offset_s: float               # image stamp - cloud stamp
+    T: np.ndarray
+    ok: bool
+    stage: str
+    confidence: float
+    timings_ms: dict[str, float]
+    T_fused: np.ndarray | None = None
+    fused_rot_std_deg: float | None = None
+    fused_trans_std_m: float | None = None
+    converged: bool = False
+    level: str | None = None      # monitor runs
+    offset_rot_deg: float | None = None
+    offset_trans_m: float | None = None
+
+    def to_json(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if not isinstance(v, np.ndarray)}
+        d["T_camera_lidar"] = np.round(self.T, 9).tolist()
+        if self.T_fused is not None:
+            d["T_fused"] = np.round(self.T_fused, 9).tolist()
+        return d
+
+
+@dataclass
+class RunResult:
+    records: list[EstimateRecord]
+    T_initial: np.ndarray | None
+    T_final: np.ndarray | None
+    covariance: np.ndarray | None
+    lidar_frame: str
+    camera_frame: str
+    last_pair: FramePair | None
+    pairs: int
+    bad_messages: int
+    dropped: int
+
+
+def _resolve_initial(reader: PairReader, pair: FramePair, initial: np.ndarray | None) -> np.ndarray | None:
+    if initial is not None:
+        return initial
+    return reader.installed_extrinsic(pair.lidar_frame, pair.camera_frame)
+
+
+def run_replay(reader: PairReader, calibrator, initial: np.ndarray | None = None, fusion_cfg=None,
+               on_record: Callable[[EstimateRecord], None] | None = None) -> RunResult:
+    """Estimate every pair (prior: ``initial``, else the bag's TF, else none) and fuse the estimates."""
+    from .monitor import FusionConfig, PoseFusion
+
+    fusion = PoseFusion(fusion_cfg or FusionConfig())
+    records: list[EstimateRecord] = []
+    T_init, t0, last = None, None, None
+    for pair in reader:
+        if last is None:
+            T_init = _resolve_initial(reader, pair, initial)
+            t0 = pair.cloud_stamp_ns
+        last = pair
+        est = calibrator.estimate(pair.image, pair.points, pair.camera, T_init)
+        fused = fusion.add(est.T_camera_lidar, est.covariance, est.confidence) if est.ok else fusion.result
+        rec = EstimateRecord((pair.cloud_stamp_ns - t0) * 1e-9, pair.offset_s, est.T_camera_lidar, est.ok, est.stage,
+                             est.confidence, dict(est.timings_ms))
+        if fused is not None:
+            rec.T_fused, rec.fused_rot_std_deg, rec.fused_trans_std_m = fused.T, fused.rot_std_deg, fused.trans_std_m
+            rec.converged = fused.converged
+        records.append(rec)
+        if on_record is not None:
+            on_record(rec)
+    return _result(reader, records, T_init, fusion.result.T if fusion.result else None,
+                   fusion.result.covariance if fusion.result else None, last)
+
+
+def run_monitor(reader: PairReader, calibrator, installed: np.ndarray | None, monitor_cfg=None,
+                on_record: Callable[[EstimateRecord], None] | None = None) -> RunResult:
+    """Compare every pair's estimate (prior: the installed extrinsic) with the installed extrinsic."""
+    from .monitor import DriftMonitor, MonitorConfig
+
+    monitor = None
+    records: list[EstimateRecord] = []
+    t0, last, T_inst = None, None, installed
+    for pair in reader:
+        if monitor is None:
+            T_inst = _resolve_initial(reader, pair, installed)
+            if T_inst is None:
+                raise CrossI2PError(f"no installed extrinsic: the bag has no TF between {pair.lidar_frame!r} and "
+                                    f"{pair.camera_frame!r}; pass --installed CALIB_FILE")
+            monitor = DriftMonitor(T_inst, monitor_cfg or MonitorConfig())
+            t0 = pair.cloud_stamp_ns
+        last = pair
+        est = calibrator.estimate(pair.image, pair.points, pair.camera, T_inst)
+        status = monitor.add(est.T_camera_lidar, est.covariance, est.confidence) if est.ok else monitor.status
+        rec = EstimateRecord((pair.cloud_stamp_ns - t0) * 1e-9, pair.offset_s, est.T_camera_lidar, est.ok, est.stage,
+                             est.confidence, dict(est.timings_ms), level=status.level,
+                             offset_rot_deg=status.rot_deg, offset_trans_m=status.trans_m)
+        records.append(rec)
+        if on_record is not None:
+            on_record(rec)
+    return _result(reader, records, T_inst, None, None, last)
+
+
+def _result(reader: PairReader, records, T_init, T_final, cov, last: FramePair | None) -> RunResult:
+    if last is None:
+        raise CrossI2PError(f"bag {reader.path}: no camera/LiDAR pair within {reader.sync.max_slop_s * 1e3:.0f} ms "
+                            f"(topics {reader.topics.image}, {reader.topics.cloud}); check the topics, --start/"
+                            "--duration, or raise the sync slop" + (f"; last bad message: {reader.last_error}"
+                                                                    if reader.last_error else ""))
+    stats = reader.sync_stats
+    return RunResult(records, T_init, T_final, cov, last.lidar_frame, last.camera_frame, last, len(records),
+                     reader.bad_messages, stats.dropped_images + stats.dropped_clouds if stats else 0)

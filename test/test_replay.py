@@ -1,0 +1,111 @@
+"""Offline replay and monitoring of real bag files with the shipped weights, and the errors for broken bags."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from crossi2p_ros import bag
+from crossi2p_ros.calib_io import Calibration, read_calibration, write_all
+from crossi2p_ros.cli import main
+from crossi2p_ros.data.synth import SynthConfig, generate
+from crossi2p_ros.errors import CrossI2PError
+from crossi2p_ros.geometry import CameraModel, pose_error, se3_exp
+from crossi2p_ros.replay import detect_topics, read_camera_info
+
+
+@pytest.fixture(scope="module")
+def drive(tmp_path_factory):
+    root = tmp_path_factory.mktemp("replay")
+    result = generate(SynthConfig(frames=6, seed=9800, style="suburban"), root / "kitti", bag_path=root / "drive.bag",
+                      progress=False)
+    return result
+
+
+def _tiny_bag(path: Path, with_image=True, with_cloud=True, with_info=True) -> Path:
+    cam = CameraModel.from_intrinsics(64, 48, 50, 50, 32, 24)
+    with bag.BagWriter(path) as w:
+        if with_image:
+            w.add_image("/cam/image", 1_000_000_000, "cam", np.zeros((48, 64, 3), np.uint8))
+        if with_cloud:
+            w.add_pointcloud("/velodyne_points", 1_000_000_000, "velodyne", np.ones((10, 4), np.float32))
+        if with_info:
+            w.add_camera_info("/cam/camera_info", 1_000_000_000, "cam", cam)
+    return path
+
+
+def test_topics_are_found_by_type_and_missing_ones_are_named(tmp_path):
+    t = detect_topics(_tiny_bag(tmp_path / "ok.bag"))
+    assert (t.image, t.cloud, t.camera_info) == ("/cam/image", "/velodyne_points", "/cam/camera_info")
+    with pytest.raises(CrossI2PError, match="no camera image topic.*velodyne_points"):
+        detect_topics(_tiny_bag(tmp_path / "a.bag", with_image=False))
+    with pytest.raises(CrossI2PError, match="no LiDAR point cloud topic"):
+        detect_topics(_tiny_bag(tmp_path / "b.bag", with_cloud=False))
+    with pytest.raises(CrossI2PError, match="no camera intrinsics topic.*--camera-info"):
+        detect_topics(_tiny_bag(tmp_path / "c.bag", with_info=False))
+    assert detect_topics(tmp_path / "c.bag", intrinsics_from_file=True).camera_info is None
+    with pytest.raises(CrossI2PError, match="no topic '/nope'"):
+        detect_topics(tmp_path / "ok.bag", image="/nope")
+
+
+def test_camera_info_yaml_is_read(tmp_path):
+    path = tmp_path / "cam.yaml"
+    path.write_text(yaml.safe_dump({
+        "image_width": 640, "image_height": 480, "distortion_model": "plumb_bob",
+        "camera_matrix": {"rows": 3, "cols": 3, "data": [500, 0, 320, 0, 505, 240, 0, 0, 1]},
+        "distortion_coefficients": {"rows": 1, "cols": 5, "data": [-0.1, 0.01, 0, 0, 0]}}))
+    cam = read_camera_info(path)
+    assert (cam.width, cam.height, cam.fx, cam.fy, cam.model) == (640, 480, 500, 505, "plumb_bob")
+    path.write_text("image_width: 3\n")
+    with pytest.raises(CrossI2PError, match="camera_info YAML"):
+        read_camera_info(path)
+
+
+def test_replay_writes_calibration_log_and_report(drive, tmp_path, capsys):
+    T_gt = drive.T_camera_lidar
+    initial = se3_exp(np.array([0.02, -0.01, 0.01, 0.0, np.radians(1.0), 0.0])) @ T_gt
+    write_all(Calibration(initial), tmp_path / "initial")
+    out = tmp_path / "out"
+    assert main(["replay", str(drive.bag_path), "--out", str(out), "--device", "cpu",
+                 "--initial", str(tmp_path / "initial" / "calibration.yaml"),
+                 "--reference", str(tmp_path / "initial" / "calibration.json")]) == 0
+    for name in ("calibration.yaml", "calibration.json", "calib_kitti.txt", "calibration.urdf",
+                 "static_transform_publisher.sh", "estimates.json", "summary.txt", "report/estimates.png",
+                 "report/overlay.png"):
+        assert (out / name).is_file(), name
+    log = json.loads((out / "estimates.json").read_text())
+    assert log["pairs"] == 6 and len(log["estimates"]) == 6
+    assert all(abs(e["offset_s"]) <= 0.05 for e in log["estimates"])
+    final = read_calibration(out / "calibration.json").T_camera_lidar
+    # the fused result stays within the prior's reach and is a rigid transform
+    assert pose_error(final, initial).rot_deg < 15 and pose_error(final, initial).trans_m < 1.0
+    text = capsys.readouterr().out
+    assert "6 camera/LiDAR pairs" in text and "fused T_camera_lidar" in text
+
+
+def test_replay_takes_the_initial_guess_from_the_bags_tf_and_honours_start_and_every(drive, tmp_path):
+    out = tmp_path / "out"
+    assert main(["replay", str(drive.bag_path), "--out", str(out), "--device", "cpu", "--no-mi",
+                 "--start", "0.15", "--every", "2"]) == 0
+    log = json.loads((out / "estimates.json").read_text())
+    assert log["pairs"] == 2                                # frames 2..5 remain, every second one
+    np.testing.assert_allclose(np.array(log["T_initial"]), drive.T_camera_lidar, atol=1e-9)
+
+
+def test_monitor_reports_the_level_per_estimate(drive, tmp_path, capsys):
+    out = tmp_path / "mon"
+    assert main(["monitor", str(drive.bag_path), "--out", str(out), "--device", "cpu", "--no-mi"]) == 0
+    log = json.loads((out / "monitor.json").read_text())
+    levels = [e["level"] for e in log["estimates"]]
+    assert levels[:4] == ["STALE"] * 4 and all(lv in ("STALE", "OK", "WARN", "ERROR") for lv in levels)
+    assert (out / "monitor.png").is_file()
+    assert "STALE" in capsys.readouterr().out
+
+
+def test_replay_errors_are_one_line(tmp_path, capsys):
+    assert main(["replay", str(tmp_path / "missing.bag"), "--out", str(tmp_path / "o")]) == 2
+    assert "crossi2p replay: error:" in capsys.readouterr().err
+    _tiny_bag(tmp_path / "c.bag", with_info=False)
+    assert main(["replay", str(tmp_path / "c.bag"), "--out", str(tmp_path / "o")]) == 2
+    assert "--camera-info" in capsys.readouterr().err
