@@ -380,3 +380,23 @@ def project_lidar(
     p_cam = transform_points(T_camera_lidar, np.asarray(points_lidar, dtype=np.float64)[:, :3])
     uv, valid = camera.project(p_cam)
     return uv, p_cam[:, 2], valid
+
+
+def visible_from_camera(uv: np.ndarray, depth: np.ndarray, width: int, height: int, cell_px: float = 8.0,
+                        tolerance: float = 0.1, tolerance_m: float = 0.3, min_depth: float = 0.5) -> np.ndarray:
+    """Mask (N,) of projected points (pixels ``uv`` (N, 2), depth [m]) in the image and not hidden.
+
+    A coarse z-buffer: a point is hidden when another point in its ``cell_px``
+    cell is nearer by more than ``tolerance`` of its depth plus ``tolerance_m``.
+    LiDAR and camera see the scene from different places, so the LiDAR measures
+    surfaces the camera cannot see; those would sample the wrong pixels.
+    """
+    inside = (depth > min_depth) & (uv[:, 0] >= 0) & (uv[:, 0] <= width - 1) & (uv[:, 1] >= 0) \
+        & (uv[:, 1] <= height - 1)
+    cols = int(np.ceil(width / cell_px))
+    rows = int(np.ceil(height / cell_px))
+    cell = np.zeros(len(depth), dtype=np.int64)
+    cell[inside] = (uv[inside, 1] // cell_px).astype(np.int64) * cols + (uv[inside, 0] // cell_px).astype(np.int64)
+    nearest = np.full(rows * cols, np.inf)
+    np.minimum.at(nearest, cell[inside], depth[inside])
+    return inside & (depth <= nearest[cell] * (1.0 + tolerance) + tolerance_m)

@@ -49,8 +49,8 @@ def _information(covs: np.ndarray) -> np.ndarray:
 class FusionConfig:
     window: int = 50                  # estimates fused (sliding window)
     min_confidence: float = 0.0       # estimates below this confidence are ignored
-    floor_rot_deg: float = 0.1        # added to every estimate's standard deviation (see module doc)
-    floor_trans_m: float = 0.01
+    floor_rot_deg: float = 0.3        # added to every estimate's standard deviation (see module doc); the
+    floor_trans_m: float = 0.03       # per-frame accuracy measured on synthetic drives (docs/benchmarks.md)
     outlier_chi2: float = CHI2_6DOF_99
     iterations: int = 5               # reject / re-estimate rounds
     converged_rot_deg: float = 0.1    # converged: fused standard deviations below these ...
@@ -144,8 +144,8 @@ class MonitorConfig:
     window: int = 30                  # estimates in the test window (3 s at 10 Hz)
     min_estimates: int = 5            # fewer in the window: no decision (level STALE)
     min_confidence: float = 0.0
-    floor_rot_deg: float = 0.1
-    floor_trans_m: float = 0.01
+    floor_rot_deg: float = 0.3
+    floor_trans_m: float = 0.03
     chi2_threshold: float = CHI2_3DOF_999   # per block (rotation, translation)
     warn_rot_deg: float = 0.5         # a significant offset beyond these raises WARN ...
     warn_trans_m: float = 0.015

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..geometry import visible_from_camera
 from ..model.crossi2p import CrossI2P, CrossI2POutput
 from .solver import (apply_step, cauchy_weights, covariance_from_hessian, damped_step, normal_equations,
                      project_with_jacobian)
@@ -35,6 +36,7 @@ class FineConfig:
     zbuffer_tolerance: float = 0.1  # a point hides behind one more than this fraction nearer in its cell
     min_depth_m: float = 0.5
     min_matches: int = 20           # fewer gated matches: the stage gives up
+    correlated_matches: float = 50.0  # matches that count as one independent observation (covariance)
 
 
 @dataclass
@@ -56,15 +58,9 @@ class FineResult:
 
 
 def visible_mask(uv: np.ndarray, depth: np.ndarray, hw: tuple[int, int], cfg: FineConfig) -> np.ndarray:
-    """Points (N,) that are in the image and the nearest (within tolerance) in their z-buffer cell."""
-    H, W = hw
-    inside = (depth > cfg.min_depth_m) & (uv[:, 0] >= 0) & (uv[:, 0] <= W - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= H - 1)
-    c = cfg.zbuffer_cell_px
-    cols = -(-W // c)
-    cell = np.where(inside, (uv[:, 1] // c).astype(np.int64) * cols + (uv[:, 0] // c).astype(np.int64), 0)
-    nearest = np.full((-(-H // c)) * cols, np.inf)
-    np.minimum.at(nearest, cell[inside], depth[inside])
-    return inside & (depth <= nearest[cell] * (1.0 + cfg.zbuffer_tolerance))
+    """Points (N,) that are in the image and not hidden behind nearer points (z-buffer cells)."""
+    return visible_from_camera(uv, depth, hw[1], hw[0], cfg.zbuffer_cell_px, cfg.zbuffer_tolerance, 0.0,
+                               cfg.min_depth_m)
 
 
 class FineRefiner:
@@ -138,7 +134,8 @@ class FineRefiner:
                     damping = max(damping / 3, 1e-7)
                 else:
                     damping *= 10
-        sigma2 = cost / max(inliers - 6, 1)
+        # neighbouring matches share features and errors: sigma^2 H^-1 would be far too confident
+        sigma2 = cost / max(inliers - 6, 1) * cfg.correlated_matches
         ok = bool(np.all(np.isfinite(T)))
         return FineResult(T if ok else np.asarray(T_start, dtype=np.float64), inliers, inliers / max(visible, 1),
                           covariance_from_hessian(H, max(sigma2, 1e-6)), ok)

@@ -24,7 +24,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from ..data.samples import Undistorter
-from ..geometry import CameraModel, se3_exp, transform_points
+from ..geometry import CameraModel, se3_exp, transform_points, visible_from_camera
 from .solver import project_with_jacobian
 
 
@@ -47,6 +47,7 @@ class MIConfig:
     search_trans_step_m: float = 0.25
     search_points: int = 4000            # points per frame scored in the grid search
     search_keep: int = 4                 # best grid poses refined
+    zbuffer_cell_px: float = 8.0         # occlusion test cell at the start pose [px]
     covariance_level: int = 2            # blur level whose curvature gives the covariance
     correlated_points: float = 100.0     # LiDAR points that count as one independent sample (covariance)
     seed: int = 0
@@ -138,6 +139,10 @@ class MIAligner:
         uv = p[:, :2] / np.where(front, p[:, 2], 1.0)[:, None] @ frame.K[:2, :2].T + frame.K[:2, 2]
         m = self.cfg.view_margin
         keep = front & (uv[:, 0] > -m * W) & (uv[:, 0] < (1 + m) * W) & (uv[:, 1] > -m * H) & (uv[:, 1] < (1 + m) * H)
+        # points the camera cannot see (hidden behind nearer ones from its viewpoint) sample the wrong surface
+        in_image = visible_from_camera(uv, p[:, 2], W, H, self.cfg.zbuffer_cell_px)
+        inside = front & (uv[:, 0] >= 0) & (uv[:, 0] <= W - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= H - 1)
+        keep &= in_image | ~inside
         idx = np.nonzero(keep)[0]
         if len(idx) > self.cfg.max_points:  # subsample the points in view, not the sweep
             idx = np.sort(np.random.default_rng(self.cfg.seed).choice(idx, self.cfg.max_points, replace=False))
