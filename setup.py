@@ -30,6 +30,7 @@ setup(
     entry_points={
         "console_scripts": [
             "crossi2p = crossi2p_ros.cli:main",
+            "calibration_node = crossi2p_ros.ros.node:main",
         ],
     },
 )

@@ -337,7 +337,18 @@ def iter_messages(path: Path, topics: Iterable[str] | None = None) -> Iterator[t
     return _messages(path, topics)
 
 
-def _messages(path: Path, topics: list[str] | None) -> Iterator[tuple[str, str, int, Any]]:
+def iter_raw(path: Path, topics: Iterable[str] | None = None) -> Iterator[tuple[str, str, int, bytes]]:
+    """Yield ``(topic, msgtype, stamp_ns, cdr_bytes)`` in bag-time order, not deserialised (for a player)."""
+    topics = None if topics is None else list(topics)
+    reader = _open_reader(path)
+    try:
+        _select(reader, path, topics)
+    finally:
+        reader.close()
+    return _messages(path, topics, raw_out=True)
+
+
+def _messages(path: Path, topics: list[str] | None, raw_out: bool = False) -> Iterator[tuple[str, str, int, Any]]:
     reader = _open_reader(path)
     try:
         conns = _select(reader, path, topics)
@@ -348,7 +359,8 @@ def _messages(path: Path, topics: list[str] | None) -> Iterator[tuple[str, str, 
                 if not isinstance(raw, (bytes, bytearray, memoryview)):
                     # A damaged sqlite3 page can turn the BLOB column into TEXT.
                     raise ValueError(f"message data on {conn.topic} is {type(raw).__name__}, not bytes")
-                yield conn.topic, conn.msgtype, int(stamp_ns), TYPESTORE.deserialize_cdr(raw, conn.msgtype)
+                msg = bytes(raw) if raw_out else TYPESTORE.deserialize_cdr(raw, conn.msgtype)
+                yield conn.topic, conn.msgtype, int(stamp_ns), msg
         except _READ_ERRORS as exc:
             raise CrossI2PError(f"cannot read bag {path}: {exc}; the file is corrupt or truncated") from None
     finally:

@@ -6,7 +6,6 @@ Each sub-command is a small function over the ROS-free core. User errors
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -132,22 +131,23 @@ def _cmd_overlay(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .data.synth import SynthConfig, generate
+    from .ros.demo import run_demo
 
-    out: Path = args.out
-    cfg = SynthConfig(frames=args.frames, seed=args.seed, style=args.style)
-    print(f"[demo] generating {cfg.frames} synthetic frames ({cfg.style}, seed {cfg.seed}) with ray-cast "
-          f"{cfg.lidar_beams}x{cfg.lidar_columns} LiDAR and {cfg.image_width}x{cfg.image_height} camera")
-    # The demo owns its output folder: replace the previous run's data rather than refuse.
-    shutil.rmtree(out / "kitti", ignore_errors=True)
-    shutil.rmtree(out / "demo.mcap", ignore_errors=True)
-    result = generate(cfg, out / "kitti", bag_path=out / "demo.mcap", progress=True)
-    print(f"[demo] KITTI odometry layout: {result.sequence_dir}")
-    print(f"[demo] ROS 2 bag:             {out / 'demo.mcap'}")
-    overlay = write_overlay(out / "kitti", "0", out / "overlay.png", rot_deg=2.0, trans_m=0.1)
-    print(f"[demo] overlay (ground truth vs 2 deg / 0.1 m off): {overlay}")
-    print("[demo] ground-truth T_camera_lidar:\n" + np.array2string(result.T_camera_lidar, precision=4, suppress_small=True))
-    return 0
+    return run_demo(args.out, frames=args.frames, seed=args.seed, style=args.style, rate=args.rate,
+                    knock_deg=args.knock_deg, knock_m=args.knock_m, device=args.device)
+
+
+def _cmd_node(args: argparse.Namespace) -> int:
+    from .ros.node import main as node_main
+
+    return node_main(["crossi2p"] + list(args.ros_args))
+
+
+def _cmd_play(args: argparse.Namespace) -> int:
+    from .ros.player import main as play_main
+
+    return play_main(args.bag, rate=args.rate, topics=args.topics, exclude=args.exclude, clock=not args.no_clock,
+                     loop=args.loop)
 
 
 # --------------------------------------------------------------------------- train
@@ -314,13 +314,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="generate a synthetic drive and show its calibration overlay",
-                       description="Generate a synthetic drive (KITTI layout + ROS 2 bag) and write overlay images.")
+    p = sub.add_parser("demo", help="a synthetic drive through the real calibration node",
+                       description="Ray-cast a synthetic drive into a bag, start calibration_node with an initial "
+                                   "guess a few degrees off, play the bag into the ROS graph with /clock and print "
+                                   "the fused calibration converging against the known ground truth.")
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default %(default)s)")
-    p.add_argument("--frames", type=int, default=10, help="frames to generate (default %(default)s)")
+    p.add_argument("--frames", type=int, default=20, help="frames to generate (default %(default)s)")
     p.add_argument("--seed", type=int, default=7, help="scene seed (default %(default)s)")
     p.add_argument("--style", default="urban", choices=["urban", "suburban", "highway"])
+    p.add_argument("--rate", type=float, default=0.1,
+                   help="playback rate; slow, since a CPU needs ~1-2 s per estimate (default %(default)s)")
+    p.add_argument("--knock-deg", type=float, default=2.0, help="initial guess: yaw error [deg] (default %(default)s)")
+    p.add_argument("--knock-m", type=float, default=0.05, help="initial guess: x error [m] (default %(default)s)")
+    p.add_argument("--device", default="auto", help="node inference device (default %(default)s)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("node", help="run the ROS 2 calibration node (same as ros2 run crossi2p_ros calibration_node)",
+                       description="Run calibration_node; pass ROS arguments after --ros-args, e.g. "
+                                   "crossi2p node --ros-args --params-file config/calibration.yaml")
+    p.add_argument("ros_args", nargs=argparse.REMAINDER, help="--ros-args ... (parameters, remappings)")
+    p.set_defaults(func=_cmd_node)
+
+    p = sub.add_parser("play", help="play a bag into the ROS graph with /clock",
+                       description="Publish a bag's messages at their recorded timing (scaled by --rate), with "
+                                   "/clock for use_sim_time.")
+    p.add_argument("bag", type=Path)
+    p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default %(default)s)")
+    p.add_argument("--topics", nargs="+", default=None, help="only these topics (default: all)")
+    p.add_argument("--exclude", nargs="+", default=[], help="topics not to play (e.g. /tf_static)")
+    p.add_argument("--no-clock", action="store_true", help="do not publish /clock")
+    p.add_argument("--loop", action="store_true", help="play again and again")
+    p.set_defaults(func=_cmd_play)
 
     p = sub.add_parser("synth", help="generate ray-cast synthetic camera+LiDAR data",
                        description="Generate a synthetic driving sequence with ground-truth extrinsic, "
