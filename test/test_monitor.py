@@ -60,7 +60,7 @@ def _stream(rng, n_before, n_after, step):
 def test_a_step_is_detected_within_50_estimates(step, what):
     rng = np.random.default_rng(3)
     poses, covs = _stream(rng, 100, 60, step)
-    monitor = DriftMonitor(T_TRUE, MonitorConfig(window=50, floor_rot_deg=0.1, floor_trans_m=0.01))
+    monitor = DriftMonitor(T_TRUE, MonitorConfig(window=50, floor_rot_deg=0.1, floor_trans_m=0.01, warn_trans_m=0.015))
     levels = [monitor.add(T, c).level for T, c in zip(poses, covs)]
     assert "WARN" not in levels[:100] and "ERROR" not in levels[:100], what
     first = next(i for i, lv in enumerate(levels) if lv in ("WARN", "ERROR"))
@@ -72,7 +72,7 @@ def test_a_step_is_detected_within_50_estimates(step, what):
 def test_no_false_alarm_over_a_long_calibrated_stream():
     rng = np.random.default_rng(4)
     poses, covs = _noisy(rng, T_TRUE, 6000)     # 10 minutes at 10 Hz
-    monitor = DriftMonitor(T_TRUE, MonitorConfig(window=50, floor_rot_deg=0.1, floor_trans_m=0.01))
+    monitor = DriftMonitor(T_TRUE, MonitorConfig(window=50, floor_rot_deg=0.1, floor_trans_m=0.01, warn_trans_m=0.015))
     levels = [monitor.add(T, c).level for T, c in zip(poses, covs)]
     assert levels.count("WARN") + levels.count("ERROR") == 0
     assert levels[0] == "STALE" and levels[-1] == "OK"

@@ -69,9 +69,9 @@ PARAMETERS: dict[str, tuple[Any, str, Any]] = {
                                    "[0.0] = unset", None),
     "monitor_window": (30, "estimates per drift test window", (5, 1000)),
     "warn_rot_deg": (0.5, "monitor: WARN beyond this significant rotation offset [deg]", (0.0, 90.0)),
-    "warn_trans_m": (0.015, "monitor: WARN beyond this significant translation offset [m]", (0.0, 10.0)),
+    "warn_trans_m": (0.05, "monitor: WARN beyond this significant translation offset [m]", (0.0, 10.0)),
     "error_rot_deg": (2.0, "monitor: ERROR beyond this rotation offset [deg]", (0.0, 90.0)),
-    "error_trans_m": (0.05, "monitor: ERROR beyond this translation offset [m]", (0.0, 10.0)),
+    "error_trans_m": (0.10, "monitor: ERROR beyond this translation offset [m]", (0.0, 10.0)),
     "output_dir": ("crossi2p_calibration", "where ~/save writes the calibration files", None),
     "autostart": (True, "start estimating at once; false: wait for ~/start", None),
     "stale_after_s": (5.0, "diagnostics turn STALE after this long without a pair [s]", (0.1, 3600.0)),
@@ -273,6 +273,9 @@ class CalibrationNode(Node):
             raise CrossI2PError(f"no CameraInfo received on {self.p['camera_info_topic']} yet")
         image = image_from_msg(image_msg)
         points = unpack_xyzi(cloud_msg)
+        if len(points) < self.calibrator.cfg.inputs.min_points:
+            raise CrossI2PError(f"point cloud on {self.p['cloud_topic']} has {len(points)} finite points "
+                                f"(need {self.calibrator.cfg.inputs.min_points})")
         lidar, camera_frame = self._frames_of(image_msg, cloud_msg)
         prior = self._prior(lidar, camera_frame)
         if self.mode == "monitor" and prior is None:
