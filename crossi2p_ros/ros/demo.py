@@ -108,10 +108,19 @@ def run_demo(out: Path, frames: int = 20, seed: int = 7, style: str = "urban", r
         _say(f"node up ({diagnostics.get('device')}): {diagnostics['_message']}")
         _say(f"playing {out / 'demo.mcap'} at {rate}x with /clock (the truth on /tf_static is not played)")
         n = play(demo, out / "demo.mcap", rate=rate, exclude=["/tf_static"], wait_for_subscribers_s=5.0)
-        _say(f"played {n} messages; waiting for the node to finish the last pair")
-        settle = time.monotonic() + min(30.0, timeout_s)
-        while time.monotonic() < settle and (not updates or time.monotonic() - updates[-1][0] < 4.0):
-            time.sleep(0.2)
+        _say(f"played {n} messages; waiting for the node to finish the pairs it took")
+
+        def idle() -> bool:
+            d = dict(diagnostics)
+            taken = int(d.get("pairs_received", 0)) - int(d.get("pairs_dropped_busy", 0)) \
+                - int(d.get("pairs_without_camera_info", 0))
+            return int(d.get("pairs_processed", 0)) >= taken
+
+        # idle in two diagnostics periods in a row: the counts include the last pair and nothing is in flight
+        settle, streak = time.monotonic() + timeout_s, 0
+        while time.monotonic() < settle and streak < 2:
+            time.sleep(1.1)
+            streak = streak + 1 if idle() else 0
         if not save.wait_for_service(timeout_sec=10.0):
             raise CrossI2PError("the node's ~/save service did not appear")
         response = save.call_async(Trigger.Request())
@@ -136,6 +145,8 @@ def run_demo(out: Path, frames: int = 20, seed: int = 7, style: str = "urban", r
                                   f"after the node ({e.rot_deg:.2f} deg, {100 * e.trans_m:.1f} cm off)"])
             cv2.imwrite(str(out / "overlay.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
             _say(f"overlay: {out / 'overlay.png'}; calibration files: {out / 'calibration'}")
+        if not updates:
+            _say("the node published no estimate; its log:\n" + "".join(node_log[-30:]))
         return 0 if updates else 1
     finally:
         executor.shutdown(timeout_sec=2.0)

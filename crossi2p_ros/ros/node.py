@@ -100,11 +100,11 @@ class _Mailbox:
     dropped: int = 0
     closed: bool = False
 
-    def put(self, item: Any) -> None:
+    def put_latest(self, items: list) -> None:
+        """Offer ``items`` (oldest first); only the newest is kept, every other one counts as dropped."""
         with self.lock:
-            if self.item is not None:
-                self.dropped += 1
-            self.item = item
+            self.dropped += len(items) - 1 + (self.item is not None)
+            self.item = items[-1]
             self.lock.notify()
 
     def take(self, timeout: float) -> Any:
@@ -143,6 +143,8 @@ class CalibrationNode(Node):
         self._last_offset_s = float("nan")
         self._received = {"image": 0, "cloud": 0, "camera_info": 0}
         self._bad = 0
+        self._processed = 0
+        self._waiting_for_info = 0
         self._last_error = ""
         self._last_error_time = 0.0
         self._published_T: np.ndarray | None = None
@@ -237,8 +239,13 @@ class CalibrationNode(Node):
             self._note_error("/tf_static", exc)
 
     def _hand_over(self, pairs) -> None:
-        if pairs and self.running and self.calibrator is not None and not self.fatal:
-            self.mailbox.put(pairs[-1])
+        if not pairs or not self.running or self.calibrator is None or self.fatal:
+            return
+        if self._camera is None:
+            # a pair can complete a few ms before the first CameraInfo: skip it (diagnostics show the count)
+            self._waiting_for_info += len(pairs)
+            return
+        self.mailbox.put_latest(pairs)
 
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:
@@ -252,6 +259,8 @@ class CalibrationNode(Node):
                 self._note_error("pair", exc)
             except Exception as exc:  # noqa: BLE001 - the node must survive any single bad pair
                 self._note_error("internal error on a pair", exc)
+            finally:
+                self._processed += 1
 
     def _frames_of(self, image_msg, cloud_msg) -> tuple[str, str]:
         lidar = self._frames[0] or str(cloud_msg.header.frame_id)
@@ -330,7 +339,8 @@ class CalibrationNode(Node):
             values: dict[str, Any] = {
                 "mode": self.mode, "running": self.running,
                 "device": str(self.calibrator.device) if self.calibrator else "none",
-                "pairs_received": self.sync.stats.pairs, "pairs_dropped_busy": self.mailbox.dropped,
+                "pairs_received": self.sync.stats.pairs, "pairs_processed": self._processed,
+                "pairs_dropped_busy": self.mailbox.dropped, "pairs_without_camera_info": self._waiting_for_info,
                 "messages_unpaired": self.sync.stats.dropped_images + self.sync.stats.dropped_clouds,
                 "images_received": self._received["image"], "clouds_received": self._received["cloud"],
                 "camera_infos_received": self._received["camera_info"], "bad_messages": self._bad,
