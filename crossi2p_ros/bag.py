@@ -326,26 +326,24 @@ def iter_messages(path: Path, topics: Iterable[str] | None = None) -> Iterator[t
     use the header stamp. A missing or unreadable bag and unknown topics
     raise :class:`CrossI2PError` at call time, not at the first ``next()``.
     """
-    topics = None if topics is None else list(topics)
-    # Validate now (cheap: metadata and index only) so errors surface at the call
-    # site; the generator below reopens, so an unstarted generator leaks nothing.
-    reader = _open_reader(path)
-    try:
-        _select(reader, path, topics)
-    finally:
-        reader.close()
-    return _messages(path, topics)
+    return _messages(path, _validated(path, topics))
 
 
 def iter_raw(path: Path, topics: Iterable[str] | None = None) -> Iterator[tuple[str, str, int, bytes]]:
     """Yield ``(topic, msgtype, stamp_ns, cdr_bytes)`` in bag-time order, not deserialised (for a player)."""
+    return _messages(path, _validated(path, topics), raw_out=True)
+
+
+def _validated(path: Path, topics: Iterable[str] | None) -> list[str] | None:
+    # Validate now (cheap: metadata and index only) so errors surface at the call
+    # site; the generator reopens the bag, so an unstarted generator leaks nothing.
     topics = None if topics is None else list(topics)
     reader = _open_reader(path)
     try:
         _select(reader, path, topics)
     finally:
         reader.close()
-    return _messages(path, topics, raw_out=True)
+    return topics
 
 
 def _messages(path: Path, topics: list[str] | None, raw_out: bool = False) -> Iterator[tuple[str, str, int, Any]]:

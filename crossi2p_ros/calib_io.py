@@ -19,10 +19,8 @@ the same folder, then rename), so a crash never leaves half a file.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ import yaml
 from scipy.spatial.transform import Rotation
 
 from .errors import CrossI2PError
+from .fileio import atomic_write_text
 from .geometry import invert, make_transform
 
 FILENAMES = {
@@ -63,23 +62,6 @@ class Calibration:
     @property
     def T_lidar_camera(self) -> np.ndarray:
         return invert(self.T_camera_lidar)
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _quaternion_xyzw(T: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from .data.kitti import Frame, KittiDataset
 from .data.perturb import CalibProtocol, I2PProtocol
 from .errors import CrossI2PError
+from .fileio import atomic_write_text
 from .geometry import PoseError, invert, pose_error
 from .registration.calibrator import Calibrator, Estimate
 
@@ -177,10 +178,7 @@ def report(cfg: EvalConfig, records: list[SampleRecord], calibrator: Calibrator)
 
 
 def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def summary_table(data: dict) -> str:

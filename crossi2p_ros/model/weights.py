@@ -15,15 +15,14 @@ NaN weights, wrong checksum) is a :class:`CrossI2PError` naming the file.
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import CrossI2PError
+from ..fileio import atomic_write
 from .config import ModelConfig
 from .crossi2p import CrossI2P
 
@@ -64,18 +63,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
     A crash mid-write leaves the previous file intact, never a truncated one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(obj, f), binary=True)
 
 
 def save_weights(path: str | Path, model: CrossI2P, metadata: dict | None = None) -> Path:
