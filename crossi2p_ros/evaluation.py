@@ -22,7 +22,7 @@ from .data.perturb import CalibProtocol, I2PProtocol
 from .errors import CrossI2PError
 from .fileio import atomic_write_text
 from .geometry import PoseError, invert, pose_error
-from .registration.calibrator import Calibrator, Estimate
+from .registration.calibrator import Calibrator
 
 Protocol = Literal["calib", "i2p"]
 

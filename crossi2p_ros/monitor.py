@@ -20,7 +20,7 @@ residual ``xi = log(T @ inv(T_ref))`` about a reference pose.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np

@@ -6,9 +6,6 @@ prior's bounds, per-stage timings, clean handling of hostile inputs); the
 accuracy of the shipped weights is measured by benchmarks/accuracy.py and
 recorded in docs/benchmarks.md, not asserted here.
 """
-from pathlib import Path
-
-import cv2
 import numpy as np
 import pytest
 
@@ -16,7 +13,7 @@ from crossi2p_ros.data.kitti import open_dataset
 from crossi2p_ros.data.perturb import CalibProtocol
 from crossi2p_ros.data.synth import SynthConfig, generate
 from crossi2p_ros.errors import CrossI2PError
-from crossi2p_ros.geometry import CameraModel, make_transform, pose_error, se3_exp, so3_exp
+from crossi2p_ros.geometry import CameraModel, pose_error, se3_exp
 from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig, default_weights_path
 from crossi2p_ros.registration.mutual_info import MIAligner, MIConfig, mutual_information, prepare_frame
 from crossi2p_ros.registration.fine import FineConfig, visible_mask

@@ -17,13 +17,13 @@ previous pose on and says so in :attr:`Estimate.stage`):
    training set this is the stage that does not depend on the network.
 
 Frames of one rig can be estimated jointly (:meth:`Calibrator.estimate_many`):
-their matches share one PnP, one refinement and one edge alignment.
+their matches share one PnP, one fine refinement and one MI histogram.
 """
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import CrossI2PError
-from ..geometry import CameraModel, invert, pose_error, transform_points
+from ..geometry import CameraModel, PoseError, invert, pose_error
 from ..model.crossi2p import CrossI2P
 from ..model.weights import load_model
 from .mutual_info import MIAligner, MIConfig, prepare_frame
@@ -96,8 +96,9 @@ class Estimate:
     (translation [m], rotation [rad]) of ``T_camera_lidar``, from the last
     stage that refined the pose (10^6 I when none did). ``confidence`` in [0, 1]
     is :func:`.solver.confidence_from_covariance` of it (0 when not ``ok``).
-    ``inliers`` counts the matches (fine, coarse) or points (mi) behind the pose. ``stage`` names that stage (``fine``, ``coarse``,
-    ``mi``, ``prior`` or ``none``); ``timings_ms`` has one entry per stage run.
+    ``inliers`` counts the matches (fine, coarse) or points (mi) behind the
+    pose. ``stage`` names that stage (``fine``, ``coarse``, ``mi``, ``prior``
+    or ``none``); ``timings_ms`` has one entry per stage run, plus ``total``.
     """
 
     T_camera_lidar: np.ndarray
@@ -109,7 +110,8 @@ class Estimate:
     message: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
 
-    def error_to(self, T_gt: np.ndarray):
+    def error_to(self, T_gt: np.ndarray) -> PoseError:
+        """Pose error of this estimate against ``T_gt`` (DESIGN.md metrics)."""
         return pose_error(self.T_camera_lidar, T_gt)
 
 

@@ -9,11 +9,13 @@ their surface is, and the mutual information (MI) of the two values is highest
 maximizing mutual information", JFR 2015). Unlike an edge score it uses every
 point in view, which makes translation observable from near structure.
 
-The MI of one joint histogram over all frames is maximised by a pattern search
-on the six pose parameters, coarse to fine: the image is blurred strongly and
-the steps are large first (a wide, smooth basin), then both shrink.
-Intensities are rank-normalised per frame so a sensor's intensity scale does
-not matter.
+The MI of one joint histogram over all frames is maximised by L-BFGS with its
+analytic gradient, in a trust region on each of four blur levels, coarse to
+fine: strong blur first (a wider, smoother basin), then less. The basin is
+still only ~1-2 deg / ~0.1 m wide (a grid of start poses scored at strong blur
+did not find the right one more often, so there is none): the stage refines a
+pose, it does not find one. Intensities are rank-normalised per frame so a
+sensor's intensity scale does not matter.
 """
 from __future__ import annotations
 
@@ -40,13 +42,6 @@ class MIConfig:
     trans_scale_m: tuple[float, ...] = (0.1, 0.05, 0.025, 0.0125)
     trust_units: float = 4.0             # per level, each parameter moves at most this many unit steps
     evaluations_per_level: int = 60      # L-BFGS function+gradient evaluations per level and start
-    # grid search for a start (the MI basin is ~2 deg / ~0.1 m wide); 0 disables it
-    search_rot_deg: float = 0.0          # rotation grid half-width per axis
-    search_rot_step_deg: float = 2.0
-    search_trans_m: float = 0.0          # translation grid half-width per axis
-    search_trans_step_m: float = 0.25
-    search_points: int = 4000            # points per frame scored in the grid search
-    search_keep: int = 4                 # best grid poses refined
     zbuffer_cell_px: float = 8.0         # occlusion test cell at the start pose [px]
     covariance_level: int = 2            # blur level whose curvature gives the covariance
     correlated_points: float = 100.0     # LiDAR points that count as one independent sample (covariance)
@@ -199,19 +194,6 @@ class MIAligner:
         d_uv = d_b[:, None] * np.concatenate(grads)
         return mi, np.einsum("nk,nkj->j", d_uv, np.concatenate(jac))
 
-    def _grid(self, T_init: np.ndarray) -> list[np.ndarray]:
-        """Start poses: left perturbations of T_init on a rotation x translation grid (camera axes)."""
-        cfg = self.cfg
-        def axis(half: float, step: float) -> np.ndarray:
-            n = int(np.floor(half / step + 1e-9)) if step > 0 else 0
-            return np.arange(-n, n + 1) * step
-        rot = np.radians(axis(cfg.search_rot_deg, cfg.search_rot_step_deg))
-        trans = axis(cfg.search_trans_m, cfg.search_trans_step_m)
-        r = np.stack(np.meshgrid(rot, rot, rot, indexing="ij"), -1).reshape(-1, 3)
-        t = np.stack(np.meshgrid(trans, trans, trans, indexing="ij"), -1).reshape(-1, 3)
-        xi = np.concatenate([np.repeat(t, len(r), 0), np.tile(r, (len(t), 1))], 1)
-        return list(se3_exp(xi) @ T_init)
-
     def _refine(self, frames: list[MIFrame], T: np.ndarray) -> tuple[np.ndarray, int]:
         """L-BFGS on MI at every level, coarse to fine, from T."""
         cfg = self.cfg
@@ -239,25 +221,12 @@ class MIAligner:
         frames = [self._select(f, T_init) for f in frames]
         finest = len(cfg.blur_px) - 1
         start = self.score(frames, T_init, finest)
-        starts = [T_init]
-        evals = 0
-        if cfg.search_rot_deg > 0 or cfg.search_trans_m > 0:
-            few = [self._subsample(f, cfg.search_points) for f in frames]
-            grid = self._grid(T_init)
-            scores = np.array([self.score(few, T, 0) for T in grid])
-            evals += len(grid)
-            starts = [grid[i] for i in np.argsort(-scores)[: cfg.search_keep]]
-            if not any(np.allclose(T, T_init) for T in starts):
-                starts.append(T_init)
-        best_T, best = T_init, start
-        for T0 in starts:
-            T, n = self._refine(frames, T0)
-            evals += n
-            mi = self.score(frames, T, finest)
-            if mi > best:
-                best_T, best = T, mi
+        T, evals = self._refine(frames, T_init)
+        best = self.score(frames, T, finest)
+        if best <= start:
+            T, best = T_init, start
         points = sum(len(f.xyz) for f in frames)
-        return MIResult(best_T, best, start, evals, points, self.covariance(frames, best_T))
+        return MIResult(T, best, start, evals, points, self.covariance(frames, T))
 
     def covariance(self, frames: list[MIFrame], T: np.ndarray) -> np.ndarray:
         """Pose covariance (6, 6) from the curvature of the MI peak (diagonal: correlations are not kept).
@@ -283,9 +252,3 @@ class MIAligner:
         n_eff = sum(len(f.xyz) for f in frames) / self.cfg.correlated_points
         info = curvature * n_eff
         return np.diag(np.where(info > 1e-9, 1.0 / np.maximum(info, 1e-9), 1e6))
-
-    def _subsample(self, frame: MIFrame, n: int) -> MIFrame:
-        if len(frame.xyz) <= n:
-            return frame
-        idx = np.sort(np.random.default_rng(self.cfg.seed + 1).choice(len(frame.xyz), n, replace=False))
-        return MIFrame(frame.xyz[idx], frame.intensity[idx], frame.K, frame.levels)
