@@ -33,7 +33,7 @@ from .solver import project_with_jacobian
 @dataclass(frozen=True)
 class MIConfig:
     bins: int = 24                       # joint histogram bins per axis
-    max_points: int = 20000              # points in view used per frame (deterministic subsample)
+    max_points: int = 8000               # points in view used per frame (deterministic subsample)
     min_range_m: float = 1.0
     max_range_m: float = 80.0
     view_margin: float = 0.05            # points used: in view (grown by this image fraction) at the start
@@ -41,7 +41,7 @@ class MIConfig:
     rot_scale_deg: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)  # optimiser's unit step per level
     trans_scale_m: tuple[float, ...] = (0.1, 0.05, 0.025, 0.0125)
     trust_units: float = 4.0             # per level, each parameter moves at most this many unit steps
-    evaluations_per_level: int = 60      # L-BFGS function+gradient evaluations per level and start
+    evaluations_per_level: int = 15      # L-BFGS function+gradient evaluations per level
     zbuffer_cell_px: float = 8.0         # occlusion test cell at the start pose [px]
     covariance_level: int = 2            # blur level whose curvature gives the covariance
     correlated_points: float = 100.0     # LiDAR points that count as one independent sample (covariance)
