@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -59,7 +60,13 @@ def run_demo(out: Path, frames: int = 20, seed: int = 7, style: str = "urban", r
     e0 = pose_error(T_init, T_true)
     _say(f"initial guess {initial}: {e0.rot_deg:.2f} deg / {100 * e0.trans_m:.1f} cm off the truth")
 
+    # The demo publishes a made-up /tf_static: keep it on this machine and off the user's ROS domain.
+    domain = os.environ.get("CROSSI2P_DEMO_DOMAIN_ID") or str(random.SystemRandom().randint(150, 230))
+    isolation = {"ROS_DOMAIN_ID": domain, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_LOCALHOST_ONLY": "1",
+                 "ROS_STATIC_PEERS": ""}
+    os.environ.update(isolation)
     env = dict(os.environ)
+    _say(f"ROS graph: domain {domain}, localhost only (set CROSSI2P_DEMO_DOMAIN_ID to watch it with ros2 topic echo)")
     cmd = [sys.executable, "-m", "crossi2p_ros.ros.node", "--ros-args",
            "-p", f"initial_calibration:={initial}", "-p", f"output_dir:={out / 'calibration'}",
            "-p", f"device:={device}", "-p", "use_sim_time:=true", "-p", "stale_after_s:=30.0",
@@ -70,8 +77,8 @@ def run_demo(out: Path, frames: int = 20, seed: int = 7, style: str = "urban", r
     node_log: list[str] = []
     threading.Thread(target=lambda: [node_log.append(line) for line in node_proc.stdout], daemon=True).start()
 
-    rclpy.init()
-    demo = Node("crossi2p_demo", parameter_overrides=[])
+    rclpy.init(domain_id=int(domain))
+    demo = Node("crossi2p_demo")
     updates: list[tuple[float, np.ndarray]] = []
     diagnostics: dict = {}
 
