@@ -66,7 +66,7 @@ def setup(device: str = "auto") -> DistContext:
 def teardown(ctx: DistContext) -> None:
     if ctx.distributed and dist.is_initialized():
         # Everyone gets here before anyone destroys the group: a rank tearing gloo down while a peer still
-        # has work in flight aborted ("terminate called without an active exception") about once in ten runs.
+        # has work in flight aborted once in a CI run ("terminate called without an active exception").
         dist.barrier()
         dist.destroy_process_group()
 
