@@ -25,18 +25,20 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
-from ..bag import camera_from_msg, image_from_msg
+from ..bag import camera_from_msg, image_from_msg, transform_from_tf_msg
 from ..calib_io import Calibration, read_calibration, write_all
 from ..errors import CrossI2PError
 from ..geometry import invert, make_transform, pose_error
 from ..monitor import DriftMonitor, FusionConfig, MonitorConfig, PoseFusion
 from ..overlay import draw_projection
 from ..pointcloud import unpack_xyzi
+from ..registration.calibrator import Calibrator, CalibratorConfig
 from ..sync import ApproximateTimeSync, SyncConfig
 from .messages import diagnostic_array, image_message, stamp_ns, tf_message
 
@@ -154,10 +156,8 @@ class CalibrationNode(Node):
         self.mailbox = _Mailbox()
         self.fatal = ""
 
-        self.calibrator = None
+        self.calibrator: Calibrator | None = None
         try:
-            from ..registration.calibrator import Calibrator, CalibratorConfig
-
             self.calibrator = Calibrator(CalibratorConfig(weights=p["weights"] or None, device=p["device"],
                                                           use_mi=bool(p["use_mi"])))
             self.get_logger().info(f"weights {self.calibrator.weights_path} on {self.calibrator.device}")
@@ -198,7 +198,6 @@ class CalibrationNode(Node):
                     self._T_prior = read_calibration(Path(p["installed_calibration"])).T_camera_lidar
                 elif len(p["installed_transform"]) == 7:
                     x, y, z, qx, qy, qz, qw = p["installed_transform"]
-                    from scipy.spatial.transform import Rotation
                     T_lidar_camera = make_transform(Rotation.from_quat([qx, qy, qz, qw]).as_matrix(), [x, y, z])
                     self._T_prior = invert(T_lidar_camera)
         except (CrossI2PError, ValueError) as exc:
@@ -231,7 +230,6 @@ class CalibrationNode(Node):
         if msg.transforms and self._published_T is not None and any(
                 t.header.frame_id == self._frames[0] and t.child_frame_id == self._frames[1] for t in msg.transforms):
             return  # our own result echoed back
-        from ..bag import transform_from_tf_msg
         try:
             for parent, child, T in transform_from_tf_msg(msg):
                 self._static_tf[(parent, child)] = T
