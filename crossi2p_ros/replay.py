@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import yaml
@@ -20,8 +20,12 @@ from .bag import (CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, TF_MESSAGE, bag_topics, 
                   iter_messages, transform_from_tf_msg)
 from .errors import CrossI2PError
 from .geometry import CameraModel, invert
+from .monitor import DriftMonitor, FusionConfig, MonitorConfig, PoseFusion
 from .pointcloud import unpack_xyzi
 from .sync import ApproximateTimeSync, SyncConfig
+
+if TYPE_CHECKING:  # the Calibrator pulls in torch; replay's readers do not need it
+    from .registration.calibrator import Calibrator
 
 POINT_CLOUD2 = "sensor_msgs/msg/PointCloud2"
 
@@ -239,11 +243,10 @@ def _resolve_initial(reader: PairReader, pair: FramePair, initial: np.ndarray | 
     return reader.installed_extrinsic(pair.lidar_frame, pair.camera_frame)
 
 
-def run_replay(reader: PairReader, calibrator, initial: np.ndarray | None = None, fusion_cfg=None,
+def run_replay(reader: PairReader, calibrator: Calibrator, initial: np.ndarray | None = None,
+               fusion_cfg: FusionConfig | None = None,
                on_record: Callable[[EstimateRecord], None] | None = None) -> RunResult:
     """Estimate every pair (prior: ``initial``, else the bag's TF, else none) and fuse the estimates."""
-    from .monitor import FusionConfig, PoseFusion
-
     fusion = PoseFusion(fusion_cfg or FusionConfig())
     records: list[EstimateRecord] = []
     T_init, t0, last = None, None, None
@@ -266,11 +269,10 @@ def run_replay(reader: PairReader, calibrator, initial: np.ndarray | None = None
                    fusion.result.covariance if fusion.result else None, last)
 
 
-def run_monitor(reader: PairReader, calibrator, installed: np.ndarray | None, monitor_cfg=None,
+def run_monitor(reader: PairReader, calibrator: Calibrator, installed: np.ndarray | None,
+                monitor_cfg: MonitorConfig | None = None,
                 on_record: Callable[[EstimateRecord], None] | None = None) -> RunResult:
     """Compare every pair's estimate (prior: the installed extrinsic) with the installed extrinsic."""
-    from .monitor import DriftMonitor, MonitorConfig
-
     monitor = None
     records: list[EstimateRecord] = []
     t0, last, T_inst = None, None, installed
