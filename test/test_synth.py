@@ -224,3 +224,20 @@ def test_generate_writes_bag_with_ground_truth_tf(tmp_path):
     jitter = np.array(stamps["/camera/camera_info"]) - np.array(stamps["/lidar/points"])
     assert np.all(np.abs(jitter) <= 5_000_000) and np.any(jitter != 0)
     assert np.diff(stamps["/lidar/points"]).tolist() == [100_000_000]
+
+
+def test_decalibration_knocks_the_camera_from_the_given_time_on():
+    import numpy as np
+
+    from crossi2p_ros.data.synth import SynthConfig, SynthSequence
+    from crossi2p_ros.geometry import pose_error
+
+    seq = SynthSequence(SynthConfig(frames=6, seed=5, decalibrate_at_s=0.3, step_rot_deg=1.5, step_trans_m=0.02))
+    before, after = seq.true_T_camera_lidar(2), seq.true_T_camera_lidar(3)
+    np.testing.assert_allclose(before, seq.T_camera_lidar)          # what calib.txt and /tf_static keep
+    step = after @ np.linalg.inv(before)                             # the knock, in the camera frame
+    np.testing.assert_allclose(step, seq.cfg.decalibration(), atol=1e-12)
+    assert abs(pose_error(after, before).rot_deg - 1.5) < 1e-9
+    np.testing.assert_allclose(step[:3, 3], [0.02, 0.0, 0.0], atol=1e-12)
+    T_world_lidar, T_world_camera = seq.poses(4)                    # the rendering follows the knocked camera
+    np.testing.assert_allclose(np.linalg.inv(T_world_camera) @ T_world_lidar, after, atol=1e-9)
