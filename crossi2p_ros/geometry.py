@@ -382,6 +382,16 @@ def project_lidar(
     return uv, p_cam[:, 2], valid
 
 
+def project_pinhole(K: np.ndarray, points_camera: np.ndarray, min_depth: float = 1e-3
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels (N, 2) of camera-frame points (N, >=3) [m] through pinhole ``K``, and the mask of points
+    deeper than ``min_depth`` [m]; the pixels of the others are finite but meaningless."""
+    z = points_camera[:, 2]
+    front = z > min_depth
+    uv = points_camera[:, :2] / np.where(front, z, 1.0)[:, None] @ K[:2, :2].T + K[:2, 2]
+    return uv, front
+
+
 def visible_from_camera(uv: np.ndarray, depth: np.ndarray, width: int, height: int, cell_px: float = 8.0,
                         tolerance: float = 0.1, tolerance_m: float = 0.3, min_depth: float = 0.5) -> np.ndarray:
     """Mask (N,) of projected points (pixels ``uv`` (N, 2), depth [m]) in the image and not hidden.

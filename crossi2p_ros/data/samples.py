@@ -41,7 +41,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import CrossI2PError
-from ..geometry import CameraModel, invert, transform_points
+from ..geometry import CameraModel, invert, project_pinhole, transform_points
 from ..model.config import ModelConfig
 from .kitti import Frame, KittiDataset, open_dataset
 from .perturb import CalibProtocol, I2PProtocol
@@ -184,9 +184,7 @@ def sample_points(points: np.ndarray, num: int, rng: np.random.Generator) -> np.
 def in_view(points_cam: np.ndarray, K: np.ndarray, width: int, height: int, margin: float,
              min_depth: float) -> np.ndarray:
     """Mask of camera-frame points (N, 3) in front and projecting within ``margin`` px of a pinhole image."""
-    z = points_cam[:, 2]
-    front = z > min_depth
-    uv = points_cam[:, :2] / np.where(front, z, 1.0)[:, None] @ K[:2, :2].T + K[:2, 2]
+    uv, front = project_pinhole(K, points_cam, min_depth)
     return (front & (uv[:, 0] >= -0.5 - margin) & (uv[:, 0] < width - 0.5 + margin)
             & (uv[:, 1] >= -0.5 - margin) & (uv[:, 1] < height - 0.5 + margin))
 

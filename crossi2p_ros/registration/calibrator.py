@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import CrossI2PError
-from ..geometry import CameraModel, PoseError, invert, pose_error
+from ..geometry import CameraModel, PoseError, invert, pose_error, project_pinhole
 from ..model.crossi2p import CrossI2P
 from ..model.weights import load_model
 from .mutual_info import MIAligner, MIConfig, prepare_frame
@@ -239,8 +239,7 @@ class Calibrator:
         """(M, P) superpixels within the prior's reach of each superpoint centre's projection under the prior."""
         centers = out.groups.centers[0].double().cpu().numpy()
         z = centers[:, 2]
-        front = z > self.cfg.inputs.min_depth_m
-        uv = centers[:, :2] / np.where(front, z, 1.0)[:, None] @ x.K[:2, :2].T + x.K[:2, 2]
+        uv, front = project_pinhole(x.K, centers, self.cfg.inputs.min_depth_m)
         s = self.model.cfg.coarse_stride
         H, W = x.image.shape[-2:]
         cy, cx = np.meshgrid(np.arange(H // s), np.arange(W // s), indexing="ij")
@@ -259,8 +258,7 @@ class Calibrator:
         if have_prior and len(pts):
             K = inputs[0].K
             z = pts[:, 2]
-            front = z > self.cfg.inputs.min_depth_m
-            uv = pts[:, :2] / np.where(front, z, 1.0)[:, None] @ K[:2, :2].T + K[:2, 2]
+            uv, front = project_pinhole(K, pts, self.cfg.inputs.min_depth_m)
             reach = self._reach_px(K, z)
             keep = front & (np.linalg.norm(uv - pix, axis=1) <= reach)
             pts, pix, w = pts[keep], pix[keep], w[keep]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..geometry import visible_from_camera
+from ..geometry import project_pinhole, visible_from_camera
 from ..model.crossi2p import CrossI2P, CrossI2POutput
 from .solver import (apply_step, cauchy_weights, covariance_from_hessian, damped_step, normal_equations,
                      project_with_jacobian)
@@ -76,7 +76,7 @@ class FineRefiner:
         xyz = view.out.points[0, :, :3].double().cpu().numpy()
         p = xyz @ T[:3, :3].T + T[:3, 3]
         z = p[:, 2]
-        uv = p[:, :2] / np.where(z > cfg.min_depth_m, z, 1.0)[:, None] @ view.K[:2, :2].T + view.K[:2, 2]
+        uv, _ = project_pinhole(view.K, p, cfg.min_depth_m)
         vis = visible_mask(uv, z, view.image_hw, cfg)
         idx = np.nonzero(vis)[0]
         if len(idx) == 0:

@@ -26,7 +26,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from ..data.samples import Undistorter
-from ..geometry import CameraModel, se3_exp, transform_points, visible_from_camera
+from ..geometry import CameraModel, project_pinhole, se3_exp, transform_points, visible_from_camera
 from .solver import project_with_jacobian
 
 
@@ -130,8 +130,7 @@ class MIAligner:
     def _select(self, frame: MIFrame, T: np.ndarray) -> MIFrame:
         H, W = frame.levels[0].shape[:2]
         p = transform_points(T, frame.xyz)
-        front = p[:, 2] > 0.5
-        uv = p[:, :2] / np.where(front, p[:, 2], 1.0)[:, None] @ frame.K[:2, :2].T + frame.K[:2, 2]
+        uv, front = project_pinhole(frame.K, p, 0.5)
         m = self.cfg.view_margin
         keep = front & (uv[:, 0] > -m * W) & (uv[:, 0] < (1 + m) * W) & (uv[:, 1] > -m * H) & (uv[:, 1] < (1 + m) * H)
         # points the camera cannot see (hidden behind nearer ones from its viewpoint) sample the wrong surface
@@ -162,8 +161,7 @@ class MIAligner:
             img = f.levels[level]
             H, W = img.shape[:2]
             p = transform_points(T, f.xyz)
-            front = p[:, 2] > 0.5
-            uv = p[:, :2] / np.where(front, p[:, 2], 1.0)[:, None] @ f.K[:2, :2].T + f.K[:2, 2]
+            uv, front = project_pinhole(f.K, p, 0.5)
             ok = front & (uv[:, 0] >= 0) & (uv[:, 0] <= W - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= H - 1)
             u, v = uv[ok, 0], uv[ok, 1]
             x0, y0 = np.minimum(u.astype(np.int64), W - 2), np.minimum(v.astype(np.int64), H - 2)
