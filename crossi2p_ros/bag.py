@@ -37,7 +37,7 @@ from rosbags.typesys import Stores, TypesysError, get_types_from_idl, get_types_
 from scipy.spatial.transform import Rotation
 
 from crossi2p_ros.errors import CrossI2PError
-from crossi2p_ros.geometry import CameraModel, make_transform
+from crossi2p_ros.geometry import CameraModel, invert, make_transform
 from crossi2p_ros.pointcloud import pack_xyzi
 
 # One typestore for the whole process: building it parses every message
@@ -463,3 +463,13 @@ def transform_from_tf_msg(msg: Any) -> list[tuple[str, str, np.ndarray]]:
         R = Rotation.from_quat(quat).as_matrix()
         out.append((str(ts.header.frame_id), str(ts.child_frame_id), make_transform(R, [t.x, t.y, t.z])))
     return out
+
+
+def camera_lidar_from_tf(transforms: dict[tuple[str, str], np.ndarray], lidar_frame: str, camera_frame: str
+                         ) -> np.ndarray | None:
+    """``T_camera_lidar`` from ``{(parent, child): T_parent_child}`` transforms, recorded either way round."""
+    if (lidar_frame, camera_frame) in transforms:
+        return invert(transforms[(lidar_frame, camera_frame)])
+    if (camera_frame, lidar_frame) in transforms:
+        return transforms[(camera_frame, lidar_frame)]
+    return None

@@ -16,10 +16,10 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from .bag import (CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, TF_MESSAGE, bag_topics, camera_from_msg, image_from_msg,
-                  iter_messages, transform_from_tf_msg)
+from .bag import (CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, TF_MESSAGE, bag_topics, camera_from_msg, camera_lidar_from_tf,
+                  image_from_msg, iter_messages, transform_from_tf_msg)
 from .errors import CrossI2PError
-from .geometry import CameraModel, invert
+from .geometry import CameraModel
 from .monitor import DriftMonitor, FusionConfig, MonitorConfig, PoseFusion
 from .pointcloud import unpack_xyzi
 from .sync import ApproximateTimeSync, SyncConfig
@@ -184,11 +184,7 @@ class PairReader:
 
     def installed_extrinsic(self, lidar_frame: str, camera_frame: str) -> np.ndarray | None:
         """``T_camera_lidar`` from the bag's TF (parent LiDAR -> child camera, or the reverse), if recorded."""
-        if (lidar_frame, camera_frame) in self.static_tf:
-            return invert(self.static_tf[(lidar_frame, camera_frame)])
-        if (camera_frame, lidar_frame) in self.static_tf:
-            return self.static_tf[(camera_frame, lidar_frame)]
-        return None
+        return camera_lidar_from_tf(self.static_tf, lidar_frame, camera_frame)
 
 
 

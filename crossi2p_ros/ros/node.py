@@ -31,7 +31,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
-from ..bag import camera_from_msg, image_from_msg, transform_from_tf_msg
+from ..bag import camera_from_msg, camera_lidar_from_tf, image_from_msg, transform_from_tf_msg
 from ..calib_io import Calibration, read_calibration, write_all
 from ..errors import CrossI2PError
 from ..geometry import invert, make_transform, pose_error
@@ -266,12 +266,8 @@ class CalibrationNode(Node):
         return lidar, camera
 
     def _prior(self, lidar: str, camera: str) -> np.ndarray | None:
-        if self._T_prior is not None:
-            return self._T_prior
-        if (lidar, camera) in self._static_tf:
-            self._T_prior = invert(self._static_tf[(lidar, camera)])
-        elif (camera, lidar) in self._static_tf:
-            self._T_prior = self._static_tf[(camera, lidar)]
+        if self._T_prior is None:
+            self._T_prior = camera_lidar_from_tf(self._static_tf, lidar, camera)
         return self._T_prior
 
     def _process(self, pair) -> None:
