@@ -37,7 +37,7 @@ from ..model.weights import load_model
 from .mutual_info import MIAligner, MIConfig, prepare_frame
 from .fine import FineConfig, FineRefiner, FineView
 from .solver import confidence_from_covariance
-from .inputs import InputConfig, NetworkInput, prepare_input
+from .inputs import InputConfig, NetworkInput, prepare_input, undistorted
 from .pnp import Matches, PnPConfig, extract_matches, solve_pnp_ransac
 
 DEFAULT_WEIGHTS_NAME = "crossi2p_default.pt"
@@ -133,9 +133,9 @@ class _Timer:
 
 @dataclass
 class _Pair:
-    image: np.ndarray
+    image: np.ndarray          # undistorted
+    camera: CameraModel        # pinhole, same K
     points: np.ndarray
-    camera: CameraModel
 
 
 class Calibrator:
@@ -175,8 +175,9 @@ class Calibrator:
             raise CrossI2PError("T_init must be a finite 4x4 transform (T_camera_lidar)")
         if not frames:
             raise CrossI2PError("estimate_many needs at least one (image, points, camera) frame")
-        pairs = [_Pair(*f) for f in frames]
         with timer.stage("preprocess"):
+            # undistort once: the network input and the MI stage both use the pinhole image
+            pairs = [_Pair(*undistorted(image, camera), points) for image, points, camera in frames]
             inputs = [prepare_input(p.image, p.points, p.camera, self.model.cfg, self.cfg.inputs, T_prior, self.device)
                       for p in pairs]
         usable = [(p, x) for p, x in zip(pairs, inputs) if x is not None]

@@ -41,9 +41,11 @@ class NetworkInput:
 _undistort = Undistorter()
 
 
-def network_image(image_rgb: np.ndarray, camera: CameraModel, mcfg: ModelConfig, cfg: InputConfig
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Undistorted, resized float image (H, W, 3) in [0, 1] and its pinhole K (pixel centres at integers)."""
+def undistorted(image_rgb: np.ndarray, camera: CameraModel) -> tuple[np.ndarray, CameraModel]:
+    """The image checked against its camera and undistorted, with the pinhole camera (same K) it now follows.
+
+    Later stages given the pinhole camera do not undistort again (a no-op for pinhole models).
+    """
     image = np.asarray(image_rgb)
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
@@ -53,7 +55,13 @@ def network_image(image_rgb: np.ndarray, camera: CameraModel, mcfg: ModelConfig,
     if (image.shape[1], image.shape[0]) != (camera.width, camera.height):
         raise CrossI2PError(f"image is {image.shape[1]}x{image.shape[0]} but the camera model is "
                             f"{camera.width}x{camera.height}; pass the CameraInfo that belongs to this image")
-    image = _undistort(image, camera)
+    return _undistort(image, camera), CameraModel(camera.width, camera.height, camera.K)
+
+
+def network_image(image_rgb: np.ndarray, camera: CameraModel, mcfg: ModelConfig, cfg: InputConfig
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Undistorted, resized float image (H, W, 3) in [0, 1] and its pinhole K (pixel centres at integers)."""
+    image, camera = undistorted(image_rgb, camera)
     h, w = image.shape[:2]
     stride = mcfg.coarse_stride
     new_w = mcfg.image_width
