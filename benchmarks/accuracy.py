@@ -17,7 +17,6 @@ seeds < 2000 and 9000; these are 9100/9200/9300). It records, in one table:
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -32,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crossi2p_ros.data.kitti import open_dataset  # noqa: E402
 from crossi2p_ros.data.synth import SynthConfig, generate  # noqa: E402
-from crossi2p_ros.evaluation import EvalConfig, evaluate, summarize  # noqa: E402
+from crossi2p_ros.evaluation import EvalConfig, evaluate, summarize, write_json  # noqa: E402
 from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig  # noqa: E402
 
 HELD_OUT = (("urban", 9100), ("suburban", 9200), ("highway", 9300))
@@ -118,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in results["latency_calib_single"].items():
         print(f"  {k:12s} median {v['median_ms']:7.1f} ms   p95 {v['p95_ms']:7.1f} ms")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        write_json(args.json, results)
     return 0
 
 

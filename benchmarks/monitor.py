@@ -13,7 +13,6 @@ before the step), and scored:
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crossi2p_ros.data.synth import SynthConfig, generate  # noqa: E402
+from crossi2p_ros.evaluation import write_json  # noqa: E402
 from crossi2p_ros.geometry import pose_error  # noqa: E402
 from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig  # noqa: E402
 from crossi2p_ros.replay import PairReader, detect_topics, run_monitor  # noqa: E402
@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"per-frame noise before the step {c['calibrated_estimate_rot_sd_deg']:.2f} deg / "
                   f"{100 * c['calibrated_estimate_trans_sd_m']:.1f} cm  ({elapsed:.0f} s)", flush=True)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        write_json(args.json, results)
     return 0
 
 
