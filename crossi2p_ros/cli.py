@@ -187,13 +187,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .data.kitti import open_dataset
     from .eval_plots import error_plots, overlay_examples
     from .evaluation import EvalConfig, evaluate, summary_table, write_json
-    from .registration.calibrator import Calibrator, CalibratorConfig
 
     cfg = EvalConfig(protocol=args.protocol, samples=args.samples, seed=args.seed, max_rot_deg=args.max_rot_deg,
                      max_trans_m=args.max_trans_m, frames_per_estimate=args.frames_per_estimate)
     dataset = open_dataset(args.data)
-    calibrator = Calibrator(CalibratorConfig(weights=str(args.weights) if args.weights else None, device=args.device,
-                                             use_mi=not args.no_mi))
+    calibrator = _calibrator(args)
     data, records = evaluate(dataset, calibrator, cfg, progress=not args.quiet)
     write_json(args.json, data)
     print(summary_table(data))
@@ -201,6 +199,29 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.plots is not None:
         paths = error_plots(records, args.plots, cfg.protocol) + overlay_examples(dataset, records, args.plots)
         print(f"plots: {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .model.export import INDEX_OUTPUTS, export_onnx
+    from .model.weights import file_sha256
+    from .registration.calibrator import Calibrator, CalibratorConfig
+
+    calibrator = Calibrator(CalibratorConfig(weights=str(args.weights) if args.weights else None, device="cpu"))
+    print(f"exporting {calibrator.weights_path} to ONNX (opset {args.opset}); this traces the network and takes "
+          "about a minute on a CPU", flush=True)
+    start = time.perf_counter()
+    report = export_onnx(calibrator.model, args.onnx, file_sha256(calibrator.weights_path), args.opset,
+                         verify=not args.no_verify, tolerance=args.tolerance)
+    print(f"wrote {report.path} ({report.size_mb:.1f} MB) in {time.perf_counter() - start:.0f} s")
+    if report.max_abs_diff:
+        print("parity with torch (ONNX Runtime, CPU; max |difference| per output):")
+        for name, d in report.max_abs_diff.items():
+            print(f"  {name:18s} {d:.2e}" + ("  (fraction of indices that differ)" if name in INDEX_OUTPUTS else ""))
+    print(f"use it with: --backend onnx --onnx {report.path}  (node parameters backend:=onnx onnx:={report.path})")
     return 0
 
 
@@ -218,9 +239,7 @@ def _add_bag_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=None, help="process at most this many seconds")
     p.add_argument("--every", type=int, default=1, help="estimate every N-th pair (default %(default)s)")
     p.add_argument("--max-slop", type=float, default=0.05, help="camera/LiDAR pairing tolerance [s] (default %(default)s)")
-    p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default %(default)s)")
-    p.add_argument("--no-mi", action="store_true", help="disable the model-free mutual-information stage")
+    _add_backend_args(p)
 
 
 def _bag_reader(args: argparse.Namespace):
@@ -238,11 +257,21 @@ def _bag_reader(args: argparse.Namespace):
                       args.every)
 
 
+def _add_backend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default %(default)s)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx"],
+                   help="run the network in torch or in ONNX Runtime (default %(default)s)")
+    p.add_argument("--onnx", type=Path, default=None, help="with --backend onnx: the file of crossi2p export")
+    p.add_argument("--no-mi", action="store_true", help="disable the model-free mutual-information refinement stage")
+
+
 def _calibrator(args: argparse.Namespace):
     from .registration.calibrator import Calibrator, CalibratorConfig
 
     return Calibrator(CalibratorConfig(weights=str(args.weights) if args.weights else None, device=args.device,
-                                       use_mi=not args.no_mi))
+                                       use_mi=not args.no_mi, backend=args.backend,
+                                       onnx=str(args.onnx) if args.onnx else None))
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -387,13 +416,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-trans-m", type=float, default=0.5, help="calib: perturbation radius (default %(default)s)")
     p.add_argument("--frames-per-estimate", type=int, default=1,
                    help="calib: estimate jointly from K consecutive frames of the same rig (default %(default)s)")
-    p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default %(default)s)")
-    p.add_argument("--no-mi", action="store_true", help="disable the model-free mutual-information refinement stage")
+    _add_backend_args(p)
     p.add_argument("--json", type=Path, required=True, help="output JSON (the eval contract of DESIGN.md)")
     p.add_argument("--plots", type=Path, default=None, help="also write error histograms/CDFs and overlays here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("export", help="export the network to ONNX for deployment (with a parity check)",
+                       description="Trace the network into an ONNX graph (dynamic image height and point count), "
+                                   "check it against torch in ONNX Runtime on other input shapes, and write it "
+                                   "atomically. Calibrator, eval, replay, monitor and the node run it with "
+                                   "--backend onnx.")
+    p.add_argument("--onnx", type=Path, required=True, help="output .onnx file")
+    p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default %(default)s)")
+    p.add_argument("--tolerance", type=float, default=1e-3,
+                   help="largest |ONNX - torch| accepted by the parity check (default %(default)s)")
+    p.add_argument("--no-verify", action="store_true", help="skip the parity check")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("replay", help="calibrate from a recorded ROS 2 bag (no ROS graph needed)",
                        description="Pair camera and LiDAR messages of a bag, estimate every pair, fuse the estimates "

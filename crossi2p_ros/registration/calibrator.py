@@ -33,7 +33,8 @@ import torch
 from ..errors import CrossI2PError
 from ..geometry import CameraModel, PoseError, invert, pose_error, project_pinhole
 from ..model.crossi2p import CrossI2P
-from ..model.weights import load_model
+from ..model.onnx_network import OnnxNetwork
+from ..model.weights import file_sha256, load_model
 from .mutual_info import MIAligner, MIConfig, prepare_frame
 from .fine import FineConfig, FineRefiner, FineView
 from .solver import confidence_from_covariance
@@ -58,6 +59,21 @@ def default_weights_path() -> Path:
     return candidates[0]
 
 
+def published_sha256(weights: Path) -> str | None:
+    """The checksum published beside a weights file (``NAME.sha256``, ``sha256sum`` format), if there is one.
+
+    The shipped model carries one (its model card states the same value), so a
+    damaged or swapped file is refused at load instead of producing poses.
+    """
+    sidecar = weights.with_name(weights.name + ".sha256")
+    if not sidecar.is_file():
+        return None
+    text = sidecar.read_text().split()
+    if not text or len(text[0]) != 64:
+        raise CrossI2PError(f"{sidecar}: not a sha256sum line ('<64 hex digits>  {weights.name}')")
+    return text[0].lower()
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; an explicit ``cuda`` without a GPU is an error."""
     if device == "auto":
@@ -75,6 +91,8 @@ class CalibratorConfig:
 
     weights: str | None = None            # None: the shipped default model
     device: str = "auto"                  # cpu | cuda | cuda:N | auto
+    backend: str = "torch"                # torch | onnx (the network in ONNX Runtime; see model/export.py)
+    onnx: str | None = None               # backend onnx: the exported graph (crossi2p export --onnx FILE)
     inputs: InputConfig = field(default_factory=InputConfig)
     pnp: PnPConfig = field(default_factory=PnPConfig)
     fine: FineConfig = field(default_factory=FineConfig)
@@ -144,14 +162,27 @@ class Calibrator:
     def __init__(self, cfg: CalibratorConfig = CalibratorConfig(), model: CrossI2P | None = None):
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
+        if cfg.backend not in ("torch", "onnx"):
+            raise CrossI2PError(f"backend {cfg.backend!r}: use torch or onnx")
+        sha256 = None
         if model is None:
             path = Path(cfg.weights) if cfg.weights else default_weights_path()
-            model, self.metadata = load_model(path, self.device)
+            sha256 = published_sha256(path)
+            model, self.metadata = load_model(path, self.device, expected_sha256=sha256)
             self.weights_path: Path | None = path
         else:
             model = model.to(self.device).eval()
             self.metadata, self.weights_path = {}, None
         self.model = model
+        # the network proper: torch, or the same graph in ONNX Runtime; matching and refinement stay in torch
+        self.network: CrossI2P | OnnxNetwork = model
+        if cfg.backend == "onnx":
+            if not cfg.onnx:
+                raise CrossI2PError("backend onnx needs the exported graph: set onnx to the file written by "
+                                    "crossi2p export --onnx FILE")
+            if self.weights_path is not None and sha256 is None:
+                sha256 = file_sha256(self.weights_path)
+            self.network = OnnxNetwork(cfg.onnx, model.cfg, self.device, expected_weights_sha256=sha256)
         self.fine = FineRefiner(model, cfg.fine)
         self.mi = MIAligner(cfg.mi)
 
@@ -187,7 +218,7 @@ class Calibrator:
         if len({x.K.tobytes() for _, x in usable}) > 1:
             raise CrossI2PError("estimate_many: the frames' cameras differ; joint estimation needs one camera of one rig")
         with timer.stage("network"), torch.inference_mode():
-            outs = [self.model(x.image, x.points) for _, x in usable]
+            outs = [self.network(x.image, x.points) for _, x in usable]
         K = usable[0][1].K
 
         # coarse: T_camera_input from the matches of every frame together

@@ -60,6 +60,9 @@ PARAMETERS: dict[str, tuple[Any, str, Any]] = {
     "camera_frame": ("", "TF child frame; empty: the image's header.frame_id", None),
     "device": ("auto", "inference device: auto, cpu, cuda, cuda:N", None),
     "weights": ("", "weights file; empty: the shipped default model", None),
+    "backend": ("torch", "network runtime: torch, or onnx (ONNX Runtime on the file of crossi2p export)",
+                ("torch", "onnx")),
+    "onnx": ("", "backend onnx: the exported network (crossi2p export --onnx FILE)", None),
     "use_mi": (True, "run the model-free mutual-information refinement", None),
     "sync_slop_s": (0.05, "largest camera/LiDAR stamp difference of a pair [s]", (0.001, 1.0)),
     "fusion_window": (50, "estimates fused (sliding window)", (1, 1000)),
@@ -159,7 +162,8 @@ class CalibrationNode(Node):
         self.calibrator: Calibrator | None = None
         try:
             self.calibrator = Calibrator(CalibratorConfig(weights=p["weights"] or None, device=p["device"],
-                                                          use_mi=bool(p["use_mi"])))
+                                                          use_mi=bool(p["use_mi"]), backend=p["backend"],
+                                                          onnx=p["onnx"] or None))
             self.get_logger().info(f"weights {self.calibrator.weights_path} on {self.calibrator.device}")
         except CrossI2PError as exc:
             # keep running: diagnostics say what is wrong, so a fleet dashboard shows it
