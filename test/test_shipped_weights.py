@@ -52,3 +52,17 @@ def test_shipped_weights_match_a_held_out_synthetic_rig_far_better_than_untraine
     untrained = _coarse_precision(CrossI2P(model.cfg).eval(), batch)
     print(f"coarse precision: shipped {trained:.3f}, untrained {untrained:.3f}")
     assert trained > 0.1 and trained > 5 * untrained, (trained, untrained)
+
+
+def test_the_calibrator_verifies_the_published_checksum_beside_the_weights(tmp_path):
+    from crossi2p_ros.errors import CrossI2PError
+    from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig, published_sha256
+
+    assert published_sha256(WEIGHTS) == _card_sha256()   # the sidecar and the model card agree
+    copy = tmp_path / WEIGHTS.name
+    copy.write_bytes(WEIGHTS.read_bytes())
+    (tmp_path / (WEIGHTS.name + ".sha256")).write_text(f"{'0' * 64}  {WEIGHTS.name}\n")
+    with pytest.raises(CrossI2PError, match="does not match the expected"):
+        Calibrator(CalibratorConfig(weights=str(copy), device="cpu"))
+    (tmp_path / (WEIGHTS.name + ".sha256")).write_text(f"{_card_sha256()}  {WEIGHTS.name}\n")
+    assert Calibrator(CalibratorConfig(weights=str(copy), device="cpu")).weights_path == copy
