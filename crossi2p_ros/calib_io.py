@@ -42,6 +42,9 @@ FILENAMES = {
 }
 
 
+_FRAME_ID = re.compile(r"[A-Za-z0-9_./-]{1,256}")
+
+
 @dataclass
 class Calibration:
     T_camera_lidar: np.ndarray
@@ -51,6 +54,11 @@ class Calibration:
     metadata: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for what, frame in (("lidar_frame", self.lidar_frame), ("camera_frame", self.camera_frame)):
+            # frame ids come from message headers and end up in URDF, YAML and a shell script
+            if not isinstance(frame, str) or not _FRAME_ID.fullmatch(frame):
+                raise CrossI2PError(f"{what} {frame!r} is not a TF frame id (letters, digits, _ - . / only, "
+                                    "at most 256); set lidar_frame/camera_frame to the names your TF tree uses")
         T = np.asarray(self.T_camera_lidar, dtype=np.float64)
         if T.shape != (4, 4) or not np.all(np.isfinite(T)):
             raise CrossI2PError("a calibration needs a finite 4x4 T_camera_lidar")

@@ -204,9 +204,16 @@ class CameraModel:
         K = np.asarray(self.K, dtype=np.float64).reshape(3, 3)
         if self.model not in _DIST_LEN:
             raise ValueError(f"unknown distortion model {self.model!r}; use one of {sorted(_DIST_LEN)}")
+        # CameraInfo arrives from the network: refuse what would give NaN or absurd projections downstream
+        if not (0 < int(self.width) <= 65535 and 0 < int(self.height) <= 65535):
+            raise ValueError(f"image size {self.width}x{self.height} is not a camera's (1..65535 pixels each)")
+        if not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0 or not np.allclose(K[2], [0, 0, 1]):
+            raise ValueError("K must be finite with positive focal lengths and last row (0, 0, 1)")
         n = _DIST_LEN[self.model]
         d = np.zeros(n)
         given = np.asarray(self.dist, dtype=np.float64).ravel()[:n]
+        if not np.all(np.isfinite(given)):
+            raise ValueError("distortion coefficients must be finite")
         d[: given.size] = given
         object.__setattr__(self, "K", K)
         object.__setattr__(self, "dist", d)
