@@ -158,6 +158,11 @@ class CalibrationNode(Node):
         self.sync: ApproximateTimeSync = ApproximateTimeSync(SyncConfig(max_slop_s=float(p["sync_slop_s"])))
         self.mailbox = _Mailbox()
         self.fatal = ""
+        # bumped whenever pairing and fusion restart (~/reset, time jumping back): results of pairs
+        # taken before that are discarded, so a bag loop never mixes into the restarted fusion
+        self._generation = 0
+        self._sync_resets = 0
+        self._time_jumps = 0
 
         self.calibrator: Calibrator | None = None
         try:
@@ -217,11 +222,34 @@ class CalibrationNode(Node):
 
     def _on_image(self, msg) -> None:
         self._received["image"] += 1
-        self._hand_over(self.sync.add_image(stamp_ns(msg), msg))
+        pairs = self.sync.add_image(stamp_ns(msg), msg)
+        self._check_time_jump()
+        self._hand_over(pairs)
 
     def _on_cloud(self, msg) -> None:
         self._received["cloud"] += 1
-        self._hand_over(self.sync.add_cloud(stamp_ns(msg), msg))
+        pairs = self.sync.add_cloud(stamp_ns(msg), msg)
+        self._check_time_jump()
+        self._hand_over(pairs)
+
+    def _check_time_jump(self) -> None:
+        """Stamps went back (a bag played in a loop, a clock reset): the sync restarted, so does fusion."""
+        if self.sync.stats.resets == self._sync_resets:
+            return
+        self._sync_resets = self.sync.stats.resets
+        self._time_jumps += 1
+        self._restart()
+        self.get_logger().warning("message stamps jumped backwards (bag loop or clock reset): pairing, fusion "
+                                  "and the drift monitor restarted", throttle_duration_sec=5.0)
+
+    def _restart(self) -> None:
+        """Forget fused estimates and drift statistics; pairs already in flight are discarded."""
+        with self._state_lock:
+            self._generation += 1
+            self.fusion.reset()
+            if self.monitor is not None:
+                self.monitor.reset()
+            self._T_latest, self._last_estimate, self._published_T = None, None, None
 
     def _on_camera_info(self, msg) -> None:
         self._received["camera_info"] += 1
@@ -247,16 +275,16 @@ class CalibrationNode(Node):
             # a pair can complete a few ms before the first CameraInfo: skip it (diagnostics show the count)
             self._waiting_for_info += len(pairs)
             return
-        self.mailbox.put_latest(pairs)
+        self.mailbox.put_latest([(self._generation, p) for p in pairs])
 
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:
         while not self.mailbox.closed:
-            pair = self.mailbox.take(timeout=0.5)
-            if pair is None:
+            item = self.mailbox.take(timeout=0.5)
+            if item is None:
                 continue
             try:
-                self._process(pair)
+                self._process(*item)
             except CrossI2PError as exc:
                 self._note_error("pair", exc)
             except Exception as exc:  # noqa: BLE001 - the node must survive any single bad pair
@@ -274,7 +302,7 @@ class CalibrationNode(Node):
             self._T_prior = camera_lidar_from_tf(self._static_tf, lidar, camera)
         return self._T_prior
 
-    def _process(self, pair) -> None:
+    def _process(self, generation: int, pair) -> None:
         image_msg, cloud_msg = pair.image, pair.cloud
         if self._camera is None:
             raise CrossI2PError(f"no CameraInfo received on {self.p['camera_info_topic']} yet")
@@ -290,6 +318,8 @@ class CalibrationNode(Node):
                                 f"installed_transform, or publish {lidar} -> {camera_frame} on /tf_static")
         est = self.calibrator.estimate(image, points, self._camera, prior)
         with self._state_lock:
+            if generation != self._generation:
+                return   # taken before a reset or a time jump: belongs to the old run
             self._frames = (lidar, camera_frame)
             self._last_estimate = est
             self._last_pair_time = time.monotonic()
@@ -340,6 +370,7 @@ class CalibrationNode(Node):
                 "pairs_received": self.sync.stats.pairs, "pairs_processed": self._processed,
                 "pairs_dropped_busy": self.mailbox.dropped, "pairs_without_camera_info": self._waiting_for_info,
                 "messages_unpaired": self.sync.stats.dropped_images + self.sync.stats.dropped_clouds,
+                "time_jumps": self._time_jumps,
                 "images_received": self._received["image"], "clouds_received": self._received["cloud"],
                 "camera_infos_received": self._received["camera_info"], "bad_messages": self._bad,
                 "stamp_offset_ms": f"{1e3 * self._last_offset_s:.1f}",
@@ -398,12 +429,8 @@ class CalibrationNode(Node):
         return response
 
     def _srv_reset(self, request, response):
-        with self._state_lock:
-            self.sync.reset()
-            self.fusion.reset()
-            if self.monitor is not None:
-                self.monitor.reset()
-            self._T_latest, self._last_estimate, self._published_T = None, None, None
+        self.sync.reset()
+        self._restart()
         response.success, response.message = True, "reset: pairing, fusion and monitor cleared"
         return response
 
