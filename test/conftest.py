@@ -129,3 +129,20 @@ def spin_until(nodes, predicate: Callable[[], bool], timeout_s: float = 10.0) ->
 def spin_until_fixture() -> Callable[..., bool]:
     """The :func:`spin_until` helper, as a fixture (test modules don't import conftest)."""
     return spin_until
+
+
+@pytest.fixture
+def harness(ros_context_factory):
+    """``make(**parameters) -> Harness``: a real calibration node and a tester node; all closed afterwards."""
+    from _node_harness import Harness
+
+    made = []
+
+    def make(**parameters):
+        h = Harness(ros_context_factory, parameters)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()

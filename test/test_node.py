@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import yaml
 
+from _node_harness import _messages, level
+
 pytestmark = pytest.mark.ros
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,126 +29,7 @@ def frames(tmp_path_factory):
     return list(iter_frames(SynthConfig(frames=2, seed=9850, style="urban")))
 
 
-def _messages(frame, stamp):
-    """(Image, CameraInfo, PointCloud2) rclpy messages of a synthetic frame at ``stamp`` (builtin Time)."""
-    from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
-    from crossi2p_ros.pointcloud import pack_xyzi
-
-    img = Image()
-    img.header.stamp, img.header.frame_id = stamp, "camera_optical"
-    img.height, img.width = frame.image.shape[:2]
-    img.encoding, img.step = "rgb8", frame.image.shape[1] * 3
-    img.data = frame.image.tobytes()
-    info = CameraInfo()
-    info.header = img.header
-    d = frame.camera.to_camera_info_dict()
-    info.width, info.height, info.distortion_model = d["width"], d["height"], d["distortion_model"]
-    info.d = [float(v) for v in d["d"]]
-    info.k = [float(v) for v in np.ravel(d["k"])]
-    packed = pack_xyzi(frame.points)
-    cloud = PointCloud2()
-    cloud.header.stamp, cloud.header.frame_id = stamp, "lidar"
-    cloud.height, cloud.width = 1, len(frame.points)
-    cloud.fields = [PointField(name=f.name, offset=f.offset, datatype=f.datatype, count=f.count) for f in packed.fields]
-    cloud.is_bigendian, cloud.point_step, cloud.row_step = False, packed.point_step, packed.row_step
-    cloud.data, cloud.is_dense = bytes(packed.data), True
-    return img, info, cloud
-
-
-def level(status) -> int:
-    """DiagnosticStatus.level is a byte in rclpy; -1 before any status arrived."""
-    if status is None:
-        return -1
-    return status.level[0] if isinstance(status.level, bytes) else int(status.level)
-
-
-class Harness:
-    """The node under test in its own context, plus a tester node that feeds it and records its outputs."""
-
-    def __init__(self, ros_context_factory, parameters: dict):
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.node import Node
-        from rclpy.parameter import Parameter
-        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-        from tf2_msgs.msg import TFMessage
-
-        from crossi2p_ros.ros.node import RELIABLE_QOS, STATIC_TF_QOS, CalibrationNode
-
-        overrides = [Parameter(k, value=v) for k, v in {"device": "cpu", "qos": "reliable", **parameters}.items()]
-        self.node = CalibrationNode(context=ros_context_factory(), parameter_overrides=overrides)
-        self.tester = Node("tester", context=ros_context_factory())
-        self.tf: list = []
-        self.diag: list = []
-        self.overlays: list = []
-        self.tester.create_subscription(TFMessage, "/tf_static", self.tf.append, STATIC_TF_QOS)
-        self.tester.create_subscription(DiagnosticArray, "/diagnostics",
-                                        lambda m: self.diag.extend(s for s in m.status if s.name.startswith("crossi2p")),
-                                        RELIABLE_QOS)
-        self.pub_img = self.tester.create_publisher(Image, "/camera/image_raw", RELIABLE_QOS)
-        self.pub_info = self.tester.create_publisher(CameraInfo, "/camera/camera_info", RELIABLE_QOS)
-        self.pub_cloud = self.tester.create_publisher(PointCloud2, "/lidar/points", RELIABLE_QOS)
-        self.executors = [SingleThreadedExecutor(context=self.node.context),
-                          SingleThreadedExecutor(context=self.tester.context)]
-        self.executors[0].add_node(self.node)
-        self.executors[1].add_node(self.tester)
-
-    def spin(self, seconds: float, until=None) -> bool:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            for ex in self.executors:
-                ex.spin_once(timeout_sec=0.02)
-            if until is not None and until():
-                return True
-        return until is None
-
-    def publish(self, frame, stamp) -> None:
-        img, info, cloud = _messages(frame, stamp)
-        self.pub_info.publish(info)
-        self.pub_cloud.publish(cloud)
-        self.pub_img.publish(img)
-
-    def feed(self, frames, seconds: float, until, period_s: float = 1.0) -> bool:
-        """Publish the frames in a loop (one pair per ``period_s``) until ``until()`` or the time is up."""
-        self.spin(5.0, self.matched)
-        deadline, k = time.monotonic() + seconds, 0
-        while time.monotonic() < deadline:
-            self.publish(frames[k % len(frames)], self.tester.get_clock().now().to_msg())
-            k += 1
-            if self.spin(period_s, until):
-                return True
-        return False
-
-    def matched(self) -> bool:
-        return all(p.get_subscription_count() > 0 for p in (self.pub_img, self.pub_info, self.pub_cloud))
-
-    def last_status(self):
-        return self.diag[-1] if self.diag else None
-
-    def values(self) -> dict:
-        s = self.last_status()
-        return {kv.key: kv.value for kv in s.values} if s else {}
-
-    def close(self) -> None:
-        for ex in self.executors:
-            ex.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        self.tester.destroy_node()
-
-
-@pytest.fixture
-def harness(ros_context_factory):
-    made = []
-
-    def make(**parameters):
-        h = Harness(ros_context_factory, parameters)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        h.close()
 
 
 def _write_initial(tmp_path, T):

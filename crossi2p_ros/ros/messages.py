@@ -9,8 +9,11 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import TransformStamped
 from scipy.spatial.transform import Rotation
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from tf2_msgs.msg import TFMessage
+
+from ..geometry import CameraModel
+from ..pointcloud import pack_xyzi
 
 LEVELS = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN, "ERROR": DiagnosticStatus.ERROR,
           "STALE": DiagnosticStatus.STALE}
@@ -52,6 +55,36 @@ def image_message(rgb: np.ndarray, frame_id: str, stamp: Time) -> Image:
     msg.step = int(rgb.shape[1] * 3)
     msg.data = np.ascontiguousarray(rgb, dtype=np.uint8).tobytes()
     return msg
+
+
+def camera_info_message(camera: CameraModel, frame_id: str, stamp: Time) -> CameraInfo:
+    info = CameraInfo()
+    info.header.stamp, info.header.frame_id = stamp, frame_id
+    d = camera.to_camera_info_dict()
+    info.width, info.height, info.distortion_model = d["width"], d["height"], d["distortion_model"]
+    info.d = [float(v) for v in d["d"]]
+    info.k = [float(v) for v in np.ravel(d["k"])]
+    return info
+
+
+def cloud_message(points: np.ndarray, frame_id: str, stamp: Time) -> PointCloud2:
+    """An unorganised x y z intensity cloud (float32) from (N, 3|4) points [m]."""
+    packed = pack_xyzi(points)
+    cloud = PointCloud2()
+    cloud.header.stamp, cloud.header.frame_id = stamp, frame_id
+    cloud.height, cloud.width = 1, len(points)
+    cloud.fields = [PointField(name=f.name, offset=f.offset, datatype=f.datatype, count=f.count) for f in packed.fields]
+    cloud.is_bigendian, cloud.point_step, cloud.row_step = False, packed.point_step, packed.row_step
+    cloud.data, cloud.is_dense = bytes(packed.data), True
+    return cloud
+
+
+def sensor_messages(rgb: np.ndarray, camera: CameraModel, points: np.ndarray, stamp: Time,
+                    camera_frame: str = "camera_optical", lidar_frame: str = "lidar"
+                    ) -> tuple[Image, CameraInfo, PointCloud2]:
+    """(Image, CameraInfo, PointCloud2) of one camera/LiDAR frame, as a driver would publish them."""
+    return (image_message(rgb, camera_frame, stamp), camera_info_message(camera, camera_frame, stamp),
+            cloud_message(points, lidar_frame, stamp))
 
 
 def diagnostic_array(name: str, hardware_id: str, level: str, message: str, values: dict[str, Any],
