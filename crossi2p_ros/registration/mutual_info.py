@@ -27,7 +27,6 @@ from scipy.optimize import minimize
 
 from ..data.samples import Undistorter
 from ..geometry import CameraModel, project_pinhole, se3_exp, transform_points, visible_from_camera
-from .solver import project_with_jacobian
 
 
 @dataclass(frozen=True)
@@ -156,18 +155,21 @@ class MIAligner:
         at its pixel, times the projection Jacobian.
         """
         bins = self.cfg.bins
-        a, b, grads, jac = [], [], [], []
+        a, b, seen_at, grads, points = [], [], [], [], []
+        offset = 0
         for f in frames:
             img = f.levels[level]
             H, W = img.shape[:2]
             p = transform_points(T, f.xyz)
             uv, front = project_pinhole(f.K, p, 0.5)
-            ok = front & (uv[:, 0] >= 0) & (uv[:, 0] <= W - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= H - 1)
+            ok = np.flatnonzero(front & (uv[:, 0] >= 0) & (uv[:, 0] <= W - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= H - 1))
             u, v = uv[ok, 0], uv[ok, 1]
             x0, y0 = np.minimum(u.astype(np.int64), W - 2), np.minimum(v.astype(np.int64), H - 2)
             fx, fy = (u - x0)[:, None], (v - y0)[:, None]
-            sample = (img[y0, x0] * (1 - fx) * (1 - fy) + img[y0, x0 + 1] * fx * (1 - fy)
-                      + img[y0 + 1, x0] * (1 - fx) * fy + img[y0 + 1, x0 + 1] * fx * fy)
+            flat = img.reshape(-1, 3)          # one gather per corner on the flat (grey, d/du, d/dv) image
+            i00 = y0 * W + x0
+            sample = (flat[i00] * ((1 - fx) * (1 - fy)) + flat[i00 + 1] * (fx * (1 - fy))
+                      + flat[i00 + W] * ((1 - fx) * fy) + flat[i00 + W + 1] * (fx * fy))
             # points that leave the image keep counting (as "not seen"), so the sample never shrinks:
             # MI estimated on fewer points is biased upwards and would pull points out of view
             val = np.full(len(p), np.nan)
@@ -175,12 +177,9 @@ class MIAligner:
             a.append(f.intensity)
             b.append(val)
             if gradient:
-                g = np.zeros((len(p), 2))
-                g[ok] = sample[:, 1:3]
-                J = np.zeros((len(p), 2, 6))
-                J[ok] = project_with_jacobian(f.K, p[ok])[1]
-                grads.append(g)
-                jac.append(J)
+                seen_at.append(ok + offset)
+                grads.append((sample[:, 1:3], p[ok], f.K))
+            offset += len(p)
         if not a:
             return 0.0, np.zeros(6)
         a_all, b_all = np.concatenate(a), np.concatenate(b)
@@ -189,8 +188,17 @@ class MIAligner:
             return mi, np.zeros(6)
         d_x = np.where(seen, log_ratio[ia, np.minimum(lo + 1, bins - 1)] - log_ratio[ia, lo], 0.0)
         d_b = d_x * bins / len(a_all)
-        d_uv = d_b[:, None] * np.concatenate(grads)
-        return mi, np.einsum("nk,nkj->j", d_uv, np.concatenate(jac))
+        grad = np.zeros(6)
+        for at, (g_img, p, K) in zip(seen_at, grads):
+            # dMI/d(uv) pulled back through the pinhole: w = dMI/dp (N, 3), then a left step (rho, phi)
+            # moves p by rho + phi x p, so dMI/drho = sum w and dMI/dphi = sum p x w
+            du, dv = d_b[at] * g_img[:, 0], d_b[at] * g_img[:, 1]
+            iz = 1.0 / p[:, 2]
+            w = np.stack([du * K[0, 0] * iz, dv * K[1, 1] * iz,
+                          -(du * K[0, 0] * p[:, 0] + dv * K[1, 1] * p[:, 1]) * iz * iz], -1)
+            grad[:3] += w.sum(0)
+            grad[3:] += np.cross(p, w).sum(0)
+        return mi, grad
 
     def _refine(self, frames: list[MIFrame], T: np.ndarray) -> tuple[np.ndarray, int]:
         """L-BFGS on MI at every level, coarse to fine, from T."""
