@@ -112,7 +112,8 @@ def export_onnx(model: CrossI2P, path: str | Path, weights_sha256: str = "", ops
     outputs differ in more than ``max_index_mismatch`` of entries raises
     :class:`CrossI2PError` and leaves ``path`` as it was. ``weights_sha256`` (of
     the weights file the model came from) is stored in the file's metadata;
-    :class:`.onnx_network.OnnxNetwork` checks it.
+    :class:`.onnx_network.OnnxNetwork` checks it. The model is moved to the CPU
+    (tracing and the parity reference run there).
     """
     try:
         import onnx
@@ -125,6 +126,8 @@ def export_onnx(model: CrossI2P, path: str | Path, weights_sha256: str = "", ops
     rows = torch.export.Dim("coarse_rows", min=1, max=1024 // cfg.coarse_stride)
     n = torch.export.Dim("points", min=max(cfg.num_superpoints, cfg.knn), max=1 << 20)
     dynamic = {"image": {2: cfg.coarse_stride * rows}, "points": {1: n}}
+    # fileio.atomic_write renames at once; here the parity check must read the new file before it replaces
+    # the old one, so the temporary file is handled by hand
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
