@@ -152,7 +152,8 @@ def _fuzz_then_calibrate(harness, frames, tmp_path, count: int) -> None:
 
     err = pose_error(invert(transform_from_tf_msg(h.tf[-1])[0][2]), T_true)
     assert err.rot_deg < 1.0 and err.trans_m < 0.1, err
-    assert h.spin(8.0, lambda: level(h.last_status()) == 0), h.last_status().message
+    # ERROR for bad input holds 5 s after the last bad message; a node still fed good pairs is OK again
+    assert h.feed(frames, 30.0, lambda: level(h.last_status()) == 0), h.last_status().message
 
 
 @pytest.mark.ros
