@@ -61,7 +61,10 @@ def run_demo(out: Path, frames: int = 20, seed: int = 7, style: str = "urban", r
     _say(f"initial guess {initial}: {e0.rot_deg:.2f} deg / {100 * e0.trans_m:.1f} cm off the truth")
 
     # The demo publishes a made-up /tf_static: keep it on this machine and off the user's ROS domain.
-    domain = os.environ.get("CROSSI2P_DEMO_DOMAIN_ID") or str(random.SystemRandom().randint(150, 230))
+    # Domains 215-232 are off the usual 0-101 and their DDS ports (7400 + 250 * domain + ...) lie above Linux's
+    # ephemeral range (32768-60999), where an outgoing socket can hold a port discovery needs (ROS 2 docs,
+    # "About Domain ID"). A test run of the demo on domain 204 (old range 150-230) once ended without an estimate.
+    domain = os.environ.get("CROSSI2P_DEMO_DOMAIN_ID") or str(random.SystemRandom().randint(215, 232))
     isolation = {"ROS_DOMAIN_ID": domain, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_LOCALHOST_ONLY": "1",
                  "ROS_STATIC_PEERS": ""}
     os.environ.update(isolation)
@@ -137,7 +140,9 @@ def run_demo(out: Path, frames: int = 20, seed: int = 7, style: str = "urban", r
         reply = response.result()
         _say(f"~/save: {reply.message if reply else 'no answer'}")
         _say(f"node diagnostics: {diagnostics.get('_message', '?')} (pairs {diagnostics.get('pairs_received')}, "
-             f"dropped while busy {diagnostics.get('pairs_dropped_busy')}; received images "
+             f"processed {diagnostics.get('pairs_processed')}, before any CameraInfo "
+             f"{diagnostics.get('pairs_without_camera_info')}, dropped while busy "
+             f"{diagnostics.get('pairs_dropped_busy')}, bad messages {diagnostics.get('bad_messages')}; received images "
              f"{diagnostics.get('images_received')}, clouds {diagnostics.get('clouds_received')}, unpaired "
              f"{diagnostics.get('messages_unpaired')})")
         if reply is not None and reply.success:
