@@ -7,7 +7,6 @@ issue (10,000 messages, 60 s at 3x the sensor rate with 130k-point clouds).
 """
 from __future__ import annotations
 
-import math
 import os
 import signal
 import subprocess
@@ -22,8 +21,6 @@ from _node_harness import _messages, level
 from crossi2p_ros.calib_io import Calibration, read_calibration, write_all
 from crossi2p_ros.errors import CrossI2PError
 from crossi2p_ros.geometry import se3_exp
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +174,7 @@ def _rss_mb() -> float:
 
 def overload(harness, tmp_path, seconds: float, rate_hz: float = 30.0) -> dict:
     """Publish 130k-point clouds and KITTI-size images at ``rate_hz`` for ``seconds``; sample RSS and services."""
+    from diagnostic_msgs.msg import DiagnosticArray
     from std_srvs.srv import Trigger
 
     from crossi2p_ros.data.synth import SynthConfig, iter_frames
@@ -187,8 +185,7 @@ def overload(harness, tmp_path, seconds: float, rate_hz: float = 30.0) -> dict:
     client = h.tester.create_client(Trigger, "/crossi2p_calibration/start")
     assert client.wait_for_service(timeout_sec=5.0)
     rss, answered, diag_times = [], 0, []
-    h.tester.create_subscription(__import__("diagnostic_msgs.msg", fromlist=["DiagnosticArray"]).DiagnosticArray,
-                                 "/diagnostics", lambda m: diag_times.append(time.monotonic()), 10)
+    h.tester.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diag_times.append(time.monotonic()), 10)
     start = time.monotonic()
     next_pub, k, checked = start, 0, -1
     msgs = _messages(frame, _time(1.0))

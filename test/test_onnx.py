@@ -34,7 +34,7 @@ def torch_calibrator():
     return Calibrator(CalibratorConfig(device="cpu"))
 
 
-def test_export_writes_a_graph_that_matches_torch_on_other_shapes(exported, torch_calibrator, capsys):
+def test_export_writes_a_graph_that_matches_torch_on_other_shapes(exported, torch_calibrator):
     assert exported.is_file() and exported.stat().st_size > 1e6
     diffs = parity(torch_calibrator.model, exported, shapes=((96, 2048), (320, 6000)))
     assert set(diffs) == set(OUTPUT_NAMES)
