@@ -25,13 +25,15 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import CrossI2PError
 from .crossi2p import CrossI2P, CrossI2POutput
+from .matching import CoarseScores
+from .point_encoder import PointGroups
 
 EXPORT_FORMAT_VERSION = 1
 INPUT_NAMES = ("image", "points")
@@ -45,6 +47,13 @@ def output_tensors(out: CrossI2POutput) -> tuple[torch.Tensor, ...]:
     """The network output as the flat tuple the ONNX graph returns (order of :data:`OUTPUT_NAMES`)."""
     return (out.groups.centers, out.groups.knn, out.groups.assign, out.coarse.sim, out.coarse.point_to_image,
             out.coarse.image_to_point, out.fine_map, out.point_embed, out.superpixel_embed, out.superpoint_embed)
+
+
+def output_from_tensors(tensors: Sequence[torch.Tensor], points: torch.Tensor) -> CrossI2POutput:
+    """Inverse of :func:`output_tensors`; ``points`` is the network input the output belongs to."""
+    centers, knn, assign, sim, p2i, i2p, fine_map, point_embed, superpixels, superpoints = tensors
+    return CrossI2POutput(PointGroups(centers, knn, assign), CoarseScores(sim, p2i, i2p), fine_map, point_embed,
+                          superpixels, superpoints, points)
 
 
 class _FlatGraph(nn.Module):
@@ -167,6 +176,7 @@ def parity(model: CrossI2P, path: str | Path, shapes: tuple[tuple[int, int], ...
     """
     from .onnx_network import OnnxNetwork
 
+    model = model.cpu().eval()
     cfg = model.cfg
     shapes = shapes or ((cfg.image_height - 2 * cfg.coarse_stride, cfg.num_points),
                         (cfg.image_height + 4 * cfg.coarse_stride, max(cfg.num_superpoints, cfg.num_points // 2)))
@@ -175,7 +185,7 @@ def parity(model: CrossI2P, path: str | Path, shapes: tuple[tuple[int, int], ...
     for k, (h, n) in enumerate(shapes):
         image, points = example_inputs(model, h, n, seed=k + 1)
         with torch.inference_mode():
-            ref = output_tensors(model.cpu().eval()(image, points))
+            ref = output_tensors(model(image, points))
         got = output_tensors(network(image, points))
         for name, r, o in zip(OUTPUT_NAMES, ref, got):
             if r.shape != o.shape:

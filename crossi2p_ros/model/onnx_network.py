@@ -18,9 +18,7 @@ import torch
 from ..errors import CrossI2PError
 from .config import ModelConfig
 from .crossi2p import CrossI2POutput
-from .export import EXPORT_FORMAT_VERSION, INPUT_NAMES, OUTPUT_NAMES
-from .matching import CoarseScores
-from .point_encoder import PointGroups
+from .export import EXPORT_FORMAT_VERSION, INPUT_NAMES, OUTPUT_NAMES, output_from_tensors
 
 
 class OnnxNetwork:
@@ -80,9 +78,7 @@ class OnnxNetwork:
         """Same contract as ``CrossI2P.forward`` for one sample: image (1, 3, H, W), points (1, N, 4)."""
         feeds = {"image": _numpy(image), "points": _numpy(points)}
         out = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in self.session.run(None, feeds)]
-        centers, knn, assign, sim, p2i, i2p, fine_map, point_embed, spx, spt = out
-        return CrossI2POutput(PointGroups(centers, knn, assign), CoarseScores(sim, p2i, i2p), fine_map, point_embed,
-                              spx, spt, points)
+        return output_from_tensors(out, points)
 
 
 def _numpy(x: torch.Tensor) -> np.ndarray:

@@ -155,7 +155,7 @@ class MIAligner:
         at its pixel, times the projection Jacobian.
         """
         bins = self.cfg.bins
-        a, b, seen_at, grads, points = [], [], [], [], []
+        a, b, seen_at, grads = [], [], [], []
         offset = 0
         for f in frames:
             img = f.levels[level]
