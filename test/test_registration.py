@@ -15,7 +15,10 @@ from crossi2p_ros.data.synth import SynthConfig, generate
 from crossi2p_ros.errors import CrossI2PError
 from crossi2p_ros.geometry import CameraModel, pose_error, se3_exp
 from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig, default_weights_path
-from crossi2p_ros.registration.mutual_info import MIAligner, MIConfig, mutual_information, prepare_frame
+import torch
+
+from crossi2p_ros.registration.mutual_info import (MIAligner, MIConfig, mutual_information, prepare_frame,
+                                                   sample_bilinear)
 from crossi2p_ros.registration.fine import FineConfig, visible_mask
 from crossi2p_ros.registration.solver import apply_step, damped_step, normal_equations, project_with_jacobian
 
@@ -73,6 +76,19 @@ def test_mutual_information_is_high_for_dependent_and_near_zero_for_independent_
     unseen = dependent.copy()
     unseen[: 10000] = np.nan          # half the points out of view: less information, never more
     assert mutual_information(a, unseen, 24) < mutual_information(a, dependent, 24)
+
+
+def test_bilinear_sampling_is_exact_in_float64_up_to_the_image_border():
+    rng = np.random.default_rng(1)
+    image = rng.random((3, 7, 11))
+    uv = np.concatenate([rng.uniform([0, 0], [10, 6], (500, 2)), [[0, 0], [10, 6], [10, 0], [3.25, 6]]])
+    x0, y0 = np.minimum(uv[:, 0].astype(int), 9), np.minimum(uv[:, 1].astype(int), 5)
+    fx, fy = uv[:, 0] - x0, uv[:, 1] - y0
+    expected = (image[:, y0, x0] * (1 - fx) * (1 - fy) + image[:, y0, x0 + 1] * fx * (1 - fy)
+                + image[:, y0 + 1, x0] * (1 - fx) * fy + image[:, y0 + 1, x0 + 1] * fx * fy).T
+    got = sample_bilinear(torch.from_numpy(image[None]), uv)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, expected, atol=1e-12)
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
 from scipy.optimize import minimize
 
 from ..data.samples import Undistorter
@@ -54,7 +55,7 @@ class MIFrame:
     xyz: np.ndarray
     intensity: np.ndarray
     K: np.ndarray
-    levels: list[np.ndarray]   # (H, W, 3) float32: blurred grey in [0, 1], d/du, d/dv; one per blur level
+    levels: list[torch.Tensor]  # (1, 3, H, W) float64: blurred grey in [0, 1], d/du, d/dv; one per blur level
 
 
 @dataclass
@@ -78,15 +79,20 @@ def prepare_frame(image_rgb: np.ndarray, points: np.ndarray, camera: CameraModel
     levels = []
     for s in cfg.blur_px:
         g = cv2.GaussianBlur(grey, (0, 0), s)
-        dv, du = np.gradient(g)
-        levels.append(np.dstack([g, du, dv]).astype(np.float32))
+        level = np.empty((1, 3) + grey.shape)   # filtered in float32 (fast), sampled in float64
+        level[0, 0] = g
+        # central differences (a 1-px Sobel scaled by 1/2): the image gradient the MI gradient needs
+        level[0, 1] = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=1, scale=0.5)
+        level[0, 2] = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=1, scale=0.5)
+        levels.append(torch.from_numpy(level))
     pts = np.asarray(points, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] < 4:
         return MIFrame(np.zeros((0, 3)), np.zeros(0), camera.K, levels)
     pts = pts[np.isfinite(pts[:, :4]).all(1)]
     r = np.linalg.norm(pts[:, :3], axis=1)
     pts = pts[(r > cfg.min_range_m) & (r < cfg.max_range_m)]
-    ranks = np.argsort(np.argsort(pts[:, 3], kind="stable"), kind="stable") / max(len(pts), 1)
+    ranks = np.empty(len(pts))
+    ranks[np.argsort(pts[:, 3], kind="stable")] = np.arange(len(pts)) / max(len(pts), 1)
     return MIFrame(pts[:, :3], ranks, camera.K, levels)
 
 
@@ -112,6 +118,24 @@ def _mi_terms(a: np.ndarray, b: np.ndarray, bins: int):
     return mi, log_ratio, (ia, lo, seen)
 
 
+def sample_bilinear(level: torch.Tensor, uv: np.ndarray) -> np.ndarray:
+    """Bilinear samples (N, C) of a (1, C, H, W) float64 image at pixels ``uv`` (N, 2) inside it.
+
+    One grid_sample call does in C what four numpy gathers do in 3-5x the
+    time (they were most of an MI evaluation). Float64 on purpose: float32
+    samples (cv2.remap's 1/32 px weights, or float32 grid_sample) make the
+    MI and its gradient disagree at the 1e-5 level, and L-BFGS's line search
+    then stops early (measured: 15 % fewer evaluations, rotation median
+    0.44 -> 0.64 deg on 60 refinement-regime frames).
+    """
+    H, W = level.shape[-2:]
+    grid = np.empty((1, 1, len(uv), 2))
+    grid[0, 0, :, 0] = uv[:, 0] * (2.0 / max(W - 1, 1)) - 1.0   # align_corners: -1 and 1 are pixel centres
+    grid[0, 0, :, 1] = uv[:, 1] * (2.0 / max(H - 1, 1)) - 1.0
+    out = torch.nn.functional.grid_sample(level, torch.from_numpy(grid), mode="bilinear", align_corners=True)
+    return out[0, :, 0].T.numpy()
+
+
 def mutual_information(a: np.ndarray, b: np.ndarray, bins: int) -> float:
     """MI [nats] of two samples in [0, 1]; NaN in ``b`` is its own bin ("not seen").
 
@@ -127,7 +151,7 @@ class MIAligner:
         self.cfg = cfg
 
     def _select(self, frame: MIFrame, T: np.ndarray) -> MIFrame:
-        H, W = frame.levels[0].shape[:2]
+        H, W = frame.levels[0].shape[-2:]
         p = transform_points(T, frame.xyz)
         uv, front = project_pinhole(frame.K, p, 0.5)
         m = self.cfg.view_margin
@@ -159,17 +183,11 @@ class MIAligner:
         offset = 0
         for f in frames:
             img = f.levels[level]
-            H, W = img.shape[:2]
+            H, W = img.shape[-2:]
             p = transform_points(T, f.xyz)
             uv, front = project_pinhole(f.K, p, 0.5)
             ok = np.flatnonzero(front & (uv[:, 0] >= 0) & (uv[:, 0] <= W - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= H - 1))
-            u, v = uv[ok, 0], uv[ok, 1]
-            x0, y0 = np.minimum(u.astype(np.int64), W - 2), np.minimum(v.astype(np.int64), H - 2)
-            fx, fy = (u - x0)[:, None], (v - y0)[:, None]
-            flat = img.reshape(-1, 3)          # one gather per corner on the flat (grey, d/du, d/dv) image
-            i00 = y0 * W + x0
-            sample = (flat[i00] * ((1 - fx) * (1 - fy)) + flat[i00 + 1] * (fx * (1 - fy))
-                      + flat[i00 + W] * ((1 - fx) * fy) + flat[i00 + W + 1] * (fx * fy))
+            sample = sample_bilinear(img, uv[ok])
             # points that leave the image keep counting (as "not seen"), so the sample never shrinks:
             # MI estimated on fewer points is biased upwards and would pull points out of view
             val = np.full(len(p), np.nan)
