@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from crossi2p_ros.errors import CrossI2PError
+from crossi2p_ros.geometry import finite_rows
 
 # sensor_msgs/PointField datatype constants.
 INT8 = 1
@@ -192,4 +193,5 @@ def unpack_xyzi(msg: Any, keep_invalid: bool = False) -> np.ndarray:
     out[:, 3] = records["intensity"] if intensity is not None else 0.0
     if keep_invalid:
         return out
-    return out[np.isfinite(out[:, :3]).all(axis=1)]
+    finite = finite_rows(out[:, :3])
+    return out if finite.all() else out[finite]

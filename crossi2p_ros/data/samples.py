@@ -41,7 +41,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import CrossI2PError
-from ..geometry import CameraModel, invert, project_pinhole, transform_points
+from ..geometry import CameraModel, finite_rows, invert, project_pinhole, transform_points
 from ..model.config import ModelConfig
 from .kitti import Frame, KittiDataset, open_dataset
 from .perturb import CalibProtocol, I2PProtocol
@@ -282,7 +282,7 @@ class PairDataset(Dataset):
         protocol = self._draw_protocol(rng)
         image, K = self._prepare_image(frame, rng if cfg.augment else None)
 
-        points = frame.points[np.isfinite(frame.points).all(1)]
+        points = frame.points[finite_rows(frame.points)]
         if points.shape[0] == 0:
             raise CrossI2PError(f"frame {frame.id}: the LiDAR sweep has no finite point; check its velodyne .bin")
         key = (self.epoch << 32) + index  # protocol draw index: new perturbations every epoch

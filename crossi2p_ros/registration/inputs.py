@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import CrossI2PError
-from ..geometry import CameraModel, transform_points
+from ..geometry import CameraModel, finite_rows, transform_points
 from ..data.samples import Undistorter, in_view, sample_points, scale_intrinsics
 from ..model.config import ModelConfig
 
@@ -91,7 +91,7 @@ def prepare_input(image_rgb: np.ndarray, points_lidar: np.ndarray, camera: Camer
     pts = np.asarray(points_lidar, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] < 3:
         raise CrossI2PError(f"points of shape {pts.shape}: expected (N, 3) or (N, 4) x y z [intensity]")
-    pts = pts[np.isfinite(pts[:, :3]).all(1)]
+    pts = pts[finite_rows(pts[:, :3])]
     intensity = pts[:, 3:4] if pts.shape[1] > 3 else np.zeros((len(pts), 1))
     intensity = np.nan_to_num(np.clip(intensity, 0.0, 1.0), nan=0.0)
     xyz = pts[:, :3]

@@ -27,7 +27,7 @@ import torch
 from scipy.optimize import minimize
 
 from ..data.samples import Undistorter
-from ..geometry import CameraModel, project_pinhole, se3_exp, transform_points, visible_from_camera
+from ..geometry import CameraModel, finite_rows, project_pinhole, se3_exp, transform_points, visible_from_camera
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def prepare_frame(image_rgb: np.ndarray, points: np.ndarray, camera: CameraModel
     pts = np.asarray(points, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] < 4:
         return MIFrame(np.zeros((0, 3)), np.zeros(0), camera.K, levels)
-    pts = pts[np.isfinite(pts[:, :4]).all(1)]
+    pts = pts[finite_rows(pts[:, :4])]
     r = np.linalg.norm(pts[:, :3], axis=1)
     pts = pts[(r > cfg.min_range_m) & (r < cfg.max_range_m)]
     ranks = np.empty(len(pts))
