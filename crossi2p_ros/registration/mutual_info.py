@@ -125,8 +125,10 @@ def sample_bilinear(level: torch.Tensor, uv: np.ndarray) -> np.ndarray:
     time (they were most of an MI evaluation). Float64 on purpose: float32
     samples (cv2.remap's 1/32 px weights, or float32 grid_sample) make the
     MI and its gradient disagree at the 1e-5 level, and L-BFGS's line search
-    then stops early (measured: 15 % fewer evaluations, rotation median
-    0.44 -> 0.64 deg on 60 refinement-regime frames).
+    then stops early (measured on 180 refinement-regime frames: 10 % fewer
+    evaluations, rotation median 0.57 against 0.53 deg, success 15 against
+    18 %). The price is memory: 96 bytes per image pixel per frame for the
+    four levels (45 MB for a KITTI image, 200 MB at 1080p).
     """
     H, W = level.shape[-2:]
     grid = np.empty((1, 1, len(uv), 2))
