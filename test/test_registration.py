@@ -6,6 +6,8 @@ prior's bounds, per-stage timings, clean handling of hostile inputs); the
 accuracy of the shipped weights is measured by benchmarks/accuracy.py and
 recorded in docs/benchmarks.md, not asserted here.
 """
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -168,6 +170,21 @@ def test_estimate_on_a_fresh_synthetic_frame_is_finite_bounded_and_timed(calibra
     assert moved.rot_deg <= cfg.prior_max_rot_deg + 1e-6 and moved.trans_m <= cfg.prior_max_trans_m + 1e-6
     assert {"preprocess", "network", "coarse", "total"} <= set(est.timings_ms)
     assert 0.0 <= est.confidence <= 1.0 and est.covariance.shape == (6, 6)
+
+
+def test_mi_result_is_kept_only_within_its_basin_of_the_pose_it_started_from(calibrator, synth_frames):
+    frame = synth_frames[2]
+    T_init = CalibProtocol(max_rot_deg=2.0, max_trans_m=0.1).initial_guess(frame.T_camera_lidar, 0, 3)
+    args = (frame.image, frame.points, frame.camera, T_init)
+    learned = Calibrator(replace(calibrator.cfg, use_mi=False), model=calibrator.model).estimate(*args)
+    pinned = Calibrator(replace(calibrator.cfg, mi_max_move_deg=1e-9, mi_max_move_m=1e-9),
+                        model=calibrator.model).estimate(*args)
+    assert "mi" in pinned.timings_ms and pinned.stage != "mi"
+    np.testing.assert_allclose(pinned.T_camera_lidar, learned.T_camera_lidar)
+    est = calibrator.estimate(*args)
+    moved = pose_error(est.T_camera_lidar, learned.T_camera_lidar)
+    assert moved.rot_deg <= calibrator.cfg.mi_max_move_deg + 1e-9
+    assert moved.trans_m <= calibrator.cfg.mi_max_move_m + 1e-9
 
 
 def test_estimate_many_uses_all_frames_of_the_rig(calibrator, synth_frames):

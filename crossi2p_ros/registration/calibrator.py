@@ -13,7 +13,9 @@ previous pose on and says so in :attr:`Estimate.stage`):
    maximises the mutual information of LiDAR intensity and image brightness
    (:mod:`.mutual_info`), over all frames jointly, inside a trust region around
    the pose it starts from; kept when it raises the MI by at least
-   ``mi_min_gain`` and stays inside the prior's bounds. On data unlike the
+   ``mi_min_gain``, moves the pose by no more than its basin
+   (``mi_max_move_deg`` / ``mi_max_move_m``) and stays inside the prior's
+   bounds. On data unlike the
    training set this is the stage that does not depend on the network.
 
 Frames of one rig can be estimated jointly (:meth:`Calibrator.estimate_many`):
@@ -100,6 +102,8 @@ class CalibratorConfig:
     use_fine: bool = True
     use_mi: bool = True
     mi_min_gain: float = 0.01             # mutual information [nats] the model-free stage must add to be kept
+    mi_max_move_deg: float = 2.0          # ... and move the pose it starts from at most this far: its basin
+    mi_max_move_m: float = 0.10           # (docs/registration.md); farther, it has found a wrong maximum
     prior_max_rot_deg: float = 15.0       # with a prior: farther PnP poses are rejected ...
     prior_max_trans_m: float = 1.0        # ... and matches beyond this reach of the prior are dropped
 
@@ -247,7 +251,9 @@ class Calibrator:
             with timer.stage("mi"):
                 data = [prepare_frame(p.image, p.points, p.camera, self.cfg.mi) for p, _ in usable]
                 result = self.mi.align(data, T)
+                move = pose_error(result.T, T)
                 if result.mi >= result.start_mi + self.cfg.mi_min_gain \
+                        and move.rot_deg <= self.cfg.mi_max_move_deg and move.trans_m <= self.cfg.mi_max_move_m \
                         and self._within_prior(result.T @ invert(T_prior)):
                     T, stage, ok, message = result.T, "mi", True, ""
                     inliers, covariance = result.points, result.covariance
