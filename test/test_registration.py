@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from crossi2p_ros.data.kitti import open_dataset
 from crossi2p_ros.data.perturb import CalibProtocol
@@ -17,8 +18,6 @@ from crossi2p_ros.data.synth import SynthConfig, generate
 from crossi2p_ros.errors import CrossI2PError
 from crossi2p_ros.geometry import CameraModel, pose_error, se3_exp
 from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig, default_weights_path
-import torch
-
 from crossi2p_ros.registration.mutual_info import (MIAligner, MIConfig, mutual_information, prepare_frame,
                                                    sample_bilinear)
 from crossi2p_ros.registration.fine import FineConfig, visible_mask
