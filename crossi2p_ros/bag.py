@@ -38,7 +38,7 @@ from scipy.spatial.transform import Rotation
 
 from crossi2p_ros.errors import CrossI2PError
 from crossi2p_ros.geometry import CameraModel, invert, make_transform
-from crossi2p_ros.pointcloud import pack_xyzi
+from crossi2p_ros.pointcloud import as_bytes_view, pack_xyzi
 
 # One typestore for the whole process: building it parses every message
 # definition of the distribution, which is too slow to repeat per bag.
@@ -384,13 +384,6 @@ _TO_RGB = {
 }
 
 
-def _bytes(data: Any) -> np.ndarray:
-    try:
-        return np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
-    except TypeError:
-        return np.asarray(data, dtype=np.uint8).ravel()
-
-
 def image_from_msg(msg: Any) -> np.ndarray:
     """RGB uint8 (H, W, 3) from an ``Image`` or ``CompressedImage`` (rosbags or rclpy message)."""
     if not hasattr(msg, "encoding"):
@@ -402,7 +395,7 @@ def image_from_msg(msg: Any) -> np.ndarray:
             "(or the compressed jpeg/png transport)"
         )
     h, w, c, step = int(msg.height), int(msg.width), _CHANNELS[enc], int(msg.step)
-    raw = _bytes(msg.data)
+    raw = as_bytes_view(msg.data)
     if step < w * c or raw.size < h * step:
         raise CrossI2PError(
             f"image data has {raw.size} bytes, step {step}, for a {w}x{h} {enc} image; the message is truncated"
@@ -423,7 +416,7 @@ def _decode_compressed(msg: Any) -> np.ndarray:
             f"compressed image format {getattr(msg, 'format', '')!r} is not supported; "
             f"use one of {list(SUPPORTED_COMPRESSED)}"
         )
-    bgr = cv2.imdecode(_bytes(msg.data), cv2.IMREAD_COLOR)
+    bgr = cv2.imdecode(as_bytes_view(msg.data), cv2.IMREAD_COLOR)
     if bgr is None:
         raise CrossI2PError(f"compressed image ({fmt}) could not be decoded; the data is corrupt")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

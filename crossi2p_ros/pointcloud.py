@@ -98,8 +98,8 @@ def pack_xyzi(points: np.ndarray) -> PackedCloud:
     )
 
 
-def _as_bytes_view(data: Any) -> np.ndarray:
-    """The message payload as a flat uint8 array without copying when possible."""
+def as_bytes_view(data: Any) -> np.ndarray:
+    """A message payload (PointCloud2 or Image ``data``) as a flat uint8 array without copying when possible."""
     try:
         return np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
     except TypeError:  # e.g. a plain list of ints
@@ -172,7 +172,7 @@ def unpack_xyzi(msg: Any, keep_invalid: bool = False) -> np.ndarray:
             "fix the publisher's row_step"
         )
 
-    raw = _as_bytes_view(msg.data)
+    raw = as_bytes_view(msg.data)
     if raw.size < height * row_step:
         raise CrossI2PError(
             f"PointCloud2 data has {raw.size} bytes but height*row_step = {height}*{row_step} = {height * row_step}; "
