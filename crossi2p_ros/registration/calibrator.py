@@ -1,25 +1,23 @@
-"""``Calibrator``: the one entry point from (image, point cloud, camera[, initial guess]) to ``T_camera_lidar``.
+"""``Calibrator``: the one entry point from a window of frames of one rig to ``T_camera_lidar``.
 
-Stages (each timed, each optional in the sense that a failed stage hands the
-previous pose on and says so in :attr:`Estimate.stage`):
+``estimate_many(frames, T_init)`` solves the window: every frame's features
+are prepared once (:func:`.window.prepare_keyframe`) and the window estimator
+(:mod:`.window`) finds the one extrinsic they share. ``estimate`` is a window
+of one frame.
 
-1. ``network``: CrossI2P on the prepared pair (see :mod:`.inputs`).
-2. ``coarse``: superpoint/superpixel matches -> fine matches -> RANSAC PnP
-   (SQPnP + LM), a global pose that needs no initial guess. With an initial
-   guess, matches further from the prior's projection than the prior allows are
-   dropped first, and a PnP pose outside the prior's bounds is rejected.
-3. ``fine``: geometry-constrained point-level refinement (:mod:`.fine`).
-4. ``mi`` (only with an initial guess, ``use_mi``): model-free refinement that
-   maximises the mutual information of LiDAR intensity and image brightness
-   (:mod:`.mutual_info`), over all frames jointly, inside a trust region around
-   the pose it starts from; kept when it raises the MI by at least
-   ``mi_min_gain``, moves the pose by no more than its basin
-   (``mi_max_move_deg`` / ``mi_max_move_m``) and stays inside the prior's
-   bounds. On data unlike the
-   training set this is the stage that does not depend on the network.
+* With a prior (``T_init``, the calib regime): a global search within
+  ``window.search_rot_deg`` / ``window.search_trans_m`` of it, refined coarse
+  to fine. The network's poses join as extra starts only when
+  ``proposals_with_prior`` (off by default: measured, they do not help from a
+  prior; docs/benchmarks.md).
+* Without a prior (the i2p regime): the network's per-frame poses (coarse
+  superpoint/superpixel matches -> RANSAC PnP -> geometry-constrained fine
+  refinement) are the proposals, and the same search and objective around
+  them pick and refine one.
+* ``use_mi``: optionally, the model-free mutual-information stage
+  (:mod:`.mutual_info`) polishes the window's pose, kept only inside its basin.
 
-Frames of one rig can be estimated jointly (:meth:`Calibrator.estimate_many`):
-their matches share one PnP, one fine refinement and one MI histogram.
+Stages are timed in :attr:`Estimate.timings_ms`.
 """
 from __future__ import annotations
 
@@ -33,15 +31,16 @@ import numpy as np
 import torch
 
 from ..errors import CrossI2PError
-from ..geometry import CameraModel, PoseError, invert, pose_error, project_pinhole
+from ..geometry import CameraModel, PoseError, pose_error
 from ..model.crossi2p import CrossI2P
 from ..model.onnx_network import OnnxNetwork
 from ..model.weights import file_sha256, load_model
-from .mutual_info import MIAligner, MIConfig, prepare_frame
 from .fine import FineConfig, FineRefiner, FineView
+from .inputs import InputConfig, prepare_input, undistorted
+from .mutual_info import MIAligner, MIConfig, prepare_frame
+from .pnp import PnPConfig, extract_matches, solve_pnp_ransac
 from .solver import confidence_from_covariance
-from .inputs import InputConfig, NetworkInput, prepare_input, undistorted
-from .pnp import Matches, PnPConfig, extract_matches, solve_pnp_ransac
+from .window import Keyframe, WindowConfig, WindowEstimator, prepare_keyframe
 
 DEFAULT_WEIGHTS_NAME = "crossi2p_default.pt"
 
@@ -95,32 +94,36 @@ class CalibratorConfig:
     device: str = "auto"                  # cpu | cuda | cuda:N | auto
     backend: str = "torch"                # torch | onnx (the network in ONNX Runtime; see model/export.py)
     onnx: str | None = None               # backend onnx: the exported graph (crossi2p export --onnx FILE)
+    window: WindowConfig = field(default_factory=WindowConfig)
     inputs: InputConfig = field(default_factory=InputConfig)
     pnp: PnPConfig = field(default_factory=PnPConfig)
     fine: FineConfig = field(default_factory=FineConfig)
     mi: MIConfig = field(default_factory=MIConfig)
-    use_fine: bool = True
-    use_mi: bool = True
-    mi_min_gain: float = 0.01             # mutual information [nats] the model-free stage must add to be kept
-    mi_max_move_deg: float = 2.0          # ... and move the pose it starts from at most this far: its basin
-    mi_max_move_m: float = 0.10           # (docs/registration.md); farther, it has found a wrong maximum
-    prior_max_rot_deg: float = 15.0       # with a prior: farther PnP poses are rejected ...
-    prior_max_trans_m: float = 1.0        # ... and matches beyond this reach of the prior are dropped
+    proposals_with_prior: bool = False    # run the network for extra starts even when a prior is given
+    max_proposals: int = 3                # network poses (most inliers first) handed to the window search
+    use_fine: bool = True                 # proposals: refine each PnP pose at the point level
+    use_mi: bool = False                  # polish the window's pose by mutual information (see module doc)
+    mi_min_gain: float = 0.01             # mutual information [nats] the MI stage must add to be kept
+    mi_max_move_deg: float = 0.5          # ... and move the window's pose at most this far
+    mi_max_move_m: float = 0.03
 
 
 @dataclass
 class Estimate:
-    """Result of one estimate.
+    """Result of one window.
 
     ``T_camera_lidar`` maps LiDAR points into the camera optical frame (4x4,
     metres); with no usable result it is the initial guess (or identity) and
     ``ok`` is False. ``covariance`` (6x6) is over a left perturbation
-    (translation [m], rotation [rad]) of ``T_camera_lidar``, from the last
-    stage that refined the pose (10^6 I when none did). ``confidence`` in [0, 1]
-    is :func:`.solver.confidence_from_covariance` of it (0 when not ``ok``).
-    ``inliers`` counts the matches (fine, coarse) or points (mi) behind the
-    pose. ``stage`` names that stage (``fine``, ``coarse``, ``mi``, ``prior``
-    or ``none``); ``timings_ms`` has one entry per stage run, plus ``total``.
+    (translation [m], rotation [rad]) of ``T_camera_lidar`` in the camera
+    frame (10^6 I when nothing supports the pose). ``converged``: ``ok`` and
+    every axis' sigma below the window's convergence bounds; ``unconstrained``
+    names the axes (:data:`.window.AXES`) the window does not pin.
+    ``confidence`` in [0, 1] is :func:`.solver.confidence_from_covariance` (0
+    when not ``ok``). ``inliers`` counts the edge points behind the pose,
+    ``keyframes`` the frames used. ``stage``: ``window``, ``mi`` (polished),
+    ``prior`` (nothing better than the initial guess) or ``none``;
+    ``timings_ms`` has one entry per stage run, plus ``total``.
     """
 
     T_camera_lidar: np.ndarray
@@ -131,12 +134,24 @@ class Estimate:
     ok: bool
     message: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
+    converged: bool = False
+    unconstrained: list[str] = field(default_factory=list)
+    keyframes: int = 0
+    score: float = 0.0
 
     def error_to(self, T_gt: np.ndarray) -> PoseError:
         """Pose error of this estimate against ``T_gt`` (DESIGN.md metrics)."""
         return pose_error(self.T_camera_lidar, T_gt)
 
+    @property
+    def sigma_deg(self) -> np.ndarray:
+        """Per-axis rotation standard deviation (roll, pitch, yaw about the camera's x, y, z) [deg]."""
+        return np.degrees(np.sqrt(np.maximum(np.diag(self.covariance)[3:], 0.0)))
 
+    @property
+    def sigma_m(self) -> np.ndarray:
+        """Per-axis translation standard deviation (camera x, y, z) [m]."""
+        return np.sqrt(np.maximum(np.diag(self.covariance)[:3], 0.0))
 class _Timer:
     def __init__(self, device: torch.device):
         self.device = device
@@ -151,13 +166,6 @@ class _Timer:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             self.ms[name] = self.ms.get(name, 0.0) + 1e3 * (time.perf_counter() - start)
-
-
-@dataclass
-class _Pair:
-    image: np.ndarray          # undistorted
-    camera: CameraModel        # pinhole, same K
-    points: np.ndarray
 
 
 class Calibrator:
@@ -188,6 +196,7 @@ class Calibrator:
                 sha256 = file_sha256(self.weights_path)
             self.network = OnnxNetwork(cfg.onnx, model.cfg, self.device, expected_weights_sha256=sha256)
         self.fine = FineRefiner(model, cfg.fine)
+        self.window = WindowEstimator(cfg.window)
         self.mi = MIAligner(cfg.mi)
 
     # ------------------------------------------------------------------ API
@@ -196,108 +205,96 @@ class Calibrator:
         """``T_camera_lidar`` from one RGB image (H, W, 3) uint8, one sweep (N, 3|4) [m, LiDAR frame], its camera.
 
         ``T_init`` (4x4), when known, is the prior the online calibration starts
-        from; without it the pose is found globally.
+        from; without it the pose is found globally. A window of one frame.
         """
         return self.estimate_many([(image, points, camera)], T_init)
 
-    def estimate_many(self, frames: Sequence[tuple[np.ndarray, np.ndarray, CameraModel]],
-                      T_init: np.ndarray | None = None) -> Estimate:
-        """One ``T_camera_lidar`` from several frames ``(image, points, camera)`` of one rig, estimated jointly."""
+    def prepare(self, image: np.ndarray, points: np.ndarray, camera: CameraModel, ring: np.ndarray | None = None,
+                stamp: float | None = None) -> tuple[Keyframe, np.ndarray, CameraModel]:
+        """One frame's window features, with its undistorted image and pinhole camera (for the network and MI)."""
+        pinhole_image, pinhole = undistorted(image, camera)
+        return prepare_keyframe(pinhole_image, points, pinhole, self.cfg.window, ring, stamp), pinhole_image, pinhole
+
+    def estimate_many(self, frames: Sequence[tuple], T_init: np.ndarray | None = None) -> Estimate:
+        """One ``T_camera_lidar`` from frames ``(image, points, camera[, ring])`` of one rig, solved jointly."""
         timer = _Timer(self.device)
         T_prior = None if T_init is None else np.asarray(T_init, dtype=np.float64)
-        fallback = np.eye(4) if T_prior is None else T_prior
         if T_prior is not None and (T_prior.shape != (4, 4) or not np.all(np.isfinite(T_prior))):
             raise CrossI2PError("T_init must be a finite 4x4 transform (T_camera_lidar)")
         if not frames:
             raise CrossI2PError("estimate_many needs at least one (image, points, camera) frame")
         with timer.stage("preprocess"):
-            # undistort once: the network input and the MI stage both use the pinhole image
-            pairs = [_Pair(*undistorted(image, camera), points) for image, points, camera in frames]
-            inputs = [prepare_input(p.image, p.points, p.camera, self.model.cfg, self.cfg.inputs, T_prior, self.device)
-                      for p in pairs]
-        usable = [(p, x) for p, x in zip(pairs, inputs) if x is not None]
-        if not usable:
+            prepared = [self.prepare(f[0], f[1], f[2], f[3] if len(f) > 3 else None) for f in frames]
+        if len({p[2].K.tobytes() for p in prepared}) > 1 or len({(p[2].width, p[2].height) for p in prepared}) > 1:
+            raise CrossI2PError("estimate_many: the frames' cameras differ; a window needs one camera of one rig")
+        keyframes = [p[0] for p in prepared]
+        proposals: list[np.ndarray] = []
+        if T_prior is None or self.cfg.proposals_with_prior:
+            proposals = self.propose([(img, f[1], cam) for f, (_, img, cam) in zip(frames, prepared)], T_prior, timer)
+        starts = ([T_prior] if T_prior is not None else []) + proposals
+        fallback = np.eye(4) if T_prior is None else T_prior
+        if not starts:
             return Estimate(fallback, 0.0, np.eye(6) * 1e6, 0, "none", False,
-                            f"fewer than {self.cfg.inputs.min_points} finite LiDAR points in view", timer.ms)
-        if len({x.K.tobytes() for _, x in usable}) > 1:
-            raise CrossI2PError("estimate_many: the frames' cameras differ; joint estimation needs one camera of one rig")
-        with timer.stage("network"), torch.inference_mode():
-            outs = [self.network(x.image, x.points) for _, x in usable]
-        K = usable[0][1].K
-
-        # coarse: T_camera_input from the matches of every frame together
-        with timer.stage("coarse"):
-            matches = self._gated_matches(outs, [x for _, x in usable], T_prior is not None)
-            pnp = solve_pnp_ransac(matches, K, self.cfg.pnp)
-            coarse_ok = pnp.success and (T_prior is None or self._within_prior(pnp.T))
-        T_input = pnp.T if coarse_ok else np.eye(4)
-        stage = "coarse" if coarse_ok else ("prior" if T_prior is not None else "none")
-        inliers = pnp.inliers if coarse_ok else 0
-        covariance = np.eye(6) * 1e6
-
-        if self.cfg.use_fine and (coarse_ok or T_prior is not None):
-            with timer.stage("fine"):
-                views = [FineView(o, x.K, tuple(x.image.shape[-2:])) for o, (_, x) in zip(outs, usable)]
-                fine = self.fine.refine(views, T_input)
-                if fine.success and (T_prior is None or self._within_prior(fine.T)):
-                    T_input, stage, inliers, covariance = fine.T, "fine", fine.inliers, fine.covariance
-
-        T = T_input @ (np.eye(4) if T_prior is None else T_prior)
-        ok = stage in ("coarse", "fine")
-        message = "" if ok else "no reliable network matches; the pose is the initial guess" \
-            if T_prior is not None else "no reliable network matches; no pose"
-
-        if self.cfg.use_mi and T_prior is not None:
+                            "no prior and no reliable network proposal; no pose", timer.ms)
+        with timer.stage("window"):
+            result = self.window.solve(keyframes, starts[0], global_search=True, extra_starts=starts[1:])
+        for k, v in result.timings_ms.items():
+            if k != "total":
+                timer.ms[f"window.{k}"] = v
+        T, stage = result.T_camera_lidar, "window" if result.ok else ("prior" if T_prior is not None else "none")
+        if not result.ok:
+            T = fallback
+        covariance = result.covariance if result.ok else np.eye(6) * 1e6
+        if self.cfg.use_mi and result.ok:
             with timer.stage("mi"):
-                data = [prepare_frame(p.image, p.points, p.camera, self.cfg.mi) for p, _ in usable]
-                result = self.mi.align(data, T)
-                move = pose_error(result.T, T)
-                if result.mi >= result.start_mi + self.cfg.mi_min_gain \
-                        and move.rot_deg <= self.cfg.mi_max_move_deg and move.trans_m <= self.cfg.mi_max_move_m \
-                        and self._within_prior(result.T @ invert(T_prior)):
-                    T, stage, ok, message = result.T, "mi", True, ""
-                    inliers, covariance = result.points, result.covariance
-        timer.ms["total"] = sum(timer.ms.values())
-        confidence = confidence_from_covariance(covariance) if ok else 0.0
+                data = [prepare_frame(img, f[1], cam, self.cfg.mi) for f, (_, img, cam) in zip(frames, prepared)]
+                mi = self.mi.align(data, T)
+                move = pose_error(mi.T, T)
+                if mi.mi >= mi.start_mi + self.cfg.mi_min_gain and move.rot_deg <= self.cfg.mi_max_move_deg \
+                        and move.trans_m <= self.cfg.mi_max_move_m:
+                    T, stage = mi.T, "mi"
+        timer.ms["total"] = sum(v for k, v in timer.ms.items() if "." not in k)
         if not np.all(np.isfinite(T)):  # never hand out a NaN pose
             return Estimate(fallback, 0.0, np.eye(6) * 1e6, 0, "none", False, "numerical failure", timer.ms)
-        return Estimate(T, float(confidence), covariance, int(inliers), stage, ok, message, timer.ms)
+        confidence = confidence_from_covariance(covariance) if result.ok else 0.0
+        return Estimate(T, float(confidence), covariance, result.edge_points if result.ok else 0, stage, result.ok,
+                        result.message, timer.ms, converged=result.converged,
+                        unconstrained=list(result.unconstrained), keyframes=result.keyframes_used,
+                        score=result.score)
 
-    # ------------------------------------------------------------------ helpers
-    def _within_prior(self, T_input: np.ndarray) -> bool:
-        err = pose_error(T_input, np.eye(4))
-        return err.rot_deg <= self.cfg.prior_max_rot_deg and err.trans_m <= self.cfg.prior_max_trans_m
+    # ------------------------------------------------------------------ network proposals
+    def propose(self, frames: Sequence[tuple[np.ndarray, np.ndarray, CameraModel]], T_prior: np.ndarray | None,
+                timer: _Timer) -> list[np.ndarray]:
+        """Per-frame network poses ``T_camera_lidar`` (coarse matches -> RANSAC PnP -> fine), most inliers first.
 
-    def _reach_px(self, K: np.ndarray, depth: np.ndarray) -> np.ndarray:
-        """How far (pixels) the prior's bounds can move a point at ``depth`` [m] in the network image."""
-        return K[0, 0] * (np.tan(np.radians(self.cfg.prior_max_rot_deg))
-                          + self.cfg.prior_max_trans_m / np.maximum(depth, 1e-3))
+        ``frames`` hold undistorted images with their pinhole cameras. With a
+        prior, only poses within the window's search region of it are kept.
+        """
+        found: list[tuple[int, np.ndarray]] = []
+        for image, points, camera in frames:
+            with timer.stage("network"), torch.inference_mode():
+                x = prepare_input(image, points, camera, self.model.cfg, self.cfg.inputs, T_prior, self.device)
+                if x is None:
+                    continue
+                out = self.network(x.image, x.points)
+            with timer.stage("coarse"):
+                matches = extract_matches(self.model, out, 0, self.cfg.pnp, None)
+                pnp = solve_pnp_ransac(matches, x.K, self.cfg.pnp)
+            if not pnp.success:
+                continue
+            T_input, inliers = pnp.T, pnp.inliers
+            if self.cfg.use_fine:
+                with timer.stage("fine"):
+                    fine = self.fine.refine([FineView(out, x.K, tuple(x.image.shape[-2:]))], T_input)
+                    if fine.success:
+                        T_input, inliers = fine.T, fine.inliers
+            T = T_input @ x.T_prior
+            if T_prior is None or self._within_search(T, T_prior):
+                found.append((inliers, T))
+        found.sort(key=lambda f: -f[0])
+        return [T for _, T in found[: self.cfg.max_proposals]]
 
-    def _prior_window(self, out, x: NetworkInput) -> torch.Tensor:
-        """(M, P) superpixels within the prior's reach of each superpoint centre's projection under the prior."""
-        centers = out.groups.centers[0].double().cpu().numpy()
-        z = centers[:, 2]
-        uv, front = project_pinhole(x.K, centers, self.cfg.inputs.min_depth_m)
-        s = self.model.cfg.coarse_stride
-        H, W = x.image.shape[-2:]
-        cy, cx = np.meshgrid(np.arange(H // s), np.arange(W // s), indexing="ij")
-        cell_uv = np.stack([cx.ravel() * s + (s - 1) / 2, cy.ravel() * s + (s - 1) / 2], 1)
-        dist = np.linalg.norm(uv[:, None, :] - cell_uv[None], axis=-1)
-        allowed = (dist <= self._reach_px(x.K, z)[:, None] + s) & front[:, None]
-        return torch.from_numpy(allowed).to(out.coarse.sim.device)
-
-    def _gated_matches(self, outs, inputs: list[NetworkInput], have_prior: bool) -> Matches:
-        """Fine matches of all frames; with a prior, only those the prior's bounds can explain."""
-        found = [extract_matches(self.model, o, 0, self.cfg.pnp,
-                                 self._prior_window(o, x) if have_prior else None) for o, x in zip(outs, inputs)]
-        pts = np.concatenate([m.points for m in found])
-        pix = np.concatenate([m.pixels for m in found])
-        w = np.concatenate([m.weights for m in found])
-        if have_prior and len(pts):
-            K = inputs[0].K
-            z = pts[:, 2]
-            uv, front = project_pinhole(K, pts, self.cfg.inputs.min_depth_m)
-            reach = self._reach_px(K, z)
-            keep = front & (np.linalg.norm(uv - pix, axis=1) <= reach)
-            pts, pix, w = pts[keep], pix[keep], w[keep]
-        return Matches(pts, pix, w)
+    def _within_search(self, T: np.ndarray, T_prior: np.ndarray) -> bool:
+        err = pose_error(T, T_prior)
+        w = self.cfg.window
+        return err.rot_deg <= w.search_rot_deg and err.trans_m <= w.search_trans_m

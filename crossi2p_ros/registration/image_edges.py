@@ -1,0 +1,99 @@
+"""Image edges as distance-transform pyramids: the window objective's camera half.
+
+Canny edges of the undistorted image are thinned where they are dense
+(foliage, gravel and fine texture produce edges everywhere, so a LiDAR point
+would find one wherever it lands), then turned into the distance to the
+nearest edge, in pixels. Coarse levels are the same distance field at a lower
+resolution and blurred, so a coarse level has a wide, smooth basin and costs
+little memory; each level stores the distance and its two derivatives, ready
+for bilinear sampling with :func:`cv2.remap`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+_ROW = 4096
+
+
+@dataclass(frozen=True)
+class ImageEdgeConfig:
+    pre_blur_px: float = 1.0          # Gaussian blur before Canny
+    high_percentile: float = 90.0     # Canny's high threshold: this percentile of the gradient magnitude
+    low_ratio: float = 0.4            # Canny's low threshold, relative to the high one
+    min_high: float = 20.0            # never below this gradient (flat, noisy images would be all edges)
+    density_window_px: int = 21       # edge density is measured in boxes of this size ...
+    max_density: float = 0.25         # ... and edges where it is higher (texture, foliage) are removed
+    max_distance_px: float = 100.0    # the distance field saturates here (nothing beyond pulls)
+
+
+@dataclass
+class EdgeLevel:
+    """One pyramid level: ``field`` (h, w, 3) float32 = distance [full-resolution px] and its derivatives
+    with respect to full-resolution u and v, sampled at level pixel ``scale * (u, v)``."""
+
+    field: np.ndarray
+    scale: float
+
+
+def detect_edges(grey: np.ndarray, cfg: ImageEdgeConfig = ImageEdgeConfig()) -> np.ndarray:
+    """Edge mask (H, W) bool of a uint8 grey image, dense texture removed."""
+    g = cv2.GaussianBlur(grey, (0, 0), cfg.pre_blur_px) if cfg.pre_blur_px > 0 else grey
+    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
+    mag = cv2.magnitude(gx, gy)
+    high = max(float(np.percentile(mag, cfg.high_percentile)), cfg.min_high)
+    edges = cv2.Canny(g, cfg.low_ratio * high, high, L2gradient=True) > 0   # the same 3x3 Sobel magnitude
+    if cfg.max_density < 1.0:
+        density = cv2.boxFilter(edges.astype(np.float32), -1, (cfg.density_window_px,) * 2)
+        edges &= density <= cfg.max_density
+    return edges
+
+
+def distance_levels(edges: np.ndarray, sigmas_px: list[float], cfg: ImageEdgeConfig = ImageEdgeConfig()
+                    ) -> list[EdgeLevel]:
+    """One :class:`EdgeLevel` per smoothing scale ``sigmas_px`` [full-resolution px].
+
+    Level k is stored at ``scale = min(1, 2 / sigma)`` of the full resolution
+    (a field blurred by sigma needs no more) and blurred by sigma / 2.
+    """
+    H, W = edges.shape
+    if edges.any():
+        dist = cv2.distanceTransform((~edges).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    else:
+        dist = np.full((H, W), cfg.max_distance_px, np.float32)
+    dist = np.minimum(dist, cfg.max_distance_px).astype(np.float32)
+    levels = []
+    for sigma in sigmas_px:
+        scale = min(1.0, 2.0 / max(sigma, 1e-6))
+        w, h = max(int(round(W * scale)), 2), max(int(round(H * scale)), 2)
+        d = dist if scale == 1.0 else cv2.resize(dist, (w, h), interpolation=cv2.INTER_AREA)
+        blur = 0.5 * sigma * scale
+        if blur >= 0.3:
+            d = cv2.GaussianBlur(d, (0, 0), blur)
+        sx, sy = w / W, h / H
+        field = np.empty((h, w, 3), np.float32)
+        field[..., 0] = d
+        # central differences, converted from per-level pixel to per-full-resolution pixel
+        field[..., 1] = cv2.Sobel(d, cv2.CV_32F, 1, 0, ksize=1, scale=0.5 * sx)
+        field[..., 2] = cv2.Sobel(d, cv2.CV_32F, 0, 1, ksize=1, scale=0.5 * sy)
+        levels.append(EdgeLevel(field, scale))
+    return levels
+
+
+def sample_level(level: EdgeLevel, uv: np.ndarray, outside: float) -> np.ndarray:
+    """(N, 3) distance [px], d/du, d/dv at full-resolution pixels ``uv`` (N, 2); ``outside`` beyond the image."""
+    n = len(uv)
+    s = level.scale
+    # remap's maps are images (each side < 32767): lay the samples out in rows of _ROW
+    rows = max(-(-n // _ROW), 1)
+    mx = np.full(rows * _ROW, -10.0, np.float32)
+    my = np.full(rows * _ROW, -10.0, np.float32)
+    mx[:n] = (uv[:, 0] + 0.5) * s - 0.5          # level pixel centres sit at (u + 0.5) * s - 0.5
+    my[:n] = (uv[:, 1] + 0.5) * s - 0.5
+    out = cv2.remap(level.field, mx.reshape(rows, _ROW), my.reshape(rows, _ROW), cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_CONSTANT, borderValue=(outside, 0.0, 0.0, 0.0))
+    return out.reshape(-1, 3)[:n].astype(np.float64)

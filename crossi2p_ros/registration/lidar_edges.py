@@ -1,0 +1,249 @@
+"""LiDAR depth discontinuities: the points where a surface ends in front of a farther one.
+
+An occluding contour of the LiDAR is an occluding contour of the camera too
+(both look at the same silhouette), so these points project onto image edges
+at the true extrinsic; that is the window objective's LiDAR half.
+
+Rings. A spinning LiDAR's points lie on rings (one per beam). The ring of each
+point comes, in this order of preference, from
+
+1. a ``ring`` array (the driver's ``ring`` field),
+2. the scan order, when the sweep is stored ring after ring (KITTI, our
+   synthetic sensor): a ring ends where the azimuth wraps around,
+3. elevation clustering (firing-ordered sweeps such as nuScenes): the beams'
+   elevations form separated peaks of the elevation histogram.
+
+Discontinuities are searched along each ring (neighbours in azimuth: vertical
+silhouettes) and across rings (the nearest azimuth on the next beam up:
+horizontal silhouettes such as roof lines). A pair is a discontinuity when the
+far point is at least ``max(min_jump_m, min_jump_ratio * range)`` farther;
+its near point is the edge, and only when its other neighbour continues the
+near surface smoothly (a step at most ``smooth_fraction`` of the jump): that
+rejects foliage (ranges scattered in every direction) and grazing ground
+(ranges growing steadily from ring to ring), which have no image edge.
+
+Bias. The true silhouette lies between the near point and its far neighbour,
+not on the near point: sampled silhouettes are half a beam step too small on
+every side, which shifts the converged translation by centimetres (measured on
+synthetic data, docs/registration.md). Each edge is therefore placed on the
+bisecting ray of the pair, at the near point's range.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..geometry import finite_rows
+
+
+@dataclass(frozen=True)
+class LidarEdgeConfig:
+    min_range_m: float = 1.0
+    max_range_m: float = 80.0
+    min_jump_m: float = 0.3           # a discontinuity: the far neighbour at least this much farther ...
+    min_jump_ratio: float = 0.1       # ... and at least this fraction of the near range
+    smooth_fraction: float = 0.3      # the near point's other neighbour steps at most this part of the jump
+    max_gap_steps: float = 3.0        # azimuth gap (in the sweep's median steps) beyond which points are not neighbours
+    across_rings: bool = True
+    bisect: bool = True               # place each edge on the bisector of its pair (see the module docstring)
+    min_ring_points: int = 50         # scan-order segments shorter than this are noise, not rings
+
+
+@dataclass
+class LidarEdges:
+    """Depth-discontinuity points of one sweep, LiDAR frame [m]; ``along`` marks along-ring ones (vertical)."""
+
+    xyz: np.ndarray        # (M, 3) float64
+    along: np.ndarray      # (M,) bool
+    rings: int             # rings found in the sweep
+    ring_source: str       # "field", "scan order", "elevation" or "none"
+
+
+def _azimuth(xyz: np.ndarray) -> np.ndarray:
+    return np.arctan2(xyz[:, 1], xyz[:, 0])
+
+
+def _elevation(xyz: np.ndarray) -> np.ndarray:
+    return np.arctan2(xyz[:, 2], np.hypot(xyz[:, 0], xyz[:, 1]))
+
+
+def rings_from_scan_order(xyz: np.ndarray, min_ring_points: int = 50) -> np.ndarray | None:
+    """Ring index (N,) of a sweep stored ring after ring, or None when the order is not like that.
+
+    Within a ring the azimuth changes by small steps of one sign; a new ring
+    starts where it jumps by about a full turn.
+    """
+    if len(xyz) < 2 * min_ring_points:
+        return None
+    step = np.diff(_azimuth(xyz))
+    wraps = np.abs(step) > np.pi
+    small = step[~wraps]
+    if len(small) == 0:
+        return None
+    sign = np.sign(np.median(small))
+    if sign == 0 or np.mean(np.sign(small) == sign) < 0.95:
+        return None   # firing-ordered (the azimuth goes back and forth), or unordered
+    ring = np.concatenate([[0], np.cumsum(wraps)])
+    counts = np.bincount(ring)
+    if len(counts) < 2 or np.median(counts) < min_ring_points or len(counts) > 512:
+        return None
+    return ring
+
+
+def rings_from_elevation(xyz: np.ndarray, bin_deg: float = 0.05, min_separation_deg: float = 0.25) -> np.ndarray:
+    """Ring index (N,) from the peaks of the elevation histogram (beams of a firing-ordered sweep).
+
+    Each beam keeps its elevation, so the histogram has one peak per beam;
+    bins between peaks are split at the emptiest bin. Scattered points (the
+    ego vehicle, multi-path) fall into the nearest beam's interval.
+    """
+    el = np.degrees(_elevation(xyz))
+    lo, hi = float(el.min()), float(el.max())
+    edges = np.arange(lo, hi + 2 * bin_deg, bin_deg)
+    hist, _ = np.histogram(el, edges)
+    smooth = np.convolve(hist, np.ones(3) / 3, mode="same")
+    is_peak = (smooth >= np.roll(smooth, 1)) & (smooth > np.roll(smooth, -1))
+    is_peak &= smooth >= 0.2 * np.median(smooth[is_peak]) if is_peak.any() else is_peak
+    peaks = np.flatnonzero(is_peak)
+    # beams of real sensors are >= 0.3 deg apart: closer peaks are one beam's spread, keep the taller
+    kept: list[int] = []
+    for p in peaks[np.argsort(-smooth[peaks], kind="stable")]:
+        if all(abs(int(p) - q) * bin_deg >= min_separation_deg for q in kept):
+            kept.append(int(p))
+    peaks = np.sort(np.asarray(kept, dtype=np.int64))
+    if len(peaks) < 2:
+        return np.zeros(len(xyz), dtype=np.int64)
+    # boundary between consecutive peaks: the emptiest bin between them
+    bounds = [p + int(np.argmin(smooth[p:q + 1])) for p, q in zip(peaks[:-1], peaks[1:])]
+    return np.searchsorted(edges[np.asarray(bounds)], el).astype(np.int64)
+
+
+def ring_indices(xyz: np.ndarray, ring: np.ndarray | None = None, min_ring_points: int = 50
+                 ) -> tuple[np.ndarray, str]:
+    """Ring of each point (N,) and where it came from ("field", "scan order", "elevation")."""
+    if ring is not None and len(ring) == len(xyz):
+        return np.asarray(ring, dtype=np.int64), "field"
+    order = rings_from_scan_order(xyz, min_ring_points)
+    if order is not None:
+        return order, "scan order"
+    return rings_from_elevation(xyz), "elevation"
+
+
+def _pair_edges(rng: np.ndarray, i: np.ndarray, j: np.ndarray, prev_step: np.ndarray, next_step: np.ndarray,
+                cfg: LidarEdgeConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Edges among neighbour pairs (i, j): (near index, far index) arrays.
+
+    ``prev_step`` / ``next_step`` (per pair) are |range step| from i to its
+    other neighbour and from j to its other neighbour (inf when none).
+    """
+    ri, rj = rng[i], rng[j]
+    near = np.minimum(ri, rj)
+    jump = np.abs(rj - ri)
+    big = jump > np.maximum(cfg.min_jump_m, cfg.min_jump_ratio * near)
+    i_near = big & (ri < rj) & (prev_step <= cfg.smooth_fraction * jump)
+    j_near = big & (rj < ri) & (next_step <= cfg.smooth_fraction * jump)
+    return np.concatenate([i[i_near], j[j_near]]), np.concatenate([j[i_near], i[j_near]])
+
+
+def depth_edges(points: np.ndarray, ring: np.ndarray | None = None, cfg: LidarEdgeConfig = LidarEdgeConfig()
+                ) -> LidarEdges:
+    """Depth-discontinuity points of one sweep ``points`` (N, >=3) [m, LiDAR frame], in scan order.
+
+    ``ring`` (N,), when the driver publishes it, is each point's beam.
+    Non-finite points are ignored (their removal does not break the scan order).
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] < 3 or len(pts) < 4:
+        return LidarEdges(np.zeros((0, 3)), np.zeros(0, bool), 0, "none")
+    finite = finite_rows(pts[:, :3])
+    xyz = pts[finite, :3]
+    ring_in = None if ring is None or len(ring) != len(pts) else np.asarray(ring)[finite]
+    rng = np.linalg.norm(xyz, axis=1)
+    keep = (rng > cfg.min_range_m) & (rng < cfg.max_range_m)
+    xyz, rng = xyz[keep], rng[keep]
+    ring_in = None if ring_in is None else ring_in[keep]
+    if len(xyz) < 4:
+        return LidarEdges(np.zeros((0, 3)), np.zeros(0, bool), 0, "none")
+    rings, source = ring_indices(xyz, ring_in, cfg.min_ring_points)
+    az = _azimuth(xyz)
+
+    # along rings: sort by (ring, azimuth); neighbours are consecutive entries of one ring
+    order = np.lexsort((az, rings))
+    r_o, a_o = rings[order], az[order]
+    d_az = np.diff(a_o)
+    same = r_o[1:] == r_o[:-1]
+    step = np.median(d_az[same]) if same.any() else 0.0
+    linked = same & (d_az <= cfg.max_gap_steps * max(step, 1e-6))
+    range_o = rng[order]
+    link_step = np.where(linked, np.abs(np.diff(range_o)), np.inf)      # step k -> k+1
+    k = np.flatnonzero(linked)
+    prev_step = np.concatenate([[np.inf], link_step])[k]               # k-1 -> k
+    next_step = np.concatenate([link_step, [np.inf]])[k + 1]           # k+1 -> k+2
+    near_a, far_a = _pair_edges(range_o, k, k + 1, prev_step, next_step, cfg)
+    near = [order[near_a]]
+    far = [order[far_a]]
+    along = [np.ones(len(near_a), bool)]
+
+    if cfg.across_rings:
+        near_x, far_x = _across_ring_edges(rings, az, _elevation(xyz), rng, max(step, 1e-6), cfg)
+        near.append(near_x)
+        far.append(far_x)
+        along.append(np.zeros(len(near_x), bool))
+    near_i, far_i, along_m = np.concatenate(near), np.concatenate(far), np.concatenate(along)
+    edges = xyz[near_i]
+    if cfg.bisect and len(near_i):
+        u = xyz[near_i] / rng[near_i, None] + xyz[far_i] / rng[far_i, None]
+        edges = u / np.linalg.norm(u, axis=1, keepdims=True) * rng[near_i, None]
+    return LidarEdges(edges, along_m, int(len(np.unique(rings))), source)
+
+
+def _across_ring_edges(rings: np.ndarray, az: np.ndarray, el: np.ndarray, rng: np.ndarray, step: float,
+                       cfg: LidarEdgeConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(near, far) index pairs between each ring and the next beam up, matched by nearest azimuth.
+
+    One iteration per ring (at most a few hundred), each vectorised over the ring's points.
+    """
+    ids, dense = np.unique(rings, return_inverse=True)
+    mean_el = np.bincount(dense, el) / np.bincount(dense)
+    ids = ids[np.argsort(mean_el)]                   # bottom beam first
+    members = [np.flatnonzero(rings == r) for r in ids]
+    members = [m[np.argsort(az[m])] for m in members]
+    near_all, far_all = [], []
+
+    def match(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each src point the dst point nearest in azimuth (index into dst) and whether it is near enough."""
+        pos = np.clip(np.searchsorted(az[dst], az[src]), 1, len(dst) - 1)
+        left, right = dst[pos - 1], dst[pos]
+        pick = np.where(np.abs(az[left] - az[src]) <= np.abs(az[right] - az[src]), left, right)
+        return pick, np.abs(az[pick] - az[src]) <= cfg.max_gap_steps * step
+
+    for b in range(1, len(members) - 1):
+        below, here, above = members[b - 1], members[b], members[b + 1]
+        if min(len(below), len(here), len(above)) < 2:
+            continue
+        up, up_ok = match(here, above)
+        down, down_ok = match(here, below)
+        ok = up_ok
+        step_down = np.where(down_ok, np.abs(rng[here] - rng[down]), np.inf)
+        # a pair (here, up): `here` is near when its lower neighbour continues its surface ...
+        r_here, r_up = rng[here], rng[up]
+        jump = np.abs(r_up - r_here)
+        big = ok & (jump > np.maximum(cfg.min_jump_m, cfg.min_jump_ratio * np.minimum(r_here, r_up)))
+        here_near = big & (r_here < r_up) & (step_down <= cfg.smooth_fraction * jump)
+        near_all.append(here[here_near])
+        far_all.append(up[here_near])
+        # ... and `up` is near (an overhang seen from below) when its own upper neighbour continues it
+        if b + 2 < len(members) and len(members[b + 2]) >= 2:
+            up2, up2_ok = match(up, members[b + 2])
+            step_up = np.where(up2_ok, np.abs(rng[up] - rng[up2]), np.inf)
+            up_near = big & (r_up < r_here) & (step_up <= cfg.smooth_fraction * jump)
+            near_all.append(up[up_near])
+            far_all.append(here[up_near])
+    if not near_all:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    near, far = np.concatenate(near_all), np.concatenate(far_all)
+    # a point matched from two rings would be counted twice
+    near, first = np.unique(near, return_index=True)
+    return near, far[first]
+

@@ -1,0 +1,436 @@
+"""The window estimator: one ``T_camera_lidar`` shared by a window of keyframes of one rig.
+
+Every single-frame objective is ambiguous (docs/registration.md); summed over a
+window of frames seen from different places, the wrong optima of one frame
+disagree with those of the others while the truth is common to all. So the
+unknown is solved jointly:
+
+* **Keyframe** (:func:`prepare_keyframe`, once per frame): LiDAR depth
+  discontinuities (:mod:`.lidar_edges`) and the image's edge-distance pyramid
+  (:mod:`.image_edges`).
+* **Objective**: per edge point the Geman-McClure score ``s^2 / (s^2 + d^2)``
+  of its distance ``d`` [px] to the nearest image edge, ``s`` the level's
+  scale; each frame's points averaged, frames summed. Points leaving the
+  image score zero, so pushing points out of view never pays.
+* **Global search** (:meth:`WindowEstimator.solve`): a grid of rotations (and a
+  few translations) around the start, scored at the coarsest level with a
+  subset of points, the best distinct candidates refined coarse to fine by
+  Levenberg-Marquardt (IRLS with the same robust weights); the best final
+  score wins. Extra starts (the network's proposals) join the grid's best.
+* **Uncertainty**: from the finest level's Gauss-Newton information, scaled
+  by the residual variance and by the number of edge points that count as
+  one independent sample (neighbouring points of one contour are not
+  independent); measured against the truth in benchmarks/window.py. Axes with
+  too little information are reported as unconstrained, and "converged" is
+  claimed only when every axis is below the configured bounds.
+
+Poses are perturbed on the left in the camera frame, ``T <- exp(delta) T``
+with ``delta = (rho [m], phi [rad])`` (:func:`..geometry.se3_exp`), and the
+covariance is over that ``delta``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from ..geometry import CameraModel, invert, pose_error, project_pinhole, se3_exp, se3_log, transform_points
+from .image_edges import EdgeLevel, ImageEdgeConfig, detect_edges, distance_levels, sample_level
+from .lidar_edges import LidarEdgeConfig, depth_edges
+from .solver import apply_step, covariance_from_hessian, damped_step, normal_equations, project_with_jacobian
+
+AXES = ("x", "y", "z", "roll", "pitch", "yaw")   # of delta: translation and rotation about the camera's x, y, z
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """Settings of the window estimator (angles [deg], distances [m], pixels of the full-resolution image)."""
+
+    lidar: LidarEdgeConfig = field(default_factory=LidarEdgeConfig)
+    image: ImageEdgeConfig = field(default_factory=ImageEdgeConfig)
+    # coarse to fine: the robust scale of each level as an angle (times the focal length gives pixels)
+    sigma_deg: tuple[float, ...] = (1.0, 0.5, 0.25, 0.12, 0.06)
+    points_per_level: tuple[int, ...] = (600, 800, 1200, 1600, 2000)   # edge points per frame and level
+    iterations_per_level: int = 8
+    rotation_only_levels: int = 2      # the coarsest levels solve for rotation alone (translation barely
+                                       # moves far points, and freed it drifts to shrink the projection)
+    min_edge_points: int = 30          # keyframes with fewer edge points in the image are skipped
+    # global search around the start: the calib protocol's bounds (DESIGN.md)
+    search_rot_deg: float = 10.0
+    search_trans_m: float = 0.5
+    grid_rot_step_deg: float = 2.0
+    grid_trans_step_m: float = 0.1
+    translation_level: int = 2         # the translation grid is scored at this level
+    search_points: int = 100           # per frame, for scoring the grids
+    candidates: int = 12               # distinct rotations refined at the coarse levels ...
+    finalists: int = 4                 # ... of which this many get a translation grid, keeping this many each
+    distinct_deg: float = 1.5          # candidates closer than this are the same basin
+    # uncertainty
+    correlated_points: float = 8.0     # edge points that count as one independent sample
+    floor_rot_deg: float = 0.02        # added in quadrature: what the edge model itself cannot resolve
+    floor_trans_m: float = 0.003
+    converged_rot_deg: float = 0.2     # "converged": every rotation axis' sigma below this ...
+    converged_trans_m: float = 0.02    # ... and every translation axis' sigma below this
+    unconstrained_rot_deg: float = 2.0  # an axis with more sigma than this is reported as unconstrained
+    unconstrained_trans_m: float = 0.2
+    min_score: float = 0.1             # mean per-frame score at the finest level for a result to count
+    ambiguity: float = 0.05            # a distinct pose scoring within this fraction of the best: ambiguous
+    seed: int = 0
+
+
+@dataclass
+class Keyframe:
+    """One frame prepared for the window objective.
+
+    ``edges`` (M, 3) [m, LiDAR frame] are shuffled once, so the first n of
+    them are a fair subset for any n. ``levels`` follow ``WindowConfig.sigma_deg``.
+    """
+
+    edges: np.ndarray
+    levels: list[EdgeLevel]
+    K: np.ndarray
+    width: int
+    height: int
+    focal_px: float
+    ring_source: str
+    stamp: float | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.edges.nbytes + sum(level.field.nbytes for level in self.levels))
+
+
+def prepare_keyframe(image_pinhole: np.ndarray, points: np.ndarray, camera: CameraModel,
+                     cfg: WindowConfig = WindowConfig(), ring: np.ndarray | None = None,
+                     stamp: float | None = None) -> Keyframe:
+    """Features of one frame: ``image_pinhole`` (H, W[, 3]) uint8 already undistorted to pinhole ``camera``,
+    ``points`` (N, >=3) [m, LiDAR frame] in scan order, ``ring`` (N,) the beam of each point if known."""
+    grey = cv2.cvtColor(image_pinhole, cv2.COLOR_RGB2GRAY) if image_pinhole.ndim == 3 else image_pinhole
+    focal = float(0.5 * (camera.K[0, 0] + camera.K[1, 1]))
+    sigmas = [focal * np.radians(s) for s in cfg.sigma_deg]
+    levels = distance_levels(detect_edges(np.ascontiguousarray(grey), cfg.image), sigmas, cfg.image)
+    found = depth_edges(points, ring, cfg.lidar)
+    edges = found.xyz[np.random.default_rng(cfg.seed).permutation(len(found.xyz))]
+    return Keyframe(edges, levels, camera.K.astype(np.float64), camera.width, camera.height, focal,
+                    found.ring_source, stamp)
+
+
+@dataclass
+class WindowResult:
+    """A window solve. ``T_camera_lidar`` (4x4, metres); ``covariance`` (6, 6) over a left perturbation
+    (rho [m], phi [rad]) in the camera frame; ``sigma_deg`` / ``sigma_m`` the per-axis standard deviations."""
+
+    T_camera_lidar: np.ndarray
+    covariance: np.ndarray
+    score: float                       # mean per-frame score at the finest level, in [0, 1]
+    ok: bool                           # the objective supports the pose (score, enough keyframes)
+    converged: bool                    # ok, and the covariance is below the convergence bounds
+    unconstrained: list[str]           # axes (AXES) the window does not constrain
+    keyframes_used: int
+    keyframes_skipped: int
+    edge_points: int
+    evaluations: int
+    message: str = ""
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def sigma_m(self) -> np.ndarray:
+        return np.sqrt(np.maximum(np.diag(self.covariance)[:3], 0.0))
+
+    @property
+    def sigma_deg(self) -> np.ndarray:
+        return np.degrees(np.sqrt(np.maximum(np.diag(self.covariance)[3:], 0.0)))
+
+
+def within_sigma(result: WindowResult, T_gt: np.ndarray, k: float = 3.0) -> bool:
+    """Whether the truth lies within ``k`` sigma of the estimate on every axis (the benchmarks' coverage test)."""
+    delta = se3_log_left(T_gt, result.T_camera_lidar)
+    sd = np.sqrt(np.maximum(np.diag(result.covariance), 1e-30))
+    return bool(np.all(np.abs(delta) <= k * sd))
+
+
+def se3_log_left(T_b: np.ndarray, T_a: np.ndarray) -> np.ndarray:
+    """The left perturbation delta (6,) with ``exp(delta) @ T_a = T_b``."""
+    return se3_log(T_b @ invert(T_a))
+
+
+def damped_step3(H: np.ndarray, g: np.ndarray, damping: float) -> np.ndarray:
+    """:func:`.solver.damped_step` for a 3-parameter block."""
+    A = H + damping * np.diag(np.maximum(np.diag(H), 1e-9))
+    try:
+        delta = -np.linalg.solve(A, g)
+    except np.linalg.LinAlgError:
+        return np.zeros(3)
+    return delta if np.all(np.isfinite(delta)) else np.zeros(3)
+
+
+class WindowEstimator:
+    """Solves the window objective; stateless apart from its config, so one instance serves every window."""
+
+    def __init__(self, cfg: WindowConfig = WindowConfig()):
+        self.cfg = cfg
+        self.evaluations = 0
+
+    # ------------------------------------------------------------------ objective
+    def _sigma_px(self, kf: Keyframe, level: int) -> float:
+        return kf.focal_px * np.radians(self.cfg.sigma_deg[level])
+
+    def score(self, keyframes: Sequence[Keyframe], T: np.ndarray, level: int, count: int | None = None) -> float:
+        """Mean over keyframes of the mean robust score of their edge points at pose ``T`` (T_camera_lidar)."""
+        return float(self.score_many(keyframes, T[None], level, count)[0])
+
+    def score_many(self, keyframes: Sequence[Keyframe], Ts: np.ndarray, level: int, count: int | None = None
+                   ) -> np.ndarray:
+        """Scores (C,) of candidate poses ``Ts`` (C, 4, 4), vectorised over candidates and points."""
+        self.evaluations += len(Ts)
+        total = np.zeros(len(Ts))
+        for kf in keyframes:
+            pts = kf.edges if count is None else kf.edges[:count]
+            if len(pts) == 0:
+                continue
+            p = np.einsum("cij,nj->cni", Ts[:, :3, :3], pts) + Ts[:, None, :3, 3]
+            flat = p.reshape(-1, 3)
+            uv, front = project_pinhole(kf.K, flat, 0.5)
+            inside = front & (uv[:, 0] >= 0) & (uv[:, 0] <= kf.width - 1) & (uv[:, 1] >= 0) \
+                & (uv[:, 1] <= kf.height - 1)
+            d = sample_level(kf.levels[level], np.where(inside[:, None], uv, -10.0), 1e6)[:, 0]
+            s2 = self._sigma_px(kf, level) ** 2
+            s = np.where(inside, s2 / (s2 + d * d), 0.0).reshape(len(Ts), len(pts))
+            total += s.mean(axis=1)
+        return total / max(len(keyframes), 1)
+
+    def _linearise(self, keyframes: Sequence[Keyframe], T: np.ndarray, level: int, count: int,
+                   frame_weighted: bool = True) -> tuple[np.ndarray, np.ndarray, float, float]:
+        """Normal equations (H, g) of the IRLS step at T, sum of weights, weighted residual variance [px^2]."""
+        H, g = np.zeros((6, 6)), np.zeros(6)
+        w_sum, wr2 = 0.0, 0.0
+        for kf in keyframes:
+            pts = kf.edges[:count]
+            if len(pts) == 0:
+                continue
+            p = transform_points(T, pts)
+            uv, J_uv = project_with_jacobian(kf.K, p)
+            inside = (p[:, 2] > 0.5) & (uv[:, 0] >= 0) & (uv[:, 0] <= kf.width - 1) & (uv[:, 1] >= 0) \
+                & (uv[:, 1] <= kf.height - 1)
+            if not inside.any():
+                continue
+            f = sample_level(kf.levels[level], uv[inside], 1e6)
+            r, grad = f[:, 0], f[:, 1:3]
+            J = np.einsum("nk,nkj->nj", grad, J_uv[inside])
+            s2 = self._sigma_px(kf, level) ** 2
+            w = (s2 / (s2 + r * r)) ** 2     # Geman-McClure IRLS weight
+            scale = 1.0 / len(pts) if frame_weighted else 1.0
+            Hf, gf = normal_equations(J[:, None, :], r[:, None], w * scale)
+            H += Hf
+            g += gf
+            w_sum += float(w.sum())
+            wr2 += float((w * r * r).sum())
+        return H, g, w_sum, wr2 / max(w_sum, 1e-12)
+
+    def _inside_bounds(self, T: np.ndarray, T_center: np.ndarray) -> bool:
+        """Within the search region around ``T_center`` (plus one grid step of slack).
+
+        Unbounded, a step can shrink the whole projection into the image's
+        most edge-dense corner (the camera backing away by metres scores well
+        at coarse levels): the bound is what keeps the objective honest.
+        """
+        cfg = self.cfg
+        err = pose_error(T, T_center)
+        return err.rot_deg <= cfg.search_rot_deg + cfg.grid_rot_step_deg \
+            and err.trans_m <= cfg.search_trans_m + cfg.grid_trans_step_m
+
+    def refine(self, keyframes: Sequence[Keyframe], T: np.ndarray, levels: Sequence[int],
+               T_center: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """Levenberg-Marquardt from T over ``levels`` (coarse to fine), staying inside the search region
+        around ``T_center`` (default: T); returns the pose and its last level's score."""
+        cfg = self.cfg
+        T_center = T if T_center is None else T_center
+        score = -1.0
+        for level in levels:
+            count = cfg.points_per_level[level]
+            score = self.score(keyframes, T, level, count)
+            damping = 1e-3
+            for _ in range(cfg.iterations_per_level):
+                H, g, _, _ = self._linearise(keyframes, T, level, count)
+                if not np.any(H):
+                    break
+                if level < cfg.rotation_only_levels:
+                    delta = np.r_[np.zeros(3), damped_step3(H[3:, 3:], g[3:], damping)]
+                else:
+                    delta = damped_step(H, g, damping)
+                T_new = apply_step(T, delta)
+                new = self.score(keyframes, T_new, level, count) if self._inside_bounds(T_new, T_center) else -1.0
+                if new > score:
+                    T, score = T_new, new
+                    damping = max(damping / 3.0, 1e-6)
+                    if np.linalg.norm(delta[:3]) < 1e-4 and np.linalg.norm(delta[3:]) < 1e-5:
+                        break
+                else:
+                    damping *= 8.0
+                    if damping > 1e3:
+                        break
+        return T, score
+
+    # ------------------------------------------------------------------ search
+    def rotation_grid(self) -> np.ndarray:
+        """Left rotations (C, 4, 4) on a cubic grid of ``grid_rot_step_deg`` covering ``search_rot_deg``."""
+        cfg = self.cfg
+        r = np.arange(0.0, cfg.search_rot_deg + 1e-9, cfg.grid_rot_step_deg)
+        r = np.concatenate([-r[:0:-1], r])
+        rot = np.radians(np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3))
+        rot = rot[np.linalg.norm(rot, axis=1) <= np.radians(cfg.search_rot_deg + cfg.grid_rot_step_deg)]
+        return se3_exp(np.c_[np.zeros_like(rot), rot])
+
+    def translation_grid(self, depth_m: float) -> np.ndarray:
+        """Left steps (C, 4, 4): translations on a cubic grid of ``grid_trans_step_m`` covering
+        ``search_trans_m``, each with the rotation that keeps points at ``depth_m`` on the optical axis where
+        they were.
+
+        A rotation fitted before translation is known has absorbed the
+        translation error at the scene's typical depth; moving the camera
+        sideways without undoing that would misalign the far field that the
+        rotation got right, and the grid would judge translation by it.
+        """
+        cfg = self.cfg
+        r = np.arange(0.0, cfg.search_trans_m + 1e-9, cfg.grid_trans_step_m)
+        r = np.concatenate([-r[:0:-1], r])
+        t = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+        t = t[np.linalg.norm(t, axis=1) <= cfg.search_trans_m + cfg.grid_trans_step_m]
+        # a left step moves p to p + phi x p + rho: phi = (rho_y, -rho_x, 0) / depth cancels rho at (0, 0, depth)
+        phi = np.c_[t[:, 1], -t[:, 0], np.zeros(len(t))] / max(depth_m, 1.0)
+        return se3_exp(np.c_[t, phi])
+
+    def _median_depth(self, keyframes: Sequence[Keyframe], T: np.ndarray) -> float:
+        z = np.concatenate([transform_points(T, kf.edges[: self.cfg.search_points])[:, 2] for kf in keyframes])
+        z = z[z > 0.5]
+        return float(np.median(z)) if len(z) else 10.0
+
+    def _distinct(self, Ts: np.ndarray, order: np.ndarray, n: int) -> list[int]:
+        """The first ``n`` of ``order`` that are pairwise farther apart than ``distinct_deg`` or a grid step."""
+        chosen: list[int] = []
+        for i in order:
+            if all(pose_error(Ts[i], Ts[j]).rot_deg > self.cfg.distinct_deg
+                   or pose_error(Ts[i], Ts[j]).trans_m > 0.9 * self.cfg.grid_trans_step_m for j in chosen):
+                chosen.append(int(i))
+            if len(chosen) == n:
+                break
+        return chosen
+
+    def _best(self, keyframes: Sequence[Keyframe], Ts: np.ndarray, level: int, n: int) -> list[np.ndarray]:
+        scores = self.score_many(keyframes, Ts, level, self.cfg.search_points)
+        return [Ts[i] for i in self._distinct(Ts, np.argsort(-scores), n)]
+
+    def solve(self, keyframes: Sequence[Keyframe], T_start: np.ndarray, global_search: bool = True,
+              extra_starts: Sequence[np.ndarray] = ()) -> WindowResult:
+        """``T_camera_lidar`` of the window from ``T_start`` (4x4).
+
+        With ``global_search`` (the calib regime: anywhere within
+        ``search_rot_deg`` / ``search_trans_m`` of the start):
+
+        1. a rotation grid around each start, scored at the coarsest level;
+           the best distinct ones refined in rotation alone at the coarse levels;
+        2. for the best of those, a translation grid scored at level
+           ``translation_level`` (rotation alone cannot fix near points);
+        3. the best distinct poses refined in all six parameters to the finest level.
+
+        Without it (an update from the last solution), ``T_start`` and
+        ``extra_starts`` are only refined locally. The best finest-level score wins.
+        """
+        cfg = self.cfg
+        times: dict[str, float] = {}
+        self.evaluations = 0
+        t0 = time.perf_counter()
+        T_start = np.asarray(T_start, dtype=np.float64)
+        # only the edges that can reach the image from anywhere in the search region (of a 360 deg sweep,
+        # most cannot); the shuffled order is kept, so any prefix is still a fair subset
+        in_view = [replace(kf, edges=kf.edges[self._in_view_mask(kf, T_start)]) for kf in keyframes]
+        usable = [kf for kf in in_view if len(kf.edges) >= cfg.min_edge_points]
+        skipped = len(keyframes) - len(usable)
+        edge_points = int(sum(len(kf.edges) for kf in usable))
+        if not usable:
+            return self._failure(T_start, len(keyframes), "no keyframe has enough LiDAR depth edges in the "
+                                 "image (no overlap, no structure, or no data)", times)
+        starts = [T_start] + [np.asarray(T, dtype=np.float64) for T in extra_starts]
+        rotation_levels = list(range(min(cfg.rotation_only_levels, len(cfg.sigma_deg))))
+        if global_search:
+            rotations = self.rotation_grid()
+            starts = self._best(usable, np.concatenate([rotations @ T for T in starts]), 0, cfg.candidates)
+            starts = [self.refine(usable, T, rotation_levels, T_start)[0] for T in starts]
+            level = min(cfg.translation_level, len(cfg.sigma_deg) - 1)
+            ranked = sorted(starts, key=lambda T: -self.score(usable, T, level, cfg.search_points))
+            starts = [T for best in ranked[: cfg.finalists] for T in self._best(
+                usable, self.translation_grid(self._median_depth(usable, best)) @ best, level, cfg.finalists)]
+            first = rotation_levels[-1] if rotation_levels else 0
+        else:
+            first = 0
+        times["search"] = 1e3 * (time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        levels = list(range(first, len(cfg.sigma_deg)))
+        finals = [self.refine(usable, T, levels, T_start) for T in starts]
+        T, score = max(finals, key=lambda f: f[1])
+        times["refine"] = 1e3 * (time.perf_counter() - t1)
+        t2 = time.perf_counter()
+        cov = self.covariance(usable, T)
+        rivals = self._rivals(T, score, finals)
+        for T_other in rivals:   # the window cannot tell these apart: the uncertainty must cover them
+            d = se3_log(T_other @ invert(T))
+            cov = cov + np.outer(d, d)
+        times["covariance"] = 1e3 * (time.perf_counter() - t2)
+        return self._result(T, cov, score, usable, skipped, edge_points, times, ambiguous=len(rivals))
+
+    def _rivals(self, T: np.ndarray, score: float, finals: Sequence[tuple[np.ndarray, float]]) -> list[np.ndarray]:
+        """Other optima (farther than a basin) whose finest-level score comes within ``ambiguity`` of the best."""
+        cfg = self.cfg
+        out = []
+        for T_other, s in finals:
+            err = pose_error(T_other, T)
+            if s >= (1.0 - cfg.ambiguity) * score and (err.rot_deg > cfg.converged_rot_deg
+                                                         or err.trans_m > cfg.converged_trans_m):
+                out.append(T_other)
+        return out
+
+    def _in_view_mask(self, kf: Keyframe, T: np.ndarray) -> np.ndarray:
+        """Edge points that project into the image under T, grown by the search region's reach."""
+        if len(kf.edges) == 0:
+            return np.zeros(0, bool)
+        uv, front = project_pinhole(kf.K, transform_points(T, kf.edges), 0.5)
+        m = kf.focal_px * np.tan(np.radians(self.cfg.search_rot_deg))
+        return front & (uv[:, 0] > -m) & (uv[:, 0] < kf.width + m) & (uv[:, 1] > -m) & (uv[:, 1] < kf.height + m)
+
+    # ------------------------------------------------------------------ uncertainty
+    def covariance(self, keyframes: Sequence[Keyframe], T: np.ndarray) -> np.ndarray:
+        """Covariance (6, 6) of delta at T: sigma_r^2 * c * H^-1 from all edge points of the finest level, plus the floor."""
+        cfg = self.cfg
+        level = len(cfg.sigma_deg) - 1
+        count = max(len(kf.edges) for kf in keyframes)
+        H, _, w_sum, var = self._linearise(keyframes, T, level, count, frame_weighted=False)
+        if w_sum < 1.0:
+            return np.eye(6) * 1e6
+        cov = covariance_from_hessian(H, var * cfg.correlated_points)
+        floor = np.r_[[cfg.floor_trans_m ** 2] * 3, [np.radians(cfg.floor_rot_deg) ** 2] * 3]
+        return cov + np.diag(floor)
+
+    def _result(self, T: np.ndarray, cov: np.ndarray, score: float, usable: Sequence[Keyframe], skipped: int,
+                edge_points: int, times: dict[str, float], ambiguous: int = 0) -> WindowResult:
+        cfg = self.cfg
+        sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
+        sd_t, sd_r = sd[:3], np.degrees(sd[3:])
+        unconstrained = [AXES[k] for k in range(3) if sd_t[k] > cfg.unconstrained_trans_m] + \
+                        [AXES[3 + k] for k in range(3) if sd_r[k] > cfg.unconstrained_rot_deg]
+        ok = bool(np.all(np.isfinite(T)) and score >= cfg.min_score)
+        converged = ok and bool(np.all(sd_t <= cfg.converged_trans_m) and np.all(sd_r <= cfg.converged_rot_deg))
+        message = "" if ok else f"edge alignment score {score:.2f} is below {cfg.min_score}: the window does " \
+                                "not support a pose"
+        if ok and ambiguous:
+            message = f"{ambiguous} other pose(s) explain the window almost as well; the covariance spans them"
+        times["total"] = sum(times.values())
+        return WindowResult(T, cov, score, ok, converged, unconstrained, len(usable), skipped, edge_points,
+                            self.evaluations, message, times)
+
+    def _failure(self, T: np.ndarray, skipped: int, message: str, times: dict[str, float]) -> WindowResult:
+        times["total"] = sum(times.values())
+        return WindowResult(T, np.eye(6) * 1e6, 0.0, False, False, list(AXES), 0, skipped, 0, self.evaluations,
+                            message, times)
