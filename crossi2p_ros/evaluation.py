@@ -21,7 +21,7 @@ from .data.kitti import Frame, KittiDataset
 from .data.perturb import CalibProtocol, I2PProtocol
 from .errors import CrossI2PError
 from .fileio import atomic_write_text
-from .geometry import PoseError, invert, pose_error
+from .geometry import PoseError, invert, pose_error, within_sigma
 from .registration.calibrator import Calibrator
 
 Protocol = Literal["calib", "i2p"]
@@ -65,6 +65,8 @@ class SampleRecord:
     init_rot_deg: float | None
     init_trans_m: float | None
     frames: int
+    converged: bool             # the estimator claimed convergence (its covariance below its bounds)
+    within_3sigma: bool         # the truth lies within 3 sigma of the estimate on every axis
     T_pred: np.ndarray          # the estimate, in the protocol's frames (scored against T_gt)
     T_gt: np.ndarray
     T_init: np.ndarray | None
@@ -96,6 +98,11 @@ def frame_index(i: int, n: int, num_frames: int) -> int:
     return (i * num_frames) // n if n <= num_frames else i % num_frames
 
 
+def window_start(seed: int, i: int, num_frames: int, k: int) -> int:
+    """DESIGN.md's window protocol: sample ``i`` starts its ``k`` consecutive frames at a seeded index."""
+    return int(np.random.default_rng([seed, i, 7]).integers(0, max(num_frames - k, 0) + 1))
+
+
 def evaluate(dataset: KittiDataset, calibrator: Calibrator, cfg: EvalConfig, progress: bool = True,
              on_sample: Callable[[SampleRecord], None] | None = None) -> tuple[dict, list[SampleRecord]]:
     """Run the protocol; returns (contract JSON dict, records)."""
@@ -106,7 +113,8 @@ def evaluate(dataset: KittiDataset, calibrator: Calibrator, cfg: EvalConfig, pro
     records: list[SampleRecord] = []
     bar = tqdm(range(cfg.samples), desc=f"eval {cfg.protocol}", unit="sample", disable=not progress)
     for i in bar:
-        fi = frame_index(i, cfg.samples, len(dataset))
+        fi = frame_index(i, cfg.samples, len(dataset)) if cfg.frames_per_estimate == 1 \
+            else window_start(cfg.seed, i, len(dataset), cfg.frames_per_estimate)
         if cfg.protocol == "calib":
             frames = _rig_frames(dataset, fi, cfg.frames_per_estimate)
             T_gt = np.asarray(frames[0].T_camera_lidar, dtype=np.float64)
@@ -133,6 +141,7 @@ def evaluate(dataset: KittiDataset, calibrator: Calibrator, cfg: EvalConfig, pro
             rte_m=err.rte_m, time_ms=elapsed, success=bool(success(err)), stage=est.stage,
             confidence=est.confidence, init_rot_deg=None if init_err is None else init_err.rot_deg,
             init_trans_m=None if init_err is None else init_err.trans_m, frames=len(frames),
+            converged=bool(est.converged), within_3sigma=within_sigma(est.T_camera_lidar, est.covariance, T_gt),
             T_pred=est.T_camera_lidar, T_gt=T_gt, T_init=T_init, T_pred_lidar=est.T_camera_lidar @ to_lidar)
         records.append(rec)
         if on_sample is not None:
@@ -159,6 +168,9 @@ def summarize(records: list[SampleRecord]) -> dict:
         # beyond the contract
         "time_ms_p95": float(np.percentile(times, 95)),
         "stages": stages,
+        "coverage_3sigma": float(np.mean([r.within_3sigma for r in records])),
+        "converged_rate": float(np.mean([r.converged for r in records])),
+        "false_convergences": int(sum(r.converged and not r.within_3sigma for r in records)),
     }
     if records and records[0].init_rot_deg is not None:
         summary["init_rot_median_deg"] = float(np.median([r.init_rot_deg for r in records]))
@@ -194,6 +206,8 @@ def summary_table(data: dict) -> str:
         ("success rate", f"{100 * s['success_rate']:.1f} %"),
         ("time per estimate [ms]", f"median {s['time_ms_median']:.0f}  p95 {s['time_ms_p95']:.0f}"),
         ("pose from stage", ", ".join(f"{k} {v}" for k, v in sorted(s["stages"].items()))),
+        ("uncertainty", f"truth within 3 sigma {100 * s['coverage_3sigma']:.0f} %, converged "
+                        f"{100 * s['converged_rate']:.0f} %, false convergences {s['false_convergences']}"),
     ]
     if "init_rot_median_deg" in s:
         rows.insert(1, ("initial error (median)", f"{s['init_rot_median_deg']:.3f} deg / "

@@ -189,6 +189,18 @@ def pose_error(T_pred: np.ndarray, T_gt: np.ndarray) -> PoseError:
     return PoseError(rot_deg=rot, trans_m=trans, rre_deg=rre, rte_m=trans)
 
 
+def within_sigma(T_pred: np.ndarray, covariance: np.ndarray, T_gt: np.ndarray, k: float = 3.0) -> bool:
+    """Whether ``T_gt`` lies within ``k`` sigma of ``T_pred`` on every axis.
+
+    ``covariance`` (6, 6) is over the left perturbation (rho [m], phi [rad]) of
+    ``T_pred``, the convention of the registration stages; the truth's
+    perturbation is ``se3_log(T_gt @ inv(T_pred))``.
+    """
+    delta = se3_log(np.asarray(T_gt, dtype=np.float64) @ invert(T_pred))
+    sd = np.sqrt(np.maximum(np.diag(covariance), 1e-30))
+    return bool(np.all(np.abs(delta) <= k * sd))
+
+
 # --------------------------------------------------------------------------- camera model
 
 DistortionModel = Literal["pinhole", "plumb_bob", "equidistant"]

@@ -46,6 +46,7 @@ class LidarEdgeConfig:
     smooth_fraction: float = 0.3      # the near point's other neighbour steps at most this part of the jump
     max_gap_steps: float = 3.0        # azimuth gap (in the sweep's median steps) beyond which points are not neighbours
     across_rings: bool = True
+    across_bottoms: bool = True       # across rings, also lower silhouettes (the beam below passes underneath)
     bisect: bool = True               # place each edge on the bisector of its pair (see the module docstring)
     min_ring_points: int = 50         # scan-order segments shorter than this are noise, not rings
 
@@ -103,8 +104,9 @@ def rings_from_elevation(xyz: np.ndarray, bin_deg: float = 0.05, min_separation_
     edges = np.arange(lo, hi + 2 * bin_deg, bin_deg)
     hist, _ = np.histogram(el, edges)
     smooth = np.convolve(hist, np.ones(3) / 3, mode="same")
-    is_peak = (smooth >= np.roll(smooth, 1)) & (smooth > np.roll(smooth, -1))
-    is_peak &= smooth >= 0.2 * np.median(smooth[is_peak]) if is_peak.any() else is_peak
+    padded = np.r_[0.0, smooth, 0.0]             # the end bins compare with empty neighbours, not each other
+    is_peak = (smooth >= padded[:-2]) & (smooth > padded[2:])
+    is_peak &= smooth >= 0.02 * np.median(smooth[is_peak]) if is_peak.any() else is_peak
     peaks = np.flatnonzero(is_peak)
     # beams of real sensors are >= 0.3 deg apart: closer peaks are one beam's spread, keep the taller
     kept: list[int] = []
@@ -234,7 +236,7 @@ def _across_ring_edges(rings: np.ndarray, az: np.ndarray, el: np.ndarray, rng: n
         near_all.append(here[here_near])
         far_all.append(up[here_near])
         # ... and `up` is near (an overhang seen from below) when its own upper neighbour continues it
-        if b + 2 < len(members) and len(members[b + 2]) >= 2:
+        if cfg.across_bottoms and b + 2 < len(members) and len(members[b + 2]) >= 2:
             up2, up2_ok = match(up, members[b + 2])
             step_up = np.where(up2_ok, np.abs(rng[up] - rng[up2]), np.inf)
             up_near = big & (r_up < r_here) & (step_up <= cfg.smooth_fraction * jump)

@@ -1,0 +1,194 @@
+"""The window estimator: LiDAR depth edges on every layout, the joint objective, the global search, the
+covariance, and real KITTI.
+
+Synthetic frames are ray-cast fresh from seeds used nowhere else (9700-9799).
+"""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from crossi2p_ros.data.kitti import open_dataset
+from crossi2p_ros.data.synth import SynthConfig, SynthSequence
+from crossi2p_ros.geometry import CameraModel, pose_error, project_lidar, se3_exp, within_sigma
+from crossi2p_ros.registration.image_edges import distance_levels
+from crossi2p_ros.registration.inputs import undistorted
+from crossi2p_ros.registration.lidar_edges import depth_edges
+from crossi2p_ros.registration.window import Keyframe, WindowConfig, WindowEstimator, prepare_keyframe
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+KITTI_RAW = SHARED / "kitti_raw_0926"
+NUSCENES = SHARED / "nuscenes_demo"
+
+
+def _keyframes(frames, cfg: WindowConfig = WindowConfig()) -> list[Keyframe]:
+    out = []
+    for f in frames:
+        image, pinhole = undistorted(f.image, f.camera)
+        out.append(prepare_keyframe(image, f.points, pinhole, cfg))
+    return out
+
+
+def _step(rot_deg: float, trans_m: float, axis=(0.6, -0.64, 0.48), taxis=(0.0, 0.6, 0.8)) -> np.ndarray:
+    a, t = np.asarray(axis) / np.linalg.norm(axis), np.asarray(taxis) / np.linalg.norm(taxis)
+    return se3_exp(np.r_[t * trans_m, a * np.radians(rot_deg)])
+
+
+@pytest.fixture(scope="module")
+def drive():
+    seq = SynthSequence(SynthConfig(frames=40, seed=9700, style="urban"))
+    return [seq.frame(i) for i in range(0, 40, 4)]   # 10 keyframes, 0.4 s apart
+
+
+@pytest.fixture(scope="module")
+def window(drive):
+    return _keyframes(drive)
+
+
+# --------------------------------------------------------------------------- LiDAR depth edges
+
+
+def _on_camera_silhouettes(frame, xyz: np.ndarray, tol_px: int = 3) -> float:
+    """Fraction of points (in view) within ``tol_px`` of a depth discontinuity of the camera's own depth render."""
+    uv, _, valid = project_lidar(xyz, frame.T_camera_lidar, frame.camera)
+    depth = np.where(np.isfinite(frame.depth), frame.depth, 1e3).astype(np.float32)
+    kernel = np.ones((2 * tol_px + 1,) * 2, np.uint8)
+    near, far = cv2.erode(depth, kernel), cv2.dilate(depth, kernel)
+    jump = far - near > np.maximum(0.3, 0.1 * near)
+    u, v = np.round(uv[valid]).astype(int).T
+    u, v = np.clip(u, 0, frame.camera.width - 1), np.clip(v, 0, frame.camera.height - 1)
+    return float(jump[v, u].mean())
+
+
+@pytest.mark.parametrize("beams", [32, 64, 128])
+def test_depth_edges_of_each_beam_count_lie_on_the_scenes_silhouettes(beams):
+    cfg = SynthConfig(frames=1, seed=9710 + beams, style="urban", lidar_beams=beams)
+    frame = SynthSequence(cfg).frame(0)
+    edges = depth_edges(frame.points)
+    assert edges.ring_source == "scan order" and edges.rings == beams
+    assert len(edges.xyz) > 200 and edges.along.any() and (~edges.along).any()
+    # along a ring the points are dense: an edge is within 3 px of the silhouette; across rings the
+    # silhouette lies somewhere between two beams, so within half the beam spacing of the bisector
+    top, bottom = cfg.lidar_spec().vfov_deg
+    half_beam_px = int(np.ceil(0.5 * abs(top - bottom) / (beams - 1) * np.radians(1.0) * frame.camera.K[0, 0]))
+    along = _on_camera_silhouettes(frame, edges.xyz[edges.along])
+    across = _on_camera_silhouettes(frame, edges.xyz[~edges.along], max(half_beam_px, 3))
+    sample = frame.points[::7, :3].astype(np.float64)    # any points: how often they are that near by chance
+    near, wide = _on_camera_silhouettes(frame, sample), _on_camera_silhouettes(frame, sample, max(half_beam_px, 3))
+    assert along > 0.85 and along > 3 * near, (along, near)
+    assert across > 0.8 and across > 1.5 * wide, (across, wide)
+
+
+def test_rings_from_a_field_and_from_elevation_match_the_scan_order():
+    frame = SynthSequence(SynthConfig(frames=1, seed=9701, style="suburban", lidar_beams=32)).frame(0)
+    by_order = depth_edges(frame.points)
+    az = np.arctan2(frame.points[:, 1], frame.points[:, 0])
+    ring = np.concatenate([[0], np.cumsum(np.abs(np.diff(az)) > np.pi)])
+    by_field = depth_edges(frame.points, ring=ring)
+    assert by_field.ring_source == "field" and len(by_field.xyz) == len(by_order.xyz)
+    # firing order (every column's beams together, as nuScenes stores a sweep): scan order no longer says
+    firing = np.lexsort((ring, np.round(az, 2)))
+    by_elevation = depth_edges(frame.points[firing])
+    assert by_elevation.ring_source == "elevation" and by_elevation.rings == 32
+    assert abs(len(by_elevation.xyz) - len(by_order.xyz)) < 0.1 * len(by_order.xyz)
+
+
+@pytest.mark.skipif(not KITTI_RAW.is_dir(), reason=f"real KITTI raw frames not present ({KITTI_RAW})")
+def test_depth_edges_on_real_kitti_hdl64():
+    frame = open_dataset(KITTI_RAW)[0]
+    edges = depth_edges(frame.points)
+    assert edges.ring_source == "scan order" and 64 <= edges.rings <= 66   # the first ring is split at the wrap
+    _, _, valid = project_lidar(edges.xyz, frame.T_camera_lidar, frame.camera)
+    assert valid.sum() > 500
+
+
+@pytest.mark.skipif(not NUSCENES.is_dir(), reason=f"real nuScenes frames not present ({NUSCENES})")
+def test_depth_edges_on_real_nuscenes_32_beam():
+    frame = open_dataset(NUSCENES)[0]
+    edges = depth_edges(frame.points)
+    assert edges.ring_source == "elevation" and edges.rings >= 32     # firing-ordered sweep
+    _, _, valid = project_lidar(edges.xyz, frame.T_camera_lidar, frame.camera)
+    assert valid.sum() > 150
+
+
+# --------------------------------------------------------------------------- the window
+
+
+def test_a_window_recovers_5_deg_20_cm_and_uses_all_its_frames(drive, window):
+    T_gt = drive[0].T_camera_lidar
+    T0 = _step(5.0, 0.2) @ T_gt
+    est = WindowEstimator()
+    result = est.solve(window, T0)
+    err = pose_error(result.T_camera_lidar, T_gt)
+    assert err.rot_deg < 0.3 and err.trans_m < 0.03, err
+    assert result.ok and result.keyframes_used == len(window)
+    # the objective is the mean over keyframes: every frame counts
+    per_frame = [est.score([kf], result.T_camera_lidar, 2) for kf in window]
+    assert est.score(window, result.T_camera_lidar, 2) == pytest.approx(np.mean(per_frame))
+    # and the window is what makes it work: the first frame alone, from the same start, does not get there
+    single = pose_error(est.solve(window[:1], T0).T_camera_lidar, T_gt)
+    assert single.rot_deg > 0.3 or single.trans_m > 0.03, single
+
+
+def test_global_search_recovers_a_start_outside_the_local_basin(drive, window):
+    T_gt = drive[0].T_camera_lidar
+    T0 = _step(8.0, 0.1, axis=(0.3, 0.9, -0.3)) @ T_gt
+    est = WindowEstimator()
+    local = pose_error(est.solve(window, T0, global_search=False).T_camera_lidar, T_gt)
+    searched = pose_error(est.solve(window, T0).T_camera_lidar, T_gt)
+    assert local.rot_deg > 1.0, local
+    assert searched.rot_deg < 0.3 and searched.trans_m < 0.03, searched
+
+
+def test_the_converged_window_covers_the_truth(drive, window):
+    T_gt = drive[0].T_camera_lidar
+    result = WindowEstimator().solve(window, _step(3.0, 0.15) @ T_gt)
+    assert result.converged and not result.unconstrained
+    assert within_sigma(result.T_camera_lidar, result.covariance, T_gt)
+
+
+def _line_keyframe(vertical: bool, horizontal: bool) -> Keyframe:
+    """A camera looking at bars 6-25 m ahead: LiDAR edge points along them, their image lines drawn."""
+    W, H, f = 640, 480, 500.0
+    cam = CameraModel.from_intrinsics(W, H, f, f, W / 2 - 0.5, H / 2 - 0.5)
+    s = np.linspace(-4.0, 4.0, 400)
+    pts, img = [], np.full((H, W), 200, np.uint8)
+    if vertical:   # bars at several depths, so that sideways motion and yaw differ
+        for x, z in ((-3.0, 6.0), (-1.0, 10.0), (2.0, 15.0), (3.5, 25.0)):
+            pts.append(np.c_[np.full_like(s, x * z / 10), s * 0.07 * z, np.full_like(s, z)])
+    if horizontal:
+        for y, z in ((-2.0, 8.0), (1.5, 20.0)):
+            pts.append(np.c_[s * z / 10, np.full_like(s, y * z / 10), np.full_like(s, z)])
+    pts = np.concatenate(pts)
+    uv = pts[:, :2] / pts[:, 2:] * f + cam.K[:2, 2]
+    for a, b in zip(uv[::400], uv[399::400]):
+        cv2.line(img, tuple(np.round(a).astype(int)), tuple(np.round(b).astype(int)), 0, 1)
+    cfg = WindowConfig()
+    levels = distance_levels(img < 100, [f * np.radians(x) for x in cfg.sigma_deg], cfg.image)
+    return Keyframe(pts[np.random.default_rng(0).permutation(len(pts))], levels, cam.K, W, H, f, "field")
+
+
+def test_covariance_grows_on_the_axis_a_degenerate_window_cannot_constrain():
+    est = WindowEstimator()
+    T = np.eye(4)   # the points above are already in the camera frame
+    only_vertical = est.covariance([_line_keyframe(True, False)], T)
+    both = est.covariance([_line_keyframe(True, True)], T)
+    # vertical bars say nothing about moving up/down (camera y) or about tilting (rotation about camera x)
+    assert only_vertical[1, 1] > 1e4 * both[1, 1] and only_vertical[3, 3] > 1e4 * both[3, 3]
+    # given the other parameters, sideways motion is still pinned by the bars (conditional precision)
+    assert np.linalg.inv(only_vertical)[0, 0] > 0.1 * np.linalg.inv(both)[0, 0]
+    result = est._result(T, only_vertical, 0.9, [_line_keyframe(True, False)], 0, 1600, {})
+    assert {"y", "roll"} <= set(result.unconstrained) and not result.converged
+    assert not est._result(T, both, 0.9, [_line_keyframe(True, True)], 0, 2400, {}).unconstrained
+
+
+@pytest.mark.skipif(not KITTI_RAW.is_dir(), reason=f"real KITTI raw frames not present ({KITTI_RAW})")
+def test_real_kitti_window_refines_a_3_deg_10_cm_start():
+    ds = open_dataset(KITTI_RAW)
+    frames = [ds[i] for i in range(0, 40, 2)]
+    T_gt = frames[0].T_camera_lidar
+    T0 = _step(3.0, 0.1) @ T_gt
+    result = WindowEstimator().solve(_keyframes(frames), T0)
+    err = pose_error(result.T_camera_lidar, T_gt)
+    assert err.rot_deg < 0.5 and err.trans_m < 0.05, err
