@@ -263,14 +263,15 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="torch", choices=["torch", "onnx"],
                    help="run the network in torch or in ONNX Runtime (default %(default)s)")
     p.add_argument("--onnx", type=Path, default=None, help="with --backend onnx: the file of crossi2p export")
-    p.add_argument("--no-mi", action="store_true", help="disable the model-free mutual-information refinement stage")
+    p.add_argument("--mi", action="store_true",
+                   help="polish the window's pose by mutual information of intensity and brightness (off by default)")
 
 
 def _calibrator(args: argparse.Namespace):
     from .registration.calibrator import Calibrator, CalibratorConfig
 
     return Calibrator(CalibratorConfig(weights=str(args.weights) if args.weights else None, device=args.device,
-                                       use_mi=not args.no_mi, backend=args.backend,
+                                       use_mi=args.mi, backend=args.backend,
                                        onnx=str(args.onnx) if args.onnx else None))
 
 

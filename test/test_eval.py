@@ -53,7 +53,7 @@ def test_eval_is_reproducible_and_seeded(data, tmp_path):
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         out = tmp_path / f"{name}.json"
         assert main(["eval", "--data", str(data), "--samples", "2", "--seed", str(seed), "--device", "cpu",
-                     "--no-mi", "--json", str(out), "--quiet"]) == 0
+                     "--json", str(out), "--quiet"]) == 0
         docs.append([(s["init_rot_deg"], s["rot_deg"]) for s in json.loads(out.read_text())["per_sample"]])
     assert docs[0] == docs[1] and docs[0] != docs[2]
 

@@ -63,10 +63,15 @@ def test_onnx_backend_runs_the_calibrator_on_the_same_network_outputs(exported, 
     assert (ref.fine_map - got.fine_map).abs().max() < 1e-3
     same_best = (ref.coarse.sim.argmax(-1) == got.coarse.sim.argmax(-1)).double().mean()
     assert same_best > 0.98
-    est = onnx.estimate(frame.image, frame.points, frame.camera, T_init)
+    # the network runs for proposals: with no prior, or with one when proposals_with_prior is set
+    est = onnx.estimate(frame.image, frame.points, frame.camera, None)
+    assert np.all(np.isfinite(est.T_camera_lidar)) and "network" in est.timings_ms
+    with_prior = Calibrator(replace(onnx.cfg, proposals_with_prior=True), model=onnx.model)
+    est = with_prior.estimate(frame.image, frame.points, frame.camera, T_init)
     assert np.all(np.isfinite(est.T_camera_lidar)) and "network" in est.timings_ms
     moved = pose_error(est.T_camera_lidar, T_init)
-    assert moved.rot_deg <= onnx.cfg.prior_max_rot_deg and moved.trans_m <= onnx.cfg.prior_max_trans_m
+    w = onnx.cfg.window
+    assert moved.rot_deg <= w.search_rot_deg + w.grid_rot_step_deg and moved.trans_m <= w.search_trans_m + w.grid_trans_step_m
 
 
 def test_a_stale_or_damaged_export_is_refused(exported, torch_calibrator, tmp_path):

@@ -86,7 +86,7 @@ def test_replay_writes_calibration_log_and_report(drive, tmp_path, capsys):
 
 def test_replay_takes_the_initial_guess_from_the_bags_tf_and_honours_start_and_every(drive, tmp_path):
     out = tmp_path / "out"
-    assert main(["replay", str(drive.bag_path), "--out", str(out), "--device", "cpu", "--no-mi",
+    assert main(["replay", str(drive.bag_path), "--out", str(out), "--device", "cpu",
                  "--start", "0.15", "--every", "2"]) == 0
     log = json.loads((out / "estimates.json").read_text())
     assert log["pairs"] == 2                                # frames 2..5 remain, every second one
@@ -95,7 +95,7 @@ def test_replay_takes_the_initial_guess_from_the_bags_tf_and_honours_start_and_e
 
 def test_monitor_reports_the_level_per_estimate(drive, tmp_path, capsys):
     out = tmp_path / "mon"
-    assert main(["monitor", str(drive.bag_path), "--out", str(out), "--device", "cpu", "--no-mi"]) == 0
+    assert main(["monitor", str(drive.bag_path), "--out", str(out), "--device", "cpu"]) == 0
     log = json.loads((out / "monitor.json").read_text())
     levels = [e["level"] for e in log["estimates"]]
     assert levels[:4] == ["STALE"] * 4 and all(lv in ("STALE", "OK", "WARN", "ERROR") for lv in levels)

@@ -126,9 +126,9 @@ def test_a_window_recovers_5_deg_20_cm_and_uses_all_its_frames(drive, window):
     # the objective is the mean over keyframes: every frame counts
     per_frame = [est.score([kf], result.T_camera_lidar, 2) for kf in window]
     assert est.score(window, result.T_camera_lidar, 2) == pytest.approx(np.mean(per_frame))
-    # and the window is what makes it work: the first frame alone, from the same start, does not get there
-    single = pose_error(est.solve(window[:1], T0).T_camera_lidar, T_gt)
-    assert single.rot_deg > 0.3 or single.trans_m > 0.03, single
+    # and the window is what makes it work: most of its frames alone, from the same start, do not get there
+    alone = [pose_error(est.solve([kf], T0).T_camera_lidar, T_gt) for kf in window]
+    assert sum(e.rot_deg < 0.3 and e.trans_m < 0.03 for e in alone) <= len(window) // 2, alone
 
 
 def test_global_search_recovers_a_start_outside_the_local_basin(drive, window):
@@ -160,13 +160,15 @@ def _line_keyframe(vertical: bool, horizontal: bool) -> Keyframe:
     if horizontal:
         for y, z in ((-2.0, 8.0), (1.5, 20.0)):
             pts.append(np.c_[s * z / 10, np.full_like(s, y * z / 10), np.full_like(s, z)])
+    along = np.concatenate([np.full(len(q), k < (4 if vertical else 0)) for k, q in enumerate(pts)])
     pts = np.concatenate(pts)
     uv = pts[:, :2] / pts[:, 2:] * f + cam.K[:2, 2]
     for a, b in zip(uv[::400], uv[399::400]):
         cv2.line(img, tuple(np.round(a).astype(int)), tuple(np.round(b).astype(int)), 0, 1)
     cfg = WindowConfig()
     levels = distance_levels(img < 100, [f * np.radians(x) for x in cfg.sigma_deg], cfg.image)
-    return Keyframe(pts[np.random.default_rng(0).permutation(len(pts))], levels, cam.K, W, H, f, "field")
+    order = np.random.default_rng(0).permutation(len(pts))
+    return Keyframe(pts[order], along[order], (levels, levels), cam.K, W, H, f, "field")
 
 
 def test_covariance_grows_on_the_axis_a_degenerate_window_cannot_constrain():

@@ -28,6 +28,8 @@ class ImageEdgeConfig:
     density_window_px: int = 21       # edge density is measured in boxes of this size ...
     max_density: float = 0.25         # ... and edges where it is higher (texture, foliage) are removed
     max_distance_px: float = 100.0    # the distance field saturates here (nothing beyond pulls)
+    oriented: bool = True             # separate fields for upright and level edges (see detect_edges)
+    orientation_band_deg: float = 60.0
 
 
 @dataclass
@@ -39,8 +41,15 @@ class EdgeLevel:
     scale: float
 
 
-def detect_edges(grey: np.ndarray, cfg: ImageEdgeConfig = ImageEdgeConfig()) -> np.ndarray:
-    """Edge mask (H, W) bool of a uint8 grey image, dense texture removed."""
+def detect_edges(grey: np.ndarray, cfg: ImageEdgeConfig = ImageEdgeConfig()) -> tuple[np.ndarray, np.ndarray]:
+    """Edges of a uint8 grey image (H, W), dense texture removed, split by orientation.
+
+    Returns ``(upright, level)`` masks: edges whose gradient is within
+    ``orientation_band_deg`` of horizontal (upright edges: what a silhouette
+    crossing a LiDAR ring looks like) and within it of vertical (what a
+    silhouette between two beams looks like). The bands overlap, so an oblique
+    edge serves both. With ``oriented`` off both masks are all edges.
+    """
     g = cv2.GaussianBlur(grey, (0, 0), cfg.pre_blur_px) if cfg.pre_blur_px > 0 else grey
     gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
@@ -50,7 +59,11 @@ def detect_edges(grey: np.ndarray, cfg: ImageEdgeConfig = ImageEdgeConfig()) -> 
     if cfg.max_density < 1.0:
         density = cv2.boxFilter(edges.astype(np.float32), -1, (cfg.density_window_px,) * 2)
         edges &= density <= cfg.max_density
-    return edges
+    if not cfg.oriented:
+        return edges, edges
+    slope = np.tan(np.radians(cfg.orientation_band_deg))
+    ax, ay = np.abs(gx), np.abs(gy)
+    return edges & (ay <= slope * ax), edges & (ax <= slope * ay)
 
 
 def distance_levels(edges: np.ndarray, sigmas_px: list[float], cfg: ImageEdgeConfig = ImageEdgeConfig()

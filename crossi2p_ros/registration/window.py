@@ -87,11 +87,15 @@ class Keyframe:
     """One frame prepared for the window objective.
 
     ``edges`` (M, 3) [m, LiDAR frame] are shuffled once, so the first n of
-    them are a fair subset for any n. ``levels`` follow ``WindowConfig.sigma_deg``.
+    them are a fair subset for any n; ``along`` marks the along-ring ones.
+    ``fields[0]`` (upright image edges) serves the along-ring points,
+    ``fields[1]`` (level image edges) the across-ring ones; each is a list of
+    levels following ``WindowConfig.sigma_deg``.
     """
 
     edges: np.ndarray
-    levels: list[EdgeLevel]
+    along: np.ndarray
+    fields: tuple[list[EdgeLevel], list[EdgeLevel]]
     K: np.ndarray
     width: int
     height: int
@@ -101,7 +105,22 @@ class Keyframe:
 
     @property
     def nbytes(self) -> int:
-        return int(self.edges.nbytes + sum(level.field.nbytes for level in self.levels))
+        levels = self.fields[0] + ([] if self.fields[1] is self.fields[0] else self.fields[1])
+        return int(self.edges.nbytes + sum(level.field.nbytes for level in levels))
+
+    def subset(self, keep: np.ndarray | slice) -> "Keyframe":
+        """The same keyframe with only the edge points ``keep`` (a mask or a slice), order kept."""
+        return replace(self, edges=self.edges[keep], along=self.along[keep])
+
+    def sample(self, level: int, uv: np.ndarray, along: np.ndarray, outside: float) -> np.ndarray:
+        """(N, 3) edge distance [px] and its derivatives at pixels ``uv`` (N, 2), each point from its field."""
+        upright, flat = self.fields[0][level], self.fields[1][level]
+        if upright is flat:
+            return sample_level(upright, uv, outside)
+        out = np.empty((len(uv), 3))
+        out[along] = sample_level(upright, uv[along], outside)
+        out[~along] = sample_level(flat, uv[~along], outside)
+        return out
 
 
 def prepare_keyframe(image_pinhole: np.ndarray, points: np.ndarray, camera: CameraModel,
@@ -112,11 +131,13 @@ def prepare_keyframe(image_pinhole: np.ndarray, points: np.ndarray, camera: Came
     grey = cv2.cvtColor(image_pinhole, cv2.COLOR_RGB2GRAY) if image_pinhole.ndim == 3 else image_pinhole
     focal = float(0.5 * (camera.K[0, 0] + camera.K[1, 1]))
     sigmas = [focal * np.radians(s) for s in cfg.sigma_deg]
-    levels = distance_levels(detect_edges(np.ascontiguousarray(grey), cfg.image), sigmas, cfg.image)
+    upright, flat = detect_edges(np.ascontiguousarray(grey), cfg.image)
+    fields = distance_levels(upright, sigmas, cfg.image)
+    fields = (fields, fields if flat is upright else distance_levels(flat, sigmas, cfg.image))
     found = depth_edges(points, ring, cfg.lidar)
-    edges = found.xyz[np.random.default_rng(cfg.seed).permutation(len(found.xyz))]
-    return Keyframe(edges, levels, camera.K.astype(np.float64), camera.width, camera.height, focal,
-                    found.ring_source, stamp)
+    order = np.random.default_rng(cfg.seed).permutation(len(found.xyz))
+    return Keyframe(found.xyz[order], found.along[order], fields, camera.K.astype(np.float64), camera.width,
+                    camera.height, focal, found.ring_source, stamp)
 
 
 @dataclass
@@ -177,7 +198,7 @@ class WindowEstimator:
         self.evaluations += len(Ts)
         total = np.zeros(len(Ts))
         for kf in keyframes:
-            pts = kf.edges if count is None else kf.edges[:count]
+            pts, along = (kf.edges, kf.along) if count is None else (kf.edges[:count], kf.along[:count])
             if len(pts) == 0:
                 continue
             p = np.einsum("cij,nj->cni", Ts[:, :3, :3], pts) + Ts[:, None, :3, 3]
@@ -185,7 +206,7 @@ class WindowEstimator:
             uv, front = project_pinhole(kf.K, flat, 0.5)
             inside = front & (uv[:, 0] >= 0) & (uv[:, 0] <= kf.width - 1) & (uv[:, 1] >= 0) \
                 & (uv[:, 1] <= kf.height - 1)
-            d = sample_level(kf.levels[level], np.where(inside[:, None], uv, -10.0), 1e6)[:, 0]
+            d = kf.sample(level, np.where(inside[:, None], uv, -10.0), np.tile(along, len(Ts)), 1e6)[:, 0]
             s2 = self._sigma_px(kf, level) ** 2
             s = np.where(inside, s2 / (s2 + d * d), 0.0).reshape(len(Ts), len(pts))
             total += s.mean(axis=1)
@@ -197,7 +218,7 @@ class WindowEstimator:
         H, g = np.zeros((6, 6)), np.zeros(6)
         w_sum, wr2 = 0.0, 0.0
         for kf in keyframes:
-            pts = kf.edges[:count]
+            pts, along = kf.edges[:count], kf.along[:count]
             if len(pts) == 0:
                 continue
             p = transform_points(T, pts)
@@ -206,7 +227,7 @@ class WindowEstimator:
                 & (uv[:, 1] <= kf.height - 1)
             if not inside.any():
                 continue
-            f = sample_level(kf.levels[level], uv[inside], 1e6)
+            f = kf.sample(level, uv[inside], along[inside], 1e6)
             r, grad = f[:, 0], f[:, 1:3]
             J = np.einsum("nk,nkj->nj", grad, J_uv[inside])
             s2 = self._sigma_px(kf, level) ** 2
@@ -334,7 +355,7 @@ class WindowEstimator:
         T_start = np.asarray(T_start, dtype=np.float64)
         # only the edges that can reach the image from anywhere in the search region (of a 360 deg sweep,
         # most cannot); the shuffled order is kept, so any prefix is still a fair subset
-        in_view = [replace(kf, edges=kf.edges[self._in_view_mask(kf, T_start)]) for kf in keyframes]
+        in_view = [kf.subset(self._in_view_mask(kf, T_start)) for kf in keyframes]
         usable = [kf for kf in in_view if len(kf.edges) >= cfg.min_edge_points]
         skipped = len(keyframes) - len(usable)
         edge_points = int(sum(len(kf.edges) for kf in usable))
@@ -422,18 +443,18 @@ class WindowEstimator:
                 & (uv[:, 1] <= kf.height - 1)
             if inside.sum() < 3:
                 continue
-            d = sample_level(kf.levels[level], uv[inside], 0.0)[:, 0]
+            d = kf.sample(level, uv[inside], kf.along[inside], 0.0)[:, 0]
             s2 = self._sigma_px(kf, level) ** 2
-            frames.append((kf, kf.edges[inside], (s2 / (s2 + d * d)) ** 2, d, float(np.median(p[inside, 2]))))
+            frames.append((kf.subset(inside), (s2 / (s2 + d * d)) ** 2, d, float(np.median(p[inside, 2]))))
         if not frames:
             return np.eye(6) * 1e6
-        w_all = np.concatenate([f[2] for f in frames])
-        d_all = np.concatenate([f[3] for f in frames])
+        w_all = np.concatenate([f[1] for f in frames])
+        d_all = np.concatenate([f[2] for f in frames])
         if w_all.sum() < 1.0:
             return np.eye(6) * 1e6
         var = float((w_all * d_all ** 2).sum() / w_all.sum())
         focal = float(np.median([f[0].focal_px for f in frames]))
-        depth = float(np.median([f[4] for f in frames]))
+        depth = float(np.median([f[3] for f in frames]))
         h = np.r_[[1.5 * depth / focal] * 3, [1.5 / focal] * 3]      # ~1.5 px of image motion per step
         steps, pairs = [np.zeros(6)], []
         for i in range(6):
@@ -446,10 +467,10 @@ class WindowEstimator:
                     pairs.append((i, j, si * sj if i != j else si))
         Ts = se3_exp(np.asarray(steps)) @ T
         cost = np.zeros(len(Ts))
-        for kf, pts, w, _, _ in frames:
-            p = np.einsum("cij,nj->cni", Ts[:, :3, :3], pts) + Ts[:, None, :3, 3]
+        for kf, w, _, _ in frames:
+            p = np.einsum("cij,nj->cni", Ts[:, :3, :3], kf.edges) + Ts[:, None, :3, 3]
             uv, _ = project_pinhole(kf.K, p.reshape(-1, 3), 0.5)
-            d = sample_level(kf.levels[level], uv, 0.0)[:, 0].reshape(len(Ts), len(pts))
+            d = kf.sample(level, uv, np.tile(kf.along, len(Ts)), 0.0)[:, 0].reshape(len(Ts), len(kf.edges))
             cost += 0.5 * (d * d) @ w
         c0 = cost[0]
         H = np.zeros((6, 6))

@@ -63,7 +63,7 @@ PARAMETERS: dict[str, tuple[Any, str, Any]] = {
     "backend": ("torch", "network runtime: torch, or onnx (ONNX Runtime on the file of crossi2p export)",
                 ("torch", "onnx")),
     "onnx": ("", "backend onnx: the exported network (crossi2p export --onnx FILE)", None),
-    "use_mi": (True, "run the model-free mutual-information refinement", None),
+    "use_mi": (False, "polish each window's pose by mutual information", None),
     "sync_slop_s": (0.05, "largest camera/LiDAR stamp difference of a pair [s]", (0.001, 1.0)),
     "fusion_window": (50, "estimates fused (sliding window)", (1, 1000)),
     "initial_calibration": ("", "calibrate mode: initial guess file (any calib_io format); empty: /tf_static, "
