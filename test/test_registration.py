@@ -21,7 +21,8 @@ from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig, d
 from crossi2p_ros.registration.mutual_info import (MIAligner, MIConfig, mutual_information, prepare_frame,
                                                    sample_bilinear)
 from crossi2p_ros.registration.fine import FineConfig, visible_mask
-from crossi2p_ros.registration.solver import apply_step, damped_step, normal_equations, project_with_jacobian
+from crossi2p_ros.registration.solver import (apply_step, damped_step, normal_equations, project_with_jacobian,
+                                              pullback_to_pose)
 
 
 # --------------------------------------------------------------------------- solver
@@ -39,6 +40,15 @@ def test_projection_jacobian_matches_finite_differences():
         T = se3_exp(d)
         uv2, _ = project_with_jacobian(K, p @ T[:3, :3].T + T[:3, 3])
         np.testing.assert_allclose((uv2 - uv) / eps, J[:, :, k], rtol=1e-4, atol=1e-3)
+
+
+def test_pullback_is_the_projection_jacobian_contracted_with_the_pixel_gradient():
+    rng = np.random.default_rng(2)
+    K = np.array([[500.0, 0, 320], [0, 480.0, 200], [0, 0, 1]])
+    p = rng.uniform([-3, -2, 4], [3, 2, 30], size=(40, 3))
+    g = rng.normal(size=(40, 2))
+    _, J = project_with_jacobian(K, p)
+    np.testing.assert_allclose(pullback_to_pose(K, p, g), np.einsum("nk,nkj->nj", g, J), rtol=1e-10, atol=1e-12)
 
 
 def test_gauss_newton_on_exact_correspondences_recovers_the_pose():

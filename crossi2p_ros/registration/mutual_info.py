@@ -28,6 +28,7 @@ from scipy.optimize import minimize
 
 from ..data.samples import Undistorter
 from ..geometry import CameraModel, finite_rows, project_pinhole, se3_exp, transform_points, visible_from_camera
+from .solver import pullback_to_pose
 
 
 @dataclass(frozen=True)
@@ -210,14 +211,7 @@ class MIAligner:
         d_b = d_x * bins / len(a_all)
         grad = np.zeros(6)
         for at, (g_img, p, K) in zip(seen_at, grads):
-            # dMI/d(uv) pulled back through the pinhole: w = dMI/dp (N, 3), then a left step (rho, phi)
-            # moves p by rho + phi x p, so dMI/drho = sum w and dMI/dphi = sum p x w
-            du, dv = d_b[at] * g_img[:, 0], d_b[at] * g_img[:, 1]
-            iz = 1.0 / p[:, 2]
-            w = np.stack([du * K[0, 0] * iz, dv * K[1, 1] * iz,
-                          -(du * K[0, 0] * p[:, 0] + dv * K[1, 1] * p[:, 1]) * iz * iz], -1)
-            grad[:3] += w.sum(0)
-            grad[3:] += np.cross(p, w).sum(0)
+            grad += pullback_to_pose(K, p, d_b[at, None] * g_img).sum(0)   # dMI/d(uv) pulled back to the pose
         return mi, grad
 
     def _refine(self, frames: list[MIFrame], T: np.ndarray) -> tuple[np.ndarray, int]:

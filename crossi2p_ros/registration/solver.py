@@ -35,6 +35,23 @@ def project_with_jacobian(K: np.ndarray, points_camera: np.ndarray) -> tuple[np.
     return uv, d_uv_d_p @ d_p_d_delta
 
 
+def pullback_to_pose(K: np.ndarray, points_camera: np.ndarray, d_uv: np.ndarray) -> np.ndarray:
+    """Per-point derivatives (N, 6) with respect to the left perturbation (rho, phi) of a scalar whose
+    derivatives with respect to the pixel are ``d_uv`` (N, 2), at camera-frame points (N, 3) [m].
+
+    The same chain rule as :func:`project_with_jacobian` contracted with ``d_uv``
+    without building the (N, 2, 6) Jacobian: w = d/dp (N, 3) through the
+    pinhole, and a left step moves p by rho + phi x p, so d/drho = w and
+    d/dphi = p x w. Used where only a scalar per point matters (edge
+    distance, image brightness).
+    """
+    x, y = points_camera[:, 0], points_camera[:, 1]
+    iz = 1.0 / np.where(np.abs(points_camera[:, 2]) < 1e-9, 1e-9, points_camera[:, 2])
+    du, dv = d_uv[:, 0] * K[0, 0], d_uv[:, 1] * K[1, 1]
+    w = np.stack([du * iz, dv * iz, -(du * x + dv * y) * iz * iz], -1)
+    return np.concatenate([w, np.cross(points_camera, w)], 1)
+
+
 def cauchy_weights(residual_norm: np.ndarray, scale: float) -> np.ndarray:
     """IRLS weights of the Cauchy loss: 1 / (1 + (r / c)^2)."""
     return 1.0 / (1.0 + (residual_norm / scale) ** 2)

@@ -40,7 +40,7 @@ import numpy as np
 from ..geometry import CameraModel, invert, pose_error, project_pinhole, se3_exp, se3_log, transform_points
 from .image_edges import EdgeLevel, ImageEdgeConfig, detect_edges, distance_levels, sample_level
 from .lidar_edges import LidarEdgeConfig, depth_edges
-from .solver import apply_step, covariance_from_hessian, damped_step, normal_equations, project_with_jacobian
+from .solver import apply_step, covariance_from_hessian, damped_step, normal_equations, pullback_to_pose
 
 AXES = ("x", "y", "z", "roll", "pitch", "yaw")   # of delta: translation and rotation about the camera's x, y, z
 
@@ -69,6 +69,8 @@ class WindowConfig:
     candidates: int = 12               # distinct rotations refined at the coarse levels ...
     finalists: int = 4                 # ... of which this many get a translation grid, keeping this many each
     distinct_deg: float = 1.5          # candidates closer than this are the same basin
+    middle_levels: int = 2             # all searched poses are refined this many levels past the rotation-only ones ...
+    finals: int = 3                    # ... and the best this many of them on to the finest level
     # uncertainty
     correlated_points: float = 8.0     # edge points that count as one independent sample
     floor_rot_deg: float = 0.05        # added in quadrature: the edge model's own bias (converged synthetic
@@ -201,8 +203,9 @@ class WindowEstimator:
             pts, along = (kf.edges, kf.along) if count is None else (kf.edges[:count], kf.along[:count])
             if len(pts) == 0:
                 continue
-            p = np.einsum("cij,nj->cni", Ts[:, :3, :3], pts) + Ts[:, None, :3, 3]
-            flat = p.reshape(-1, 3)
+            # (C, N, 3) camera-frame points; one pose (the optimiser's calls) is a plain matrix product
+            flat = transform_points(Ts[0], pts) if len(Ts) == 1 else \
+                (np.einsum("cij,nj->cni", Ts[:, :3, :3], pts) + Ts[:, None, :3, 3]).reshape(-1, 3)
             uv, front = project_pinhole(kf.K, flat, 0.5)
             inside = front & (uv[:, 0] >= 0) & (uv[:, 0] <= kf.width - 1) & (uv[:, 1] >= 0) \
                 & (uv[:, 1] <= kf.height - 1)
@@ -222,14 +225,14 @@ class WindowEstimator:
             if len(pts) == 0:
                 continue
             p = transform_points(T, pts)
-            uv, J_uv = project_with_jacobian(kf.K, p)
-            inside = (p[:, 2] > 0.5) & (uv[:, 0] >= 0) & (uv[:, 0] <= kf.width - 1) & (uv[:, 1] >= 0) \
+            uv, front = project_pinhole(kf.K, p, 0.5)
+            inside = front & (uv[:, 0] >= 0) & (uv[:, 0] <= kf.width - 1) & (uv[:, 1] >= 0) \
                 & (uv[:, 1] <= kf.height - 1)
             if not inside.any():
                 continue
             f = kf.sample(level, uv[inside], along[inside], 1e6)
-            r, grad = f[:, 0], f[:, 1:3]
-            J = np.einsum("nk,nkj->nj", grad, J_uv[inside])
+            r = f[:, 0]
+            J = pullback_to_pose(kf.K, p[inside], f[:, 1:3])
             s2 = self._sigma_px(kf, level) ** 2
             w = (s2 / (s2 + r * r)) ** 2     # Geman-McClure IRLS weight
             scale = 1.0 / len(pts) if frame_weighted else 1.0
@@ -385,6 +388,11 @@ class WindowEstimator:
         times["search"] = 1e3 * (time.perf_counter() - t0)
         t1 = time.perf_counter()
         levels = list(range(first, len(cfg.sigma_deg)))
+        if len(starts) > cfg.finals:
+            # every start through the middle levels, only the best few on to the finest (most of the cost)
+            middle = levels[: cfg.middle_levels]
+            staged = sorted((self.refine(usable, T, middle, T_start) for T in starts), key=lambda f: -f[1])
+            starts, levels = [T for T, _ in staged[: cfg.finals]], levels[cfg.middle_levels:]
         finals = [self.refine(usable, T, levels, T_start) for T in starts]
         T, score = max(finals, key=lambda f: f[1])
         if global_search:
