@@ -14,6 +14,7 @@ from crossi2p_ros.data.synth import SynthConfig, SynthSequence
 from crossi2p_ros.geometry import CameraModel, pose_error, project_lidar, se3_exp, within_sigma
 from crossi2p_ros.registration.image_edges import distance_levels
 from crossi2p_ros.registration.inputs import undistorted
+from crossi2p_ros.registration.keyframes import KeyframeConfig, KeyframeWindow, thumbnail
 from crossi2p_ros.registration.lidar_edges import depth_edges
 from crossi2p_ros.registration.window import Keyframe, WindowConfig, WindowEstimator, prepare_keyframe
 
@@ -194,3 +195,20 @@ def test_real_kitti_window_refines_a_3_deg_10_cm_start():
     result = WindowEstimator().solve(_keyframes(frames), T0)
     err = pose_error(result.T_camera_lidar, T_gt)
     assert err.rot_deg < 0.5 and err.trans_m < 0.05, err
+
+
+# --------------------------------------------------------------------------- keyframes from a stream
+
+
+def test_keyframe_window_keeps_distinct_structured_frames_and_counts_the_rest(drive, window):
+    kw = KeyframeWindow(KeyframeConfig(size=6))
+    looks = [thumbnail(undistorted(f.image, f.camera)[0]) for f in drive]
+    assert kw.offer(window[0], looks[0])
+    assert not kw.offer(window[0], looks[0])                      # the same view again
+    sky = Keyframe(window[1].edges[:5], window[1].along[:5], window[1].fields, window[1].K, window[1].width,
+                   window[1].height, window[1].focal_px, "scan order")
+    assert not kw.offer(sky, looks[1])                            # 5 depth edges: nothing to align
+    for kf, look in zip(window[1:], looks[1:]):                   # 0.4 s apart while driving: all new
+        assert kw.offer(kf, look)
+    assert len(kw) == 6 and kw.keyframes[-1] is window[-1]        # the newest six
+    assert kw.skipped == {"no structure": 1, "no change": 1}

@@ -1,0 +1,77 @@
+"""Choosing keyframes from a stream: frames with structure, different from the ones already held.
+
+A window of near-identical frames (a car waiting at a light) adds cost but no
+information: its wrong optima coincide as much as its right one does. A
+stream therefore offers every prepared frame to :class:`KeyframeWindow`,
+which keeps a frame when
+
+* it has structure: at least ``min_edge_points`` LiDAR depth edges, and
+* it differs from the newest keyframe: its image thumbnail changed by at
+  least ``min_change`` (mean absolute difference of a 64-px-wide grey
+  thumbnail, in [0, 1]: the scene moved in view), or ``max_interval_s`` has
+  passed since (lighting and traffic change even when the ego does not),
+
+and holds the newest ``size`` of them. Refused frames are counted by reason.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .window import Keyframe
+
+THUMB_WIDTH = 64
+
+
+def thumbnail(image: np.ndarray) -> np.ndarray:
+    """A small grey float32 version of an (H, W[, 3]) uint8 image, in [0, 1]: the keyframe's look."""
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+    h = max(int(round(grey.shape[0] * THUMB_WIDTH / grey.shape[1])), 1)
+    return cv2.resize(grey, (THUMB_WIDTH, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+
+
+@dataclass(frozen=True)
+class KeyframeConfig:
+    size: int = 20                # keyframes held (the window); 20 measured (docs/benchmarks.md)
+    min_edge_points: int = 100    # fewer LiDAR depth edges: no structure to align
+    min_change: float = 0.04      # thumbnail change that makes a frame new
+    max_interval_s: float = 5.0   # ... or this long since the newest keyframe
+
+
+@dataclass
+class KeyframeWindow:
+    """The newest ``cfg.size`` distinct, structured keyframes of a stream."""
+
+    cfg: KeyframeConfig = field(default_factory=KeyframeConfig)
+    skipped: dict[str, int] = field(default_factory=lambda: {"no structure": 0, "no change": 0})
+
+    def __post_init__(self) -> None:
+        self._frames: deque[tuple[Keyframe, np.ndarray]] = deque(maxlen=self.cfg.size)
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    @property
+    def keyframes(self) -> list[Keyframe]:
+        return [kf for kf, _ in self._frames]
+
+    def offer(self, keyframe: Keyframe, look: np.ndarray) -> bool:
+        """Keep ``keyframe`` (with ``look``, its :func:`thumbnail`) if it adds to the window; True if kept."""
+        if len(keyframe.edges) < self.cfg.min_edge_points:
+            self.skipped["no structure"] += 1
+            return False
+        if self._frames:
+            newest, newest_look = self._frames[-1]
+            change = float(np.mean(np.abs(look - newest_look))) if look.shape == newest_look.shape else 1.0
+            waited = None if keyframe.stamp is None or newest.stamp is None else keyframe.stamp - newest.stamp
+            if change < self.cfg.min_change and (waited is None or waited < self.cfg.max_interval_s):
+                self.skipped["no change"] += 1
+                return False
+        self._frames.append((keyframe, look))
+        return True
+
+    def clear(self) -> None:
+        self._frames.clear()
