@@ -416,7 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rot-deg", type=float, default=10.0, help="calib: perturbation angle bound (default %(default)s)")
     p.add_argument("--max-trans-m", type=float, default=0.5, help="calib: perturbation radius (default %(default)s)")
     p.add_argument("--frames-per-estimate", type=int, default=1,
-                   help="calib: estimate jointly from K consecutive frames of the same rig (default %(default)s)")
+                   help="calib: one window estimate from K consecutive frames of the same rig, starting at a "
+                        "seeded frame, one perturbation per window (DESIGN.md; 20 is the estimator's measured "
+                        "default window; default %(default)s)")
     _add_backend_args(p)
     p.add_argument("--json", type=Path, required=True, help="output JSON (the eval contract of DESIGN.md)")
     p.add_argument("--plots", type=Path, default=None, help="also write error histograms/CDFs and overlays here")

@@ -67,6 +67,8 @@ class SampleRecord:
     frames: int
     converged: bool             # the estimator claimed convergence (its covariance below its bounds)
     within_3sigma: bool         # the truth lies within 3 sigma of the estimate on every axis
+    sigma_rot_deg: float        # the largest per-axis standard deviation the estimator reported
+    sigma_trans_m: float
     T_pred: np.ndarray          # the estimate, in the protocol's frames (scored against T_gt)
     T_gt: np.ndarray
     T_init: np.ndarray | None
@@ -142,6 +144,7 @@ def evaluate(dataset: KittiDataset, calibrator: Calibrator, cfg: EvalConfig, pro
             confidence=est.confidence, init_rot_deg=None if init_err is None else init_err.rot_deg,
             init_trans_m=None if init_err is None else init_err.trans_m, frames=len(frames),
             converged=bool(est.converged), within_3sigma=within_sigma(est.T_camera_lidar, est.covariance, T_gt),
+            sigma_rot_deg=float(np.max(est.sigma_deg)), sigma_trans_m=float(np.max(est.sigma_m)),
             T_pred=est.T_camera_lidar, T_gt=T_gt, T_init=T_init, T_pred_lidar=est.T_camera_lidar @ to_lidar)
         records.append(rec)
         if on_sample is not None:
