@@ -66,13 +66,13 @@ def normal_equations(J: np.ndarray, r: np.ndarray, w: np.ndarray) -> tuple[np.nd
 
 
 def damped_step(H: np.ndarray, g: np.ndarray, damping: float) -> np.ndarray:
-    """Levenberg-Marquardt step solving (H + lambda diag(H)) delta = -g; zeros if singular."""
+    """Levenberg-Marquardt step solving (H + lambda diag(H)) delta = -g (any size); zeros if singular."""
     A = H + damping * np.diag(np.maximum(np.diag(H), 1e-9))
     try:
         delta = -np.linalg.solve(A, g)
     except np.linalg.LinAlgError:
-        return np.zeros(6)
-    return delta if np.all(np.isfinite(delta)) else np.zeros(6)
+        return np.zeros_like(g)
+    return delta if np.all(np.isfinite(delta)) else np.zeros_like(g)
 
 
 def apply_step(T: np.ndarray, delta: np.ndarray) -> np.ndarray:

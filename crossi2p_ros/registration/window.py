@@ -172,16 +172,6 @@ class WindowResult:
         return np.degrees(np.sqrt(np.maximum(np.diag(self.covariance)[3:], 0.0)))
 
 
-def damped_step3(H: np.ndarray, g: np.ndarray, damping: float) -> np.ndarray:
-    """:func:`.solver.damped_step` for a 3-parameter block."""
-    A = H + damping * np.diag(np.maximum(np.diag(H), 1e-9))
-    try:
-        delta = -np.linalg.solve(A, g)
-    except np.linalg.LinAlgError:
-        return np.zeros(3)
-    return delta if np.all(np.isfinite(delta)) else np.zeros(3)
-
-
 class WindowEstimator:
     """Solves the window objective; stateless apart from its config, so one instance serves every window."""
 
@@ -274,7 +264,7 @@ class WindowEstimator:
                 if not np.any(H):
                     break
                 if level < cfg.rotation_only_levels:
-                    delta = np.r_[np.zeros(3), damped_step3(H[3:, 3:], g[3:], damping)]
+                    delta = np.r_[np.zeros(3), damped_step(H[3:, 3:], g[3:], damping)]
                 else:
                     delta = damped_step(H, g, damping)
                 T_new = apply_step(T, delta)
