@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from crossi2p_ros.data.kitti import open_dataset  # noqa: E402
 from crossi2p_ros.data.perturb import CalibProtocol  # noqa: E402
 from crossi2p_ros.data.synth import SynthConfig, generate  # noqa: E402
-from crossi2p_ros.evaluation import EvalConfig, evaluate, write_json  # noqa: E402
+from crossi2p_ros.evaluation import EvalConfig, evaluate, summarize, write_json  # noqa: E402
 from crossi2p_ros.geometry import pose_error  # noqa: E402
 from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig  # noqa: E402
 
@@ -53,7 +53,6 @@ def synthetic(cache: Path, frames: int) -> list:
 
 def run(datasets: list, calibrator: Calibrator, cfg: EvalConfig) -> tuple[dict, list]:
     """The same protocol over several datasets (sample seeds differ per dataset), pooled."""
-    from crossi2p_ros.evaluation import summarize
     records = []
     for k, ds in enumerate(datasets):
         _, recs = evaluate(ds, calibrator, EvalConfig(**{**cfg.__dict__, "seed": cfg.seed + 1000 * k}),

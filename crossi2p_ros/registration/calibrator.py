@@ -39,7 +39,7 @@ from .fine import FineConfig, FineRefiner, FineView
 from .inputs import InputConfig, prepare_input, undistorted
 from .mutual_info import MIAligner, MIConfig, prepare_frame
 from .pnp import PnPConfig, extract_matches, solve_pnp_ransac
-from .solver import confidence_from_covariance
+from .solver import axis_sigmas, confidence_from_covariance
 from .window import Keyframe, WindowConfig, WindowEstimator, prepare_keyframe
 
 DEFAULT_WEIGHTS_NAME = "crossi2p_default.pt"
@@ -146,12 +146,12 @@ class Estimate:
     @property
     def sigma_deg(self) -> np.ndarray:
         """Per-axis rotation standard deviation (roll, pitch, yaw about the camera's x, y, z) [deg]."""
-        return np.degrees(np.sqrt(np.maximum(np.diag(self.covariance)[3:], 0.0)))
+        return axis_sigmas(self.covariance)[1]
 
     @property
     def sigma_m(self) -> np.ndarray:
         """Per-axis translation standard deviation (camera x, y, z) [m]."""
-        return np.sqrt(np.maximum(np.diag(self.covariance)[:3], 0.0))
+        return axis_sigmas(self.covariance)[0]
 class _Timer:
     def __init__(self, device: torch.device):
         self.device = device

@@ -226,22 +226,16 @@ def _across_ring_edges(rings: np.ndarray, az: np.ndarray, el: np.ndarray, rng: n
             continue
         up, up_ok = match(here, above)
         down, down_ok = match(here, below)
-        ok = up_ok
+        # pairs (here, up): `here` is near when its lower neighbour continues its surface, `up` (an overhang
+        # seen from below) when its own upper neighbour continues it
         step_down = np.where(down_ok, np.abs(rng[here] - rng[down]), np.inf)
-        # a pair (here, up): `here` is near when its lower neighbour continues its surface ...
-        r_here, r_up = rng[here], rng[up]
-        jump = np.abs(r_up - r_here)
-        big = ok & (jump > np.maximum(cfg.min_jump_m, cfg.min_jump_ratio * np.minimum(r_here, r_up)))
-        here_near = big & (r_here < r_up) & (step_down <= cfg.smooth_fraction * jump)
-        near_all.append(here[here_near])
-        far_all.append(up[here_near])
-        # ... and `up` is near (an overhang seen from below) when its own upper neighbour continues it
+        step_up = np.full(len(here), np.inf)
         if cfg.across_bottoms and b + 2 < len(members) and len(members[b + 2]) >= 2:
             up2, up2_ok = match(up, members[b + 2])
             step_up = np.where(up2_ok, np.abs(rng[up] - rng[up2]), np.inf)
-            up_near = big & (r_up < r_here) & (step_up <= cfg.smooth_fraction * jump)
-            near_all.append(up[up_near])
-            far_all.append(here[up_near])
+        near, far = _pair_edges(rng, here[up_ok], up[up_ok], step_down[up_ok], step_up[up_ok], cfg)
+        near_all.append(near)
+        far_all.append(far)
     if not near_all:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     near, far = np.concatenate(near_all), np.concatenate(far_all)

@@ -90,6 +90,12 @@ def covariance_from_hessian(H: np.ndarray, sigma2: float) -> np.ndarray:
     return 0.5 * (cov + cov.T)
 
 
+def axis_sigmas(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-axis standard deviations of a (rho, phi) covariance (6, 6): translation (3,) [m], rotation (3,) [deg]."""
+    sd = np.sqrt(np.maximum(np.diag(np.asarray(cov, dtype=np.float64)), 0.0))
+    return sd[:3], np.degrees(sd[3:])
+
+
 def confidence_from_covariance(cov: np.ndarray, rot_ref_deg: float = 0.5, trans_ref_m: float = 0.05) -> float:
     """1 / (1 + (sigma_rot / rot_ref)^2 + (sigma_trans / trans_ref)^2) from a (rho, phi) covariance.
 

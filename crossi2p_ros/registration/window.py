@@ -12,17 +12,20 @@ unknown is solved jointly:
   of its distance ``d`` [px] to the nearest image edge, ``s`` the level's
   scale; each frame's points averaged, frames summed. Points leaving the
   image score zero, so pushing points out of view never pays.
-* **Global search** (:meth:`WindowEstimator.solve`): a grid of rotations (and a
-  few translations) around the start, scored at the coarsest level with a
-  subset of points, the best distinct candidates refined coarse to fine by
-  Levenberg-Marquardt (IRLS with the same robust weights); the best final
-  score wins. Extra starts (the network's proposals) join the grid's best.
-* **Uncertainty**: from the finest level's Gauss-Newton information, scaled
-  by the residual variance and by the number of edge points that count as
-  one independent sample (neighbouring points of one contour are not
-  independent); measured against the truth in benchmarks/window.py. Axes with
-  too little information are reported as unconstrained, and "converged" is
-  claimed only when every axis is below the configured bounds.
+* **Global search** (:meth:`WindowEstimator.solve`): a rotation grid around
+  each start (the prior, the network's proposals) scored at the coarsest
+  level, the best refined in rotation alone; then a translation grid with
+  depth-compensating rotations; the best distinct poses refined coarse to fine
+  by Levenberg-Marquardt (IRLS with the same robust weights), bounded to the
+  search region; the best final score wins.
+* **Uncertainty** (:meth:`WindowEstimator.covariance`): the numerical Hessian
+  of the weighted squared edge distance at the finest level, scaled by the
+  residual variance and by the number of edge points that count as one
+  independent sample, plus the spread over random halves of the window, rival
+  optima and a floor for the edge model's bias; measured against the truth in
+  benchmarks/window.py. Axes with too little information are reported as
+  unconstrained, and "converged" is claimed only when every axis is below the
+  configured bounds (short of it, no axis is tighter than the search region).
 
 Poses are perturbed on the left in the camera frame, ``T <- exp(delta) T``
 with ``delta = (rho [m], phi [rad])`` (:func:`..geometry.se3_exp`), and the
@@ -40,7 +43,8 @@ import numpy as np
 from ..geometry import CameraModel, invert, pose_error, project_pinhole, se3_exp, se3_log, transform_points
 from .image_edges import EdgeLevel, ImageEdgeConfig, detect_edges, distance_levels, sample_level
 from .lidar_edges import LidarEdgeConfig, depth_edges
-from .solver import apply_step, covariance_from_hessian, damped_step, normal_equations, pullback_to_pose
+from .solver import (apply_step, axis_sigmas, covariance_from_hessian, damped_step, normal_equations,
+                     pullback_to_pose)
 
 AXES = ("x", "y", "z", "roll", "pitch", "yaw")   # of delta: translation and rotation about the camera's x, y, z
 
@@ -117,6 +121,10 @@ class Keyframe:
         """The same keyframe with only the edge points ``keep`` (a mask or a slice), order kept."""
         return replace(self, edges=self.edges[keep], along=self.along[keep])
 
+    def in_image(self, uv: np.ndarray, front: np.ndarray) -> np.ndarray:
+        """Mask of projections ``uv`` (N, 2) in front of the camera (``front``) and inside the image."""
+        return front & (uv[:, 0] >= 0) & (uv[:, 0] <= self.width - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= self.height - 1)
+
     def sample(self, level: int, uv: np.ndarray, along: np.ndarray, outside: float) -> np.ndarray:
         """(N, 3) edge distance [px] and its derivatives at pixels ``uv`` (N, 2), each point from its field."""
         upright, flat = self.fields[0][level], self.fields[1][level]
@@ -165,11 +173,19 @@ class WindowResult:
 
     @property
     def sigma_m(self) -> np.ndarray:
-        return np.sqrt(np.maximum(np.diag(self.covariance)[:3], 0.0))
+        return axis_sigmas(self.covariance)[0]
 
     @property
     def sigma_deg(self) -> np.ndarray:
-        return np.degrees(np.sqrt(np.maximum(np.diag(self.covariance)[3:], 0.0)))
+        return axis_sigmas(self.covariance)[1]
+
+
+def _ball_grid(step: float, radius: float, slack: float) -> np.ndarray:
+    """Points (C, 3) of the cubic grid of ``step`` through 0 that lie within ``radius + slack`` of it."""
+    r = np.arange(0.0, radius + 1e-9, step)
+    r = np.concatenate([-r[:0:-1], r])
+    g = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    return g[np.linalg.norm(g, axis=1) <= radius + slack]
 
 
 class WindowEstimator:
@@ -200,27 +216,24 @@ class WindowEstimator:
             flat = transform_points(Ts[0], pts) if len(Ts) == 1 else \
                 (np.einsum("cij,nj->cni", Ts[:, :3, :3], pts) + Ts[:, None, :3, 3]).reshape(-1, 3)
             uv, front = project_pinhole(kf.K, flat, 0.5)
-            inside = front & (uv[:, 0] >= 0) & (uv[:, 0] <= kf.width - 1) & (uv[:, 1] >= 0) \
-                & (uv[:, 1] <= kf.height - 1)
+            inside = kf.in_image(uv, front)
             d = kf.sample(level, np.where(inside[:, None], uv, -10.0), np.tile(along, len(Ts)), 1e6)[:, 0]
             s2 = self._sigma_px(kf, level) ** 2
             s = np.where(inside, s2 / (s2 + d * d), 0.0).reshape(len(Ts), len(pts))
             total += s.mean(axis=1)
         return total / max(len(keyframes), 1)
 
-    def _linearise(self, keyframes: Sequence[Keyframe], T: np.ndarray, level: int, count: int,
-                   frame_weighted: bool = True) -> tuple[np.ndarray, np.ndarray, float, float]:
-        """Normal equations (H, g) of the IRLS step at T, sum of weights, weighted residual variance [px^2]."""
+    def _linearise(self, keyframes: Sequence[Keyframe], T: np.ndarray, level: int, count: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Normal equations (H, g) of the IRLS step at T, each keyframe's points weighted by 1 / their count."""
         H, g = np.zeros((6, 6)), np.zeros(6)
-        w_sum, wr2 = 0.0, 0.0
         for kf in keyframes:
             pts, along = kf.edges[:count], kf.along[:count]
             if len(pts) == 0:
                 continue
             p = transform_points(T, pts)
             uv, front = project_pinhole(kf.K, p, 0.5)
-            inside = front & (uv[:, 0] >= 0) & (uv[:, 0] <= kf.width - 1) & (uv[:, 1] >= 0) \
-                & (uv[:, 1] <= kf.height - 1)
+            inside = kf.in_image(uv, front)
             if not inside.any():
                 continue
             f = kf.sample(level, uv[inside], along[inside], 1e6)
@@ -228,13 +241,10 @@ class WindowEstimator:
             J = pullback_to_pose(kf.K, p[inside], f[:, 1:3])
             s2 = self._sigma_px(kf, level) ** 2
             w = (s2 / (s2 + r * r)) ** 2     # Geman-McClure IRLS weight
-            scale = 1.0 / len(pts) if frame_weighted else 1.0
-            Hf, gf = normal_equations(J[:, None, :], r[:, None], w * scale)
+            Hf, gf = normal_equations(J[:, None, :], r[:, None], w * (1.0 / len(pts)))
             H += Hf
             g += gf
-            w_sum += float(w.sum())
-            wr2 += float((w * r * r).sum())
-        return H, g, w_sum, wr2 / max(w_sum, 1e-12)
+        return H, g
 
     def _inside_bounds(self, T: np.ndarray, T_center: np.ndarray) -> bool:
         """Within the search region around ``T_center`` (plus one grid step of slack).
@@ -260,7 +270,7 @@ class WindowEstimator:
             score = self.score(keyframes, T, level, count)
             damping = 1e-3
             for _ in range(cfg.iterations_per_level):
-                H, g, _, _ = self._linearise(keyframes, T, level, count)
+                H, g = self._linearise(keyframes, T, level, count)
                 if not np.any(H):
                     break
                 if level < cfg.rotation_only_levels:
@@ -284,10 +294,7 @@ class WindowEstimator:
     def rotation_grid(self) -> np.ndarray:
         """Left rotations (C, 4, 4) on a cubic grid of ``grid_rot_step_deg`` covering ``search_rot_deg``."""
         cfg = self.cfg
-        r = np.arange(0.0, cfg.search_rot_deg + 1e-9, cfg.grid_rot_step_deg)
-        r = np.concatenate([-r[:0:-1], r])
-        rot = np.radians(np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3))
-        rot = rot[np.linalg.norm(rot, axis=1) <= np.radians(cfg.search_rot_deg + cfg.grid_rot_step_deg)]
+        rot = np.radians(_ball_grid(cfg.grid_rot_step_deg, cfg.search_rot_deg, cfg.grid_rot_step_deg))
         return se3_exp(np.c_[np.zeros_like(rot), rot])
 
     def translation_grid(self, depth_m: float, step_m: float, radius_m: float) -> np.ndarray:
@@ -303,10 +310,7 @@ class WindowEstimator:
         tried (with the median alone, 3 of 3 suburban windows from 0.5 m
         stayed 0.35-0.45 m off; with 0.5, 1 and 2 times it all three converged).
         """
-        r = np.arange(0.0, radius_m + 1e-9, step_m)
-        r = np.concatenate([-r[:0:-1], r])
-        t = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
-        t = t[np.linalg.norm(t, axis=1) <= radius_m + 0.5 * step_m]
+        t = _ball_grid(step_m, radius_m, 0.5 * step_m)
         # a left step moves p to p + phi x p + rho: phi = (rho_y, -rho_x, 0) / depth cancels rho at (0, 0, depth)
         steps = [np.c_[t, np.c_[t[:, 1], -t[:, 0], np.zeros(len(t))] / max(f * depth_m, 1.0)]
                  for f in self.cfg.compensation_depths]
@@ -321,8 +325,8 @@ class WindowEstimator:
         """The first ``n`` of ``order`` that are pairwise farther apart than ``distinct_deg`` or ``step_m``."""
         chosen: list[int] = []
         for i in order:
-            if all(pose_error(Ts[i], Ts[j]).rot_deg > self.cfg.distinct_deg
-                   or pose_error(Ts[i], Ts[j]).trans_m > 0.9 * step_m for j in chosen):
+            if all(e.rot_deg > self.cfg.distinct_deg or e.trans_m > 0.9 * step_m
+                   for e in (pose_error(Ts[i], Ts[j]) for j in chosen)):
                 chosen.append(int(i))
             if len(chosen) == n:
                 break
@@ -468,8 +472,7 @@ class WindowEstimator:
         for kf in keyframes:
             p = transform_points(T, kf.edges)
             uv, front = project_pinhole(kf.K, p, 0.5)
-            inside = front & (uv[:, 0] >= 0) & (uv[:, 0] <= kf.width - 1) & (uv[:, 1] >= 0) \
-                & (uv[:, 1] <= kf.height - 1)
+            inside = kf.in_image(uv, front)
             if inside.sum() < 3:
                 continue
             d = kf.sample(level, uv[inside], kf.along[inside], 0.0)[:, 0]
@@ -485,7 +488,7 @@ class WindowEstimator:
         focal = float(np.median([f[0].focal_px for f in frames]))
         depth = float(np.median([f[3] for f in frames]))
         h = np.r_[[1.5 * depth / focal] * 3, [1.5 / focal] * 3]      # ~1.5 px of image motion per step
-        steps, pairs = [np.zeros(6)], []
+        steps = [np.zeros(6)]
         for i in range(6):
             for j in range(i, 6):
                 for si, sj in ((1, 1), (1, -1), (-1, 1), (-1, -1)) if i != j else ((1, 0), (-1, 0)):
@@ -493,7 +496,6 @@ class WindowEstimator:
                     x[i] += si * h[i]
                     x[j] += sj * h[j]
                     steps.append(x)
-                    pairs.append((i, j, si * sj if i != j else si))
         Ts = se3_exp(np.asarray(steps)) @ T
         cost = np.zeros(len(Ts))
         for kf, w, _, _ in frames:
@@ -523,8 +525,7 @@ class WindowEstimator:
     def _result(self, T: np.ndarray, cov: np.ndarray, score: float, usable: Sequence[Keyframe], skipped: int,
                 edge_points: int, times: dict[str, float], ambiguous: int = 0) -> WindowResult:
         cfg = self.cfg
-        sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
-        sd_t, sd_r = sd[:3], np.degrees(sd[3:])
+        sd_t, sd_r = axis_sigmas(cov)
         unconstrained = [AXES[k] for k in range(3) if sd_t[k] > cfg.unconstrained_trans_m] + \
                         [AXES[3 + k] for k in range(3) if sd_r[k] > cfg.unconstrained_rot_deg]
         ok = bool(np.all(np.isfinite(T)) and score >= cfg.min_score)
