@@ -239,7 +239,27 @@ def _add_bag_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=None, help="process at most this many seconds")
     p.add_argument("--every", type=int, default=1, help="estimate every N-th pair (default %(default)s)")
     p.add_argument("--max-slop", type=float, default=0.05, help="camera/LiDAR pairing tolerance [s] (default %(default)s)")
+    session = __import__("crossi2p_ros.session", fromlist=["SessionConfig"]).SessionConfig()
+    p.add_argument("--keyframes", type=int, default=session.keyframes.size,
+                   help="keyframes in the window (default %(default)s)")
+    p.add_argument("--min-keyframes", type=int, default=session.min_keyframes,
+                   help="the first window solve waits for this many keyframes (default %(default)s)")
+    p.add_argument("--solve-every", type=int, default=session.solve_every,
+                   help="new keyframes between window solves (default %(default)s)")
     _add_backend_args(p)
+
+
+def _session_config(args: argparse.Namespace, mode: str, monitor=None):
+    from dataclasses import replace
+
+    from .session import SessionConfig
+
+    base = SessionConfig()
+    cfg = replace(base, mode=mode, keyframes=replace(base.keyframes, size=args.keyframes),
+                  min_keyframes=min(args.min_keyframes, args.keyframes), solve_every=args.solve_every,
+                  **({"monitor": monitor} if monitor is not None else {}))
+    cfg.validate()
+    return cfg
 
 
 def _bag_reader(args: argparse.Namespace):
@@ -278,16 +298,29 @@ def _calibrator(args: argparse.Namespace):
 def _cmd_replay(args: argparse.Namespace) -> int:
     from .calib_io import Calibration, read_calibration, write_all
     from .report import overlay_before_after, plot_run, summary_text, write_log
-    from .replay import run_replay
+    from .geometry import pose_error
+    from .replay import run_session
 
     initial = read_calibration(args.initial).T_camera_lidar if args.initial else None
     reference = read_calibration(args.reference).T_camera_lidar if args.reference else None
+    cfg = _session_config(args, "calibrate")
     reader = _bag_reader(args)
     calibrator = _calibrator(args)
-    result = run_replay(reader, calibrator, initial)
+
+    def report(rec) -> None:
+        err = ""
+        if reference is not None and rec.ok:
+            e = pose_error(rec.T, reference)
+            err = f"  error {e.rot_deg:.2f} deg / {100 * e.trans_m:.1f} cm"
+        print(f"t = {rec.time_s:6.1f} s  {rec.keyframes:2d} keyframes  {'global' if rec.global_search else 'update'}"
+              f"  {'converged' if rec.converged else 'converging' if rec.ok else 'no pose'}  "
+              f"sigma {rec.sigma_rot_deg:.2f} deg / {100 * rec.sigma_trans_m:.1f} cm{err}  "
+              f"({rec.timings_ms.get('total', 0.0) / 1e3:.1f} s)", flush=True)
+
+    result = run_session(reader, calibrator, cfg, initial, on_record=report)
     out: Path = args.out
     if result.T_final is None:
-        print("no estimate could be fused (every pair failed); see the per-frame log")
+        print("the calibration did not converge: no calibration files written; see the report and the log")
     else:
         calib = Calibration(result.T_final, result.lidar_frame, result.camera_frame, result.covariance,
                             {"bag": args.bag.name, "pairs": result.pairs,
@@ -300,7 +333,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     text = summary_text(result, args.bag, reference)
     (out / "summary.txt").write_text(text)
     print(text, end="")
-    print(f"report: {out / 'report'}; per-frame log: {out / 'estimates.json'}")
+    print(f"report: {out / 'report'}; per-solve log: {out / 'estimates.json'}")
     return 0
 
 
@@ -308,22 +341,25 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     from .calib_io import read_calibration
     from .monitor import MonitorConfig
     from .report import plot_run, summary_text, write_log
-    from .replay import run_monitor
+    from .replay import run_session
 
     installed = read_calibration(args.installed).T_camera_lidar if args.installed else None
+    monitor = MonitorConfig(persistence=args.persistence, warn_rot_deg=args.warn_rot_deg,
+                            warn_trans_m=args.warn_trans_m, error_rot_deg=args.error_rot_deg,
+                            error_trans_m=args.error_trans_m)
+    cfg = _session_config(args, "monitor", monitor)
     reader = _bag_reader(args)
     calibrator = _calibrator(args)
-    cfg = MonitorConfig(window=args.window, warn_rot_deg=args.warn_rot_deg, warn_trans_m=args.warn_trans_m,
-                        error_rot_deg=args.error_rot_deg, error_trans_m=args.error_trans_m)
     last_level = [None]
 
     def report(rec) -> None:
         if rec.level != last_level[0]:
             print(f"t = {rec.time_s:7.2f} s  {rec.level:5s}  offset {rec.offset_rot_deg:.2f} deg, "
-                  f"{100 * rec.offset_trans_m:.1f} cm")
+                  f"{100 * rec.offset_trans_m:.1f} cm" + (f", mostly {rec.axis}" if rec.level in ("WARN", "ERROR")
+                                                          else ""), flush=True)
             last_level[0] = rec.level
 
-    result = run_monitor(reader, calibrator, installed, cfg, on_record=report)
+    result = run_session(reader, calibrator, cfg, installed, on_record=report)
     out: Path = args.out
     write_log(result, out / "monitor.json")
     plot_run(result, out / "monitor.png", result.T_initial, f"crossi2p monitor {args.bag.name}")
@@ -439,8 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("replay", help="calibrate from a recorded ROS 2 bag (no ROS graph needed)",
-                       description="Pair camera and LiDAR messages of a bag, estimate every pair, fuse the estimates "
-                                   "over time, and write the calibration in every format with a report.")
+                       description="Pair camera and LiDAR messages of a bag, keep distinct keyframes, solve the "
+                                   "extrinsic jointly over a window of them (a global search until it converges, "
+                                   "then updates), and write the converged calibration in every format with a "
+                                   "report. The same session loop as the node.")
     _add_bag_args(p)
     p.add_argument("--out", type=Path, required=True, help="output folder (calibration files, log, report)")
     p.add_argument("--initial", type=Path, default=None,
@@ -450,14 +488,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_replay)
 
     p = sub.add_parser("monitor", help="check a bag for decalibration against the installed extrinsic",
-                       description="Estimate every pair starting from the installed extrinsic and report when a "
-                                   "drift monitor would have raised WARN or ERROR.")
+                       description="Solve windows of keyframes from the installed extrinsic and report when the "
+                                   "node's drift monitor would have raised WARN or ERROR, with the drift's size and "
+                                   "axis.")
     _add_bag_args(p)
     p.add_argument("--installed", type=Path, default=None,
                    help="installed calibration (any format; default: the bag's TF)")
     p.add_argument("--out", type=Path, default=Path("out/monitor"), help="output folder (default %(default)s)")
     defaults = __import__("crossi2p_ros.monitor", fromlist=["MonitorConfig"]).MonitorConfig()
-    p.add_argument("--window", type=int, default=defaults.window, help="estimates per test window (default %(default)s)")
+    p.add_argument("--persistence", type=int, default=defaults.persistence,
+                   help="consecutive window solves a drift must hold before it alarms (default %(default)s)")
     p.add_argument("--warn-rot-deg", type=float, default=defaults.warn_rot_deg, help="default %(default)s")
     p.add_argument("--warn-trans-m", type=float, default=defaults.warn_trans_m, help="default %(default)s")
     p.add_argument("--error-rot-deg", type=float, default=defaults.error_rot_deg, help="default %(default)s")

@@ -141,6 +141,23 @@ def se3_log(T: np.ndarray) -> np.ndarray:
     return np.concatenate([rho, phi], axis=-1)
 
 
+def ros_pose_covariance(T_camera_lidar: np.ndarray, covariance: np.ndarray) -> np.ndarray:
+    """The covariance of ``T_lidar_camera`` as ``geometry_msgs/PoseWithCovariance`` states it, from ours.
+
+    Ours (:class:`~crossi2p_ros.registration.calibrator.Estimate`) is over a
+    left perturbation ``exp(xi) @ T_camera_lidar``, ``xi = (rho [m], phi
+    [rad])`` in the camera frame. ROS's is over the published pose's position
+    (x, y, z [m] in the parent, LiDAR, frame) and its rotation about the
+    parent's fixed x, y, z axes [rad]. Since ``inv(exp(xi) T_cl) = exp(-Ad xi) T_lc``,
+    to first order both blocks turn by ``R_lidar_camera`` (the sign drops out).
+    """
+    R_lc = np.asarray(T_camera_lidar, dtype=np.float64)[:3, :3].T
+    B = np.zeros((6, 6))
+    B[:3, :3] = B[3:, 3:] = R_lc
+    cov = B @ np.asarray(covariance, dtype=np.float64) @ B.T
+    return 0.5 * (cov + cov.T)
+
+
 def random_unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:
     """``n`` directions (n, 3) uniformly distributed on the unit sphere."""
     v = rng.normal(size=(n, 3))

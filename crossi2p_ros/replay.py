@@ -1,10 +1,11 @@
-"""Offline replay of a ROS 2 bag without a ROS graph: pair, calibrate, fuse (``crossi2p replay``), or monitor.
+"""Offline replay of a ROS 2 bag without a ROS graph (``crossi2p replay``, ``crossi2p monitor``).
 
-The same pieces as the node: :mod:`.sync` pairs camera and LiDAR by header
-stamp, :class:`.registration.calibrator.Calibrator` estimates each pair,
-:mod:`.monitor` fuses or watches for drift. Topics are found by message type
-unless named; a bag without a camera, LiDAR or CameraInfo topic is refused with
-a message naming what is missing (intrinsics may come from a file instead).
+The same code as the node: :mod:`.sync` pairs camera and LiDAR by header
+stamp, :mod:`.decode` turns messages into arrays, and :class:`.session.Session`
+runs the keyframe window, the window solves and the drift monitor. Topics are
+found by message type unless named; a bag without a camera, LiDAR or
+CameraInfo topic is refused with a message naming what is missing (intrinsics
+may come from a file instead).
 """
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from .bag import (CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, TF_MESSAGE, bag_topics, camera_from_msg, camera_lidar_from_tf,
-                  image_from_msg, iter_messages, transform_from_tf_msg)
+from .bag import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, TF_MESSAGE, bag_topics, iter_messages
+from .decode import camera_from_msg, image_from_msg, transform_from_tf_msg
 from .errors import CrossI2PError
 from .geometry import CameraModel
-from .monitor import DriftMonitor, FusionConfig, MonitorConfig, PoseFusion
 from .pointcloud import unpack_xyzi
+from .registration.solver import axis_sigmas
+from .session import Frame, Session, SessionConfig, Update
 from .sync import ApproximateTimeSync, SyncConfig
+from .tf_tree import StaticTransforms
 
 if TYPE_CHECKING:  # the Calibrator pulls in torch; replay's readers do not need it
     from .registration.calibrator import Calibrator
@@ -94,23 +97,6 @@ def _stamp_ns(msg: Any, fallback: int) -> int:
 
 
 @dataclass
-class FramePair:
-    """One paired capture: RGB image, cloud (N, 4) in the LiDAR frame, camera, stamps, frame ids."""
-
-    image: np.ndarray
-    points: np.ndarray
-    camera: CameraModel
-    image_stamp_ns: int
-    cloud_stamp_ns: int
-    camera_frame: str
-    lidar_frame: str
-
-    @property
-    def offset_s(self) -> float:
-        return (self.image_stamp_ns - self.cloud_stamp_ns) * 1e-9
-
-
-@dataclass
 class PairReader:
     """Iterates the synchronised pairs of a bag; counts what it skipped and why."""
 
@@ -123,11 +109,11 @@ class PairReader:
     every: int = 1                           # keep every n-th pair
     bad_messages: int = 0
     last_error: str = ""
-    static_tf: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    static_tf: StaticTransforms = field(default_factory=StaticTransforms)
     sync_stats: Any = None
     _count: int = 0
 
-    def __iter__(self) -> Iterator[FramePair]:
+    def __iter__(self) -> Iterator[Frame]:
         t = self.topics
         wanted = [t.image, t.cloud] + ([t.camera_info] if t.camera_info else []) + t.tf
         total = sum(n for name, (_, n) in bag_topics(self.path).items() if name in wanted)
@@ -144,7 +130,7 @@ class PairReader:
             rel = (bag_ns - first_ns) * 1e-9
             if msgtype == TF_MESSAGE:
                 for parent, child, T in transform_from_tf_msg(msg):
-                    self.static_tf[(parent, child)] = T
+                    self.static_tf.add(parent, child, T)
                 continue
             if rel < self.start_s:
                 continue
@@ -171,7 +157,7 @@ class PairReader:
             yield from self._emit(pairs, camera)
         yield from self._emit(pending + sync.flush(), camera)
 
-    def _emit(self, pairs, camera: CameraModel | None) -> Iterator[FramePair]:
+    def _emit(self, pairs, camera: CameraModel | None) -> Iterator[Frame]:
         for p in pairs:
             if camera is None:
                 raise CrossI2PError(f"bag {self.path}: no CameraInfo on {self.topics.camera_info} before the "
@@ -180,11 +166,11 @@ class PairReader:
             if (self._count - 1) % self.every:
                 continue
             (image, camera_frame), (points, lidar_frame) = p.image, p.cloud
-            yield FramePair(image, points, camera, p.image_stamp_ns, p.cloud_stamp_ns, camera_frame, lidar_frame)
+            yield Frame(image, points, camera, p.image_stamp_ns, p.cloud_stamp_ns, camera_frame, lidar_frame)
 
     def installed_extrinsic(self, lidar_frame: str, camera_frame: str) -> np.ndarray | None:
-        """``T_camera_lidar`` from the bag's TF (parent LiDAR -> child camera, or the reverse), if recorded."""
-        return camera_lidar_from_tf(self.static_tf, lidar_frame, camera_frame)
+        """``T_camera_lidar`` from the bag's static TF (composed through frames such as ``base_link``), if recorded."""
+        return self.static_tf.camera_lidar(lidar_frame, camera_frame)
 
 
 
@@ -194,28 +180,40 @@ class PairReader:
 
 @dataclass
 class EstimateRecord:
-    """One pair's estimate and the fused/monitor state after it (``T`` are T_camera_lidar)."""
+    """One window solve (``T`` is T_camera_lidar) and, in monitor runs, the drift test after it."""
 
-    time_s: float                 # cloud stamp from the first pair [s]
-    offset_s: float               # image stamp - cloud stamp
+    time_s: float                 # newest keyframe's cloud stamp, from the first pair [s]
     T: np.ndarray
     ok: bool
+    converged: bool
     stage: str
-    confidence: float
+    keyframes: int
+    global_search: bool
+    sigma_rot_deg: float          # largest per-axis standard deviation
+    sigma_trans_m: float
+    unconstrained: list[str]
     timings_ms: dict[str, float]
-    T_fused: np.ndarray | None = None
-    fused_rot_std_deg: float | None = None
-    fused_trans_std_m: float | None = None
-    converged: bool = False
+    published: bool = False       # calibrate: the node would publish this one on /tf_static
     level: str | None = None      # monitor runs
     offset_rot_deg: float | None = None
     offset_trans_m: float | None = None
+    axis: str | None = None
+
+    @classmethod
+    def of(cls, update: Update, t0_ns: int) -> "EstimateRecord":
+        est = update.estimate
+        sd_trans, sd_rot = axis_sigmas(est.covariance)
+        rec = cls((update.stamp_ns - t0_ns) * 1e-9, est.T_camera_lidar, est.ok, est.converged, est.stage,
+                  update.keyframes, update.global_search, float(sd_rot.max()), float(sd_trans.max()),
+                  list(est.unconstrained), dict(est.timings_ms), update.publish)
+        if update.drift is not None:
+            d = update.drift
+            rec.level, rec.offset_rot_deg, rec.offset_trans_m, rec.axis = d.level, d.rot_deg, d.trans_m, d.axis
+        return rec
 
     def to_json(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if not isinstance(v, np.ndarray)}
         d["T_camera_lidar"] = np.round(self.T, 9).tolist()
-        if self.T_fused is not None:
-            d["T_fused"] = np.round(self.T_fused, 9).tolist()
         return d
 
 
@@ -223,81 +221,57 @@ class EstimateRecord:
 class RunResult:
     records: list[EstimateRecord]
     T_initial: np.ndarray | None
-    T_final: np.ndarray | None
+    T_final: np.ndarray | None        # the converged calibration (calibrate runs), else None
     covariance: np.ndarray | None
     lidar_frame: str
     camera_frame: str
-    last_pair: FramePair | None
+    last_pair: Frame | None
     pairs: int
+    keyframes: dict[str, int]         # Session.stats() at the end
     bad_messages: int
     dropped: int
+    offsets_s: list[float] = field(default_factory=list)   # camera - LiDAR stamp of every pair
 
 
-def _resolve_initial(reader: PairReader, pair: FramePair, initial: np.ndarray | None) -> np.ndarray | None:
-    if initial is not None:
-        return initial
-    return reader.installed_extrinsic(pair.lidar_frame, pair.camera_frame)
-
-
-def run_replay(reader: PairReader, calibrator: Calibrator, initial: np.ndarray | None = None,
-               fusion_cfg: FusionConfig | None = None,
-               on_record: Callable[[EstimateRecord], None] | None = None) -> RunResult:
-    """Estimate every pair (prior: ``initial``, else the bag's TF, else none) and fuse the estimates."""
-    fusion = PoseFusion(fusion_cfg or FusionConfig())
-    records: list[EstimateRecord] = []
-    T_init, t0, last = None, None, None
-    for pair in reader:
-        if last is None:
-            T_init = _resolve_initial(reader, pair, initial)
-            t0 = pair.cloud_stamp_ns
-        last = pair
-        est = calibrator.estimate(pair.image, pair.points, pair.camera, T_init)
-        fused = fusion.add(est.T_camera_lidar, est.covariance, est.confidence) if est.ok else fusion.result
-        rec = EstimateRecord((pair.cloud_stamp_ns - t0) * 1e-9, pair.offset_s, est.T_camera_lidar, est.ok, est.stage,
-                             est.confidence, dict(est.timings_ms))
-        if fused is not None:
-            rec.T_fused, rec.fused_rot_std_deg, rec.fused_trans_std_m = fused.T, fused.rot_std_deg, fused.trans_std_m
-            rec.converged = fused.converged
-        records.append(rec)
-        if on_record is not None:
-            on_record(rec)
-    return _result(reader, records, T_init, fusion.result.T if fusion.result else None,
-                   fusion.result.covariance if fusion.result else None, last)
-
-
-def run_monitor(reader: PairReader, calibrator: Calibrator, installed: np.ndarray | None,
-                monitor_cfg: MonitorConfig | None = None,
+def run_session(reader: PairReader, calibrator: Calibrator, cfg: SessionConfig, T_prior: np.ndarray | None = None,
                 on_record: Callable[[EstimateRecord], None] | None = None) -> RunResult:
-    """Compare every pair's estimate (prior: the installed extrinsic) with the installed extrinsic."""
-    monitor = None
+    """Every pair of the bag through one :class:`Session` (prior / installed extrinsic: ``T_prior``, else the
+    bag's static TF; without either, calibrate searches globally and monitor refuses)."""
+    session: Session | None = None
     records: list[EstimateRecord] = []
-    t0, last, T_inst = None, None, installed
+    offsets: list[float] = []
+    t0, last = 0, None
     for pair in reader:
-        if monitor is None:
-            T_inst = _resolve_initial(reader, pair, installed)
-            if T_inst is None:
+        if session is None:
+            T_prior = T_prior if T_prior is not None else reader.installed_extrinsic(pair.lidar_frame,
+                                                                                      pair.camera_frame)
+            if cfg.mode == "monitor" and T_prior is None:
                 raise CrossI2PError(f"no installed extrinsic: the bag has no TF between {pair.lidar_frame!r} and "
                                     f"{pair.camera_frame!r}; pass --installed CALIB_FILE")
-            monitor = DriftMonitor(T_inst, monitor_cfg or MonitorConfig())
+            session = Session(calibrator, cfg, T_prior)
             t0 = pair.cloud_stamp_ns
         last = pair
-        est = calibrator.estimate(pair.image, pair.points, pair.camera, T_inst)
-        status = monitor.add(est.T_camera_lidar, est.covariance, est.confidence) if est.ok else monitor.status
-        rec = EstimateRecord((pair.cloud_stamp_ns - t0) * 1e-9, pair.offset_s, est.T_camera_lidar, est.ok, est.stage,
-                             est.confidence, dict(est.timings_ms), level=status.level,
-                             offset_rot_deg=status.rot_deg, offset_trans_m=status.trans_m)
-        records.append(rec)
-        if on_record is not None:
-            on_record(rec)
-    return _result(reader, records, T_inst, None, None, last)
-
-
-def _result(reader: PairReader, records, T_init, T_final, cov, last: FramePair | None) -> RunResult:
+        offsets.append(pair.offset_s)
+        update = session.step(pair)
+        if update is not None:
+            records.append(EstimateRecord.of(update, t0))
+            if on_record is not None:
+                on_record(records[-1])
     if last is None:
         raise CrossI2PError(f"bag {reader.path}: no camera/LiDAR pair within {reader.sync.max_slop_s * 1e3:.0f} ms "
                             f"(topics {reader.topics.image}, {reader.topics.cloud}); check the topics, --start/"
                             "--duration, or raise the sync slop" + (f"; last bad message: {reader.last_error}"
                                                                     if reader.last_error else ""))
+    assert session is not None
+    if session.pending():
+        update = session.solve()   # the keyframes that arrived after the last solve count too
+        if update is not None:
+            records.append(EstimateRecord.of(update, t0))
+            if on_record is not None:
+                on_record(records[-1])
+    calib = session.calibration
     stats = reader.sync_stats
-    return RunResult(records, T_init, T_final, cov, last.lidar_frame, last.camera_frame, last, len(records),
-                     reader.bad_messages, stats.dropped_images + stats.dropped_clouds if stats else 0)
+    return RunResult(records, session.T_prior, None if calib is None else calib.T_camera_lidar,
+                     None if calib is None else calib.covariance, last.lidar_frame, last.camera_frame, last,
+                     len(offsets), session.stats(), reader.bad_messages,
+                     stats.dropped_images + stats.dropped_clouds if stats else 0, offsets)

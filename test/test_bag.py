@@ -9,7 +9,7 @@ import pytest
 from rosbags.interfaces import QosDurability
 from rosbags.rosbag2 import Reader
 
-from crossi2p_ros import bag
+from crossi2p_ros import bag, decode
 from crossi2p_ros.errors import CrossI2PError
 from crossi2p_ros.geometry import CameraModel, make_transform, so3_exp
 from crossi2p_ros.pointcloud import unpack_xyzi
@@ -71,15 +71,15 @@ def test_round_trip(tmp_path: Path, storage: str) -> None:
 
     raw = by_topic["/camera/image_raw"]
     assert raw.encoding == "rgb8" and raw.header.frame_id == "camera_optical"
-    np.testing.assert_array_equal(bag.image_from_msg(raw), s["rgb"])
+    np.testing.assert_array_equal(decode.image_from_msg(raw), s["rgb"])
 
     jpeg = by_topic["/camera/image_raw/compressed"]
     assert jpeg.format == "jpeg"
-    decoded = bag.image_from_msg(jpeg)
+    decoded = decode.image_from_msg(jpeg)
     assert decoded.shape == s["rgb"].shape and decoded.dtype == np.uint8
     assert np.abs(decoded.astype(int) - s["rgb"]).mean() < 3.0
 
-    cam = bag.camera_from_msg(by_topic["/camera/camera_info"])
+    cam = decode.camera_from_msg(by_topic["/camera/camera_info"])
     assert (cam.width, cam.height, cam.model) == (64, 48, "plumb_bob")
     np.testing.assert_array_equal(cam.K, s["camera"].K)
     np.testing.assert_array_equal(cam.dist, s["camera"].dist)
@@ -88,7 +88,7 @@ def test_round_trip(tmp_path: Path, storage: str) -> None:
     assert cloud.header.frame_id == "lidar"
     np.testing.assert_array_equal(unpack_xyzi(cloud), s["points"])
 
-    [(parent, child, T)] = bag.transform_from_tf_msg(by_topic["/tf_static"])
+    [(parent, child, T)] = decode.transform_from_tf_msg(by_topic["/tf_static"])
     assert (parent, child) == ("lidar", "camera_optical")
     np.testing.assert_allclose(T, s["T"], atol=1e-9)
 
@@ -128,14 +128,14 @@ def test_image_encodings() -> None:
         return SimpleNamespace(encoding=enc, height=h, width=w, step=rows.shape[1] + pad, data=data.tobytes())
 
     alpha = np.full((6, 5, 1), 200, np.uint8)
-    np.testing.assert_array_equal(bag.image_from_msg(msg("rgb8", rgb, pad=3)), rgb)
-    np.testing.assert_array_equal(bag.image_from_msg(msg("bgr8", rgb[..., ::-1].copy())), rgb)
-    np.testing.assert_array_equal(bag.image_from_msg(msg("rgba8", np.concatenate([rgb, alpha], -1))), rgb)
-    np.testing.assert_array_equal(bag.image_from_msg(msg("bgra8", np.concatenate([rgb[..., ::-1], alpha], -1))), rgb)
+    np.testing.assert_array_equal(decode.image_from_msg(msg("rgb8", rgb, pad=3)), rgb)
+    np.testing.assert_array_equal(decode.image_from_msg(msg("bgr8", rgb[..., ::-1].copy())), rgb)
+    np.testing.assert_array_equal(decode.image_from_msg(msg("rgba8", np.concatenate([rgb, alpha], -1))), rgb)
+    np.testing.assert_array_equal(decode.image_from_msg(msg("bgra8", np.concatenate([rgb[..., ::-1], alpha], -1))), rgb)
     gray = rgb[..., 0].copy()
-    np.testing.assert_array_equal(bag.image_from_msg(msg("mono8", gray, pad=1)), np.repeat(gray[..., None], 3, -1))
+    np.testing.assert_array_equal(decode.image_from_msg(msg("mono8", gray, pad=1)), np.repeat(gray[..., None], 3, -1))
     with pytest.raises(CrossI2PError, match=r"'16UC1'.*rgb8"):
-        bag.image_from_msg(msg("16UC1", rgb))
+        decode.image_from_msg(msg("16UC1", rgb))
 
 
 def test_png_and_bad_compressed() -> None:
@@ -144,11 +144,11 @@ def test_png_and_bad_compressed() -> None:
     rgb = _image(6, 5)
     ok, buf = cv2.imencode(".png", rgb[..., ::-1])
     assert ok
-    np.testing.assert_array_equal(bag.image_from_msg(SimpleNamespace(format="bgr8; png compressed", data=buf)), rgb)
+    np.testing.assert_array_equal(decode.image_from_msg(SimpleNamespace(format="bgr8; png compressed", data=buf)), rgb)
     with pytest.raises(CrossI2PError, match="not supported"):
-        bag.image_from_msg(SimpleNamespace(format="16UC1; compressedDepth png", data=buf))
+        decode.image_from_msg(SimpleNamespace(format="16UC1; compressedDepth png", data=buf))
     with pytest.raises(CrossI2PError, match="could not be decoded"):
-        bag.image_from_msg(SimpleNamespace(format="jpeg", data=b"\x00" * 20))
+        decode.image_from_msg(SimpleNamespace(format="jpeg", data=b"\x00" * 20))
 
 
 def test_writer_errors(tmp_path: Path) -> None:
@@ -218,6 +218,6 @@ def test_bayer_images_are_demosaiced_with_the_ros_pattern(pattern: str) -> None:
     for (dy, dx), ch in zip([(0, 0), (0, 1), (1, 0), (1, 1)], pattern):
         cfa[dy::2, dx::2] = colour[ch]
     msg = SimpleNamespace(encoding=f"bayer_{pattern}8", height=h, width=w, step=w, data=cfa.tobytes())
-    rgb = bag.image_from_msg(msg)
+    rgb = decode.image_from_msg(msg)
     assert rgb.shape == (h, w, 3)
     np.testing.assert_allclose(rgb[4:-4, 4:-4].reshape(-1, 3).mean(0), [220, 120, 30], atol=3)

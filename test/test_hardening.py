@@ -144,7 +144,7 @@ def _fuzz_then_calibrate(harness, frames, tmp_path, count: int) -> None:
     assert h.spin(3.0, lambda: h.last_status() is not None and level(h.last_status()) == 2)  # ERROR: bad input
     # the node still calibrates: good pairs give a fused extrinsic near the truth it started from
     assert h.feed(frames, 90.0, lambda: len(h.tf) >= 1), "no estimate after fuzzing"
-    from crossi2p_ros.bag import transform_from_tf_msg
+    from crossi2p_ros.decode import transform_from_tf_msg
     from crossi2p_ros.geometry import invert, pose_error
 
     err = pose_error(invert(transform_from_tf_msg(h.tf[-1])[0][2]), T_true)

@@ -1,9 +1,9 @@
-"""Temporal fusion and decalibration detection on streams of noisy SE(3) estimates with known statistics."""
+"""Decalibration detection on streams of noisy SE(3) estimates with known statistics."""
 import numpy as np
 import pytest
 
 from crossi2p_ros.geometry import make_transform, pose_error, se3_exp, so3_exp
-from crossi2p_ros.monitor import DriftMonitor, FusionConfig, MonitorConfig, PoseFusion, fuse
+from crossi2p_ros.monitor import DriftMonitor, MonitorConfig, dominant_axis
 
 T_TRUE = make_transform(so3_exp(np.array([1.2, -1.1, 1.3])), np.array([0.1, -0.3, -0.2]))
 SIGMA = np.array([0.02, 0.02, 0.03, np.radians(0.3), np.radians(0.3), np.radians(0.5)])  # per-frame noise
@@ -12,41 +12,6 @@ SIGMA = np.array([0.02, 0.02, 0.03, np.radians(0.3), np.radians(0.3), np.radians
 def _noisy(rng, T, n, sigma=SIGMA):
     xi = rng.normal(size=(n, 6)) * sigma
     return se3_exp(xi) @ T, np.broadcast_to(np.diag(sigma ** 2), (n, 6, 6))
-
-
-def test_fusion_converges_to_the_truth_faster_than_any_single_frame():
-    rng = np.random.default_rng(0)
-    poses, covs = _noisy(rng, T_TRUE, 50)
-    fused = fuse(poses, covs, FusionConfig(floor_rot_deg=0.0, floor_trans_m=0.0))
-    err = pose_error(fused.T, T_TRUE)
-    single = [pose_error(T, T_TRUE) for T in poses]
-    assert err.rot_deg < 0.15 and err.trans_m < 0.015
-    assert err.rot_deg < min(e.rot_deg for e in single) * 3 and err.rot_deg < np.median([e.rot_deg for e in single]) / 3
-    assert fused.used == 50 and fused.rejected == 0
-    assert fused.rot_std_deg == pytest.approx(np.degrees(np.sqrt(np.sum(SIGMA[3:] ** 2) / 50)), rel=0.05)
-
-
-def test_fusion_rejects_injected_outliers():
-    rng = np.random.default_rng(1)
-    poses, covs = _noisy(rng, T_TRUE, 40)
-    poses = poses.copy()
-    bad = rng.choice(40, 8, replace=False)
-    poses[bad] = se3_exp(np.array([0.5, 0.0, 0.0, 0.0, np.radians(8.0), 0.0])) @ T_TRUE   # a wrong local optimum
-    fused = fuse(poses, np.array(covs), FusionConfig(floor_rot_deg=0.0, floor_trans_m=0.0))
-    assert fused.rejected == 8
-    err = pose_error(fused.T, T_TRUE)
-    assert err.rot_deg < 0.2 and err.trans_m < 0.025
-
-
-def test_streaming_fusion_keeps_a_window_and_flags_convergence():
-    rng = np.random.default_rng(2)
-    fusion = PoseFusion(FusionConfig(window=20, converged_rot_deg=0.2, converged_trans_m=0.025))
-    poses, covs = _noisy(rng, T_TRUE, 60)
-    states = [fusion.add(T, c) for T, c in zip(poses, covs)]
-    assert len(fusion) == 20
-    assert not states[1].converged and states[-1].converged
-    fusion.reset()
-    assert fusion.result is None and len(fusion) == 0
 
 
 def _stream(rng, n_before, n_after, step):
@@ -60,7 +25,8 @@ def _stream(rng, n_before, n_after, step):
 def test_a_step_is_detected_within_50_estimates(step, what):
     rng = np.random.default_rng(3)
     poses, covs = _stream(rng, 100, 60, step)
-    monitor = DriftMonitor(T_TRUE, MonitorConfig(window=50, floor_rot_deg=0.1, floor_trans_m=0.01, warn_trans_m=0.015))
+    monitor = DriftMonitor(T_TRUE, MonitorConfig(window=50, min_estimates=5, persistence=5, floor_rot_deg=0.1, floor_trans_m=0.01,
+                                                 warn_trans_m=0.015))
     levels = [monitor.add(T, c).level for T, c in zip(poses, covs)]
     assert "WARN" not in levels[:100] and "ERROR" not in levels[:100], what
     first = next(i for i, lv in enumerate(levels) if lv in ("WARN", "ERROR"))
@@ -72,7 +38,8 @@ def test_a_step_is_detected_within_50_estimates(step, what):
 def test_no_false_alarm_over_a_long_calibrated_stream():
     rng = np.random.default_rng(4)
     poses, covs = _noisy(rng, T_TRUE, 6000)     # 10 minutes at 10 Hz
-    monitor = DriftMonitor(T_TRUE, MonitorConfig(window=50, floor_rot_deg=0.1, floor_trans_m=0.01, warn_trans_m=0.015))
+    monitor = DriftMonitor(T_TRUE, MonitorConfig(window=50, min_estimates=5, persistence=5, floor_rot_deg=0.1, floor_trans_m=0.01,
+                                                 warn_trans_m=0.015))
     levels = [monitor.add(T, c).level for T, c in zip(poses, covs)]
     assert levels.count("WARN") + levels.count("ERROR") == 0
     assert levels[0] == "STALE" and levels[-1] == "OK"
@@ -85,3 +52,17 @@ def test_big_offset_is_an_error_with_a_readable_message():
     for T, c in zip(poses, covs):
         status = monitor.add(T, c)
     assert status.level == "ERROR" and "DECALIBRATED" in status.message and "deg" in status.message
+
+
+@pytest.mark.parametrize("offset, axis", [
+    (np.array([0, 0, 0, 0, np.radians(1.5), 0]), "yaw, about camera y (+1.50 deg)"),
+    (np.array([0, 0, 0, np.radians(-0.8), 0, 0.0]), "pitch, about camera x (-0.80 deg)"),
+    (np.array([0.0, 0.0, 0.0, 0.0, 0.0, np.radians(2.0)]), "roll, about camera z (+2.00 deg)"),
+    (np.array([0.0, -0.04, 0.0, 0.0, 0.0, np.radians(0.3)]), "along camera y (-4.0 cm)")])
+def test_the_drift_names_its_axis(offset, axis):
+    assert dominant_axis(offset) == axis
+    monitor = DriftMonitor(T_TRUE, MonitorConfig(warn_trans_m=0.02))
+    cov = np.diag([0.005 ** 2] * 3 + [np.radians(0.05) ** 2] * 3)
+    for _ in range(3):
+        status = monitor.add(se3_exp(offset) @ T_TRUE, cov)
+    assert status.level in ("WARN", "ERROR") and axis in status.message and status.axis == axis

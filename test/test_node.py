@@ -76,7 +76,7 @@ def test_calibrate_mode_publishes_tf_diagnostics_overlay_and_answers_services(ha
 
     from crossi2p_ros.calib_io import read_calibration
     from crossi2p_ros.geometry import invert, pose_error, se3_exp
-    from crossi2p_ros.bag import transform_from_tf_msg
+    from crossi2p_ros.decode import transform_from_tf_msg
 
     T_true = frames[0].T_camera_lidar
     T_init = se3_exp(np.array([0.03, 0.0, 0.0, 0.0, math.radians(1.5), 0.0])) @ T_true

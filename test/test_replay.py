@@ -18,7 +18,7 @@ from crossi2p_ros.replay import detect_topics, read_camera_info
 @pytest.fixture(scope="module")
 def drive(tmp_path_factory):
     root = tmp_path_factory.mktemp("replay")
-    result = generate(SynthConfig(frames=6, seed=9800, style="suburban"), root / "kitti", bag_path=root / "drive.bag",
+    result = generate(SynthConfig(frames=16, seed=9800, style="urban"), root / "kitti", bag_path=root / "drive.bag",
                       progress=False)
     return result
 
@@ -62,45 +62,61 @@ def test_camera_info_yaml_is_read(tmp_path):
         read_camera_info(path)
 
 
-def test_replay_writes_calibration_log_and_report(drive, tmp_path, capsys):
+def test_replay_calibrates_from_a_knocked_prior_and_writes_calibration_log_and_report(drive, tmp_path, capsys):
     T_gt = drive.T_camera_lidar
-    initial = se3_exp(np.array([0.02, -0.01, 0.01, 0.0, np.radians(1.0), 0.0])) @ T_gt
+    initial = se3_exp(np.array([0.08, -0.06, 0.05, 0.0, np.radians(3.0), np.radians(-1.5)])) @ T_gt
     write_all(Calibration(initial), tmp_path / "initial")
+    write_all(Calibration(T_gt), tmp_path / "truth")
     out = tmp_path / "out"
-    assert main(["replay", str(drive.bag_path), "--out", str(out), "--device", "cpu",
+    assert main(["replay", str(drive.bag_path), "--out", str(out), "--device", "cpu", "--min-keyframes", "6",
                  "--initial", str(tmp_path / "initial" / "calibration.yaml"),
-                 "--reference", str(tmp_path / "initial" / "calibration.json")]) == 0
+                 "--reference", str(tmp_path / "truth" / "calibration.json")]) == 0
     for name in ("calibration.yaml", "calibration.json", "calib_kitti.txt", "calibration.urdf",
                  "static_transform_publisher.sh", "estimates.json", "summary.txt", "report/estimates.png",
                  "report/overlay.png"):
         assert (out / name).is_file(), name
     log = json.loads((out / "estimates.json").read_text())
-    assert log["pairs"] == 6 and len(log["estimates"]) == 6
-    assert all(abs(e["offset_s"]) <= 0.05 for e in log["estimates"])
-    final = read_calibration(out / "calibration.json").T_camera_lidar
-    # the fused result stays within the prior's reach and is a rigid transform
-    assert pose_error(final, initial).rot_deg < 15 and pose_error(final, initial).trans_m < 1.0
+    assert log["pairs"] == 16 and log["solves"] and log["solves"][0]["global_search"]
+    assert log["keyframes"]["frames_offered"] == 16
+    final = read_calibration(out / "calibration.json")
+    e0, e = pose_error(initial, T_gt), pose_error(final.T_camera_lidar, T_gt)
+    assert e.rot_deg < 0.5 and e.trans_m < 0.05 and e.rot_deg < e0.rot_deg / 5, (e0, e)
+    assert final.covariance is not None and np.all(np.diag(final.covariance) > 0)
     text = capsys.readouterr().out
-    assert "6 camera/LiDAR pairs" in text and "fused T_camera_lidar" in text
+    assert "16 camera/LiDAR pairs" in text and "calibration T_camera_lidar (converged" in text
+    assert "global" in text and "error against the reference" in text
 
 
 def test_replay_takes_the_initial_guess_from_the_bags_tf_and_honours_start_and_every(drive, tmp_path):
     out = tmp_path / "out"
-    assert main(["replay", str(drive.bag_path), "--out", str(out), "--device", "cpu",
+    assert main(["replay", str(drive.bag_path), "--out", str(out), "--device", "cpu", "--min-keyframes", "3",
                  "--start", "0.15", "--every", "2"]) == 0
     log = json.loads((out / "estimates.json").read_text())
-    assert log["pairs"] == 2                                # frames 2..5 remain, every second one
+    assert log["pairs"] == 7                                # frames 2..15 remain, every second one
     np.testing.assert_allclose(np.array(log["T_initial"]), drive.T_camera_lidar, atol=1e-9)
 
 
-def test_monitor_reports_the_level_per_estimate(drive, tmp_path, capsys):
+@pytest.mark.parametrize("knock_deg", [0.0, 1.5])
+def test_monitor_alarms_on_a_wrong_installed_extrinsic_with_its_axis(drive, tmp_path, capsys, knock_deg):
+    """The bag's own TF is the truth: installed as recorded, no alarm; rotated 1.5 deg about the camera's
+    y axis (a yaw knock), WARN or ERROR naming yaw."""
+    installed = se3_exp(np.array([0, 0, 0, 0, np.radians(knock_deg), 0])) @ drive.T_camera_lidar
+    write_all(Calibration(installed), tmp_path / "installed")
     out = tmp_path / "mon"
-    assert main(["monitor", str(drive.bag_path), "--out", str(out), "--device", "cpu"]) == 0
+    assert main(["monitor", str(drive.bag_path), "--out", str(out), "--device", "cpu", "--min-keyframes", "6",
+                 "--installed", str(tmp_path / "installed" / "calibration.yaml")]) == 0
     log = json.loads((out / "monitor.json").read_text())
-    levels = [e["level"] for e in log["estimates"]]
-    assert levels[:4] == ["STALE"] * 4 and all(lv in ("STALE", "OK", "WARN", "ERROR") for lv in levels)
-    assert (out / "monitor.png").is_file()
-    assert "STALE" in capsys.readouterr().out
+    levels = [e["level"] for e in log["solves"]]
+    assert levels and (out / "monitor.png").is_file()
+    text = capsys.readouterr().out
+    if knock_deg == 0.0:
+        assert not {"WARN", "ERROR"} & set(levels), levels
+        assert "no alarm" in text
+    else:
+        assert {"WARN", "ERROR"} & set(levels), levels
+        alarm = next(e for e in log["solves"] if e["level"] in ("WARN", "ERROR"))
+        assert alarm["axis"].startswith("yaw") and abs(alarm["offset_rot_deg"] - knock_deg) < 0.5, alarm
+        assert "mostly yaw" in text
 
 
 def test_replay_errors_are_one_line(tmp_path, capsys):

@@ -201,7 +201,8 @@ def test_generate_writes_kitti_odometry_deterministically(tmp_path):
 
 def test_generate_writes_bag_with_ground_truth_tf(tmp_path):
     pytest.importorskip("rosbags")
-    from crossi2p_ros.bag import bag_topics, iter_messages, transform_from_tf_msg
+    from crossi2p_ros.bag import bag_topics, iter_messages
+    from crossi2p_ros.decode import transform_from_tf_msg
 
     cfg = small(style="highway", seed=2, compressed_images=True)
     result = generate(cfg, tmp_path / "kitti", bag_path=tmp_path / "bag", progress=False)

@@ -182,7 +182,7 @@ def test_covariance_grows_on_the_axis_a_degenerate_window_cannot_constrain():
     # given the other parameters, sideways motion is still pinned by the bars (conditional precision)
     assert np.linalg.inv(only_vertical)[0, 0] > 0.1 * np.linalg.inv(both)[0, 0]
     result = est._result(T, only_vertical, 0.9, [_line_keyframe(True, False)], 0, 1600, {})
-    assert {"y", "roll"} <= set(result.unconstrained) and not result.converged
+    assert {"y", "pitch"} <= set(result.unconstrained) and not result.converged
     assert not est._result(T, both, 0.9, [_line_keyframe(True, True)], 0, 2400, {}).unconstrained
 
 

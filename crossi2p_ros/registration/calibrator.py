@@ -12,8 +12,9 @@ of one frame.
   prior; docs/benchmarks.md).
 * Without a prior (the i2p regime): the network's per-frame poses (coarse
   superpoint/superpixel matches -> RANSAC PnP -> geometry-constrained fine
-  refinement) are the proposals, and the same search and objective around
-  them pick and refine one.
+  refinement) and the usual mounts (:meth:`.window.WindowEstimator.mount_hypotheses`:
+  a camera level with the LiDAR's horizon, at any heading) are scored by the
+  window objective; the best are searched and refined like a prior.
 * ``use_mi``: optionally, the model-free mutual-information stage
   (:mod:`.mutual_info`) polishes the window's pose, kept only inside its basin.
 
@@ -145,7 +146,7 @@ class Estimate:
 
     @property
     def sigma_deg(self) -> np.ndarray:
-        """Per-axis rotation standard deviation (roll, pitch, yaw about the camera's x, y, z) [deg]."""
+        """Per-axis rotation standard deviation about the camera's x, y, z (pitch, yaw, roll) [deg]."""
         return axis_sigmas(self.covariance)[1]
 
     @property
@@ -218,26 +219,44 @@ class Calibrator:
     def estimate_many(self, frames: Sequence[tuple], T_init: np.ndarray | None = None) -> Estimate:
         """One ``T_camera_lidar`` from frames ``(image, points, camera[, ring])`` of one rig, solved jointly."""
         timer = _Timer(self.device)
-        T_prior = None if T_init is None else np.asarray(T_init, dtype=np.float64)
-        if T_prior is not None and (T_prior.shape != (4, 4) or not np.all(np.isfinite(T_prior))):
-            raise CrossI2PError("T_init must be a finite 4x4 transform (T_camera_lidar)")
+        T_prior = self._checked_prior(T_init)
         if not frames:
             raise CrossI2PError("estimate_many needs at least one (image, points, camera) frame")
         with timer.stage("preprocess"):
             prepared = [self.prepare(f[0], f[1], f[2], f[3] if len(f) > 3 else None) for f in frames]
         if len({p[2].K.tobytes() for p in prepared}) > 1 or len({(p[2].width, p[2].height) for p in prepared}) > 1:
             raise CrossI2PError("estimate_many: the frames' cameras differ; a window needs one camera of one rig")
-        keyframes = [p[0] for p in prepared]
+        undistorted_frames = [(img, f[1], cam) for f, (_, img, cam) in zip(frames, prepared)]
         proposals: list[np.ndarray] = []
         if T_prior is None or self.cfg.proposals_with_prior:
-            proposals = self.propose([(img, f[1], cam) for f, (_, img, cam) in zip(frames, prepared)], T_prior, timer)
-        starts = ([T_prior] if T_prior is not None else []) + proposals
+            proposals = self.propose(undistorted_frames, T_prior, timer)
+        return self.estimate_window([p[0] for p in prepared], T_prior, proposals,
+                                    mi_frames=undistorted_frames if self.cfg.use_mi else None, timer=timer)
+
+    def estimate_window(self, keyframes: Sequence[Keyframe], T_init: np.ndarray | None = None,
+                        proposals: Sequence[np.ndarray] = (), global_search: bool = True,
+                        mi_frames: Sequence[tuple[np.ndarray, np.ndarray, CameraModel]] | None = None,
+                        timer: _Timer | None = None) -> Estimate:
+        """The window's ``T_camera_lidar`` from keyframes already prepared (:meth:`prepare`).
+
+        Starts: ``T_init`` (the prior, or the last solution for an update with
+        ``global_search=False``) and ``proposals`` (network poses). With
+        ``global_search`` the search region around them is searched first.
+        ``mi_frames``: the keyframes' undistorted ``(image, points, camera)``
+        for the optional MI polish (``use_mi``).
+        """
+        timer = timer or _Timer(self.device)
+        T_prior = self._checked_prior(T_init)
+        proposals = [np.asarray(T, dtype=np.float64) for T in proposals]
         fallback = np.eye(4) if T_prior is None else T_prior
-        if not starts:
-            return Estimate(fallback, 0.0, np.eye(6) * 1e6, 0, "none", False,
-                            "no prior and no reliable network proposal; no pose", timer.ms)
+        if not keyframes:
+            timer.ms["total"] = sum(v for k, v in timer.ms.items() if "." not in k)
+            return Estimate(fallback, 0.0, np.eye(6) * 1e6, 0, "none", False, "no keyframes; no pose", timer.ms)
         with timer.stage("window"):
-            result = self.window.solve(keyframes, starts[0], global_search=True, extra_starts=starts[1:])
+            if T_prior is None:   # the global path: proposals and the usual mounts, scored by the window
+                result = self.window.solve_without_prior(keyframes, proposals)
+            else:
+                result = self.window.solve(keyframes, T_prior, global_search=global_search, extra_starts=proposals)
         for k, v in result.timings_ms.items():
             if k != "total":
                 timer.ms[f"window.{k}"] = v
@@ -245,9 +264,9 @@ class Calibrator:
         if not result.ok:
             T = fallback
         covariance = result.covariance if result.ok else np.eye(6) * 1e6
-        if self.cfg.use_mi and result.ok:
+        if self.cfg.use_mi and result.ok and mi_frames:
             with timer.stage("mi"):
-                data = [prepare_frame(img, f[1], cam, self.cfg.mi) for f, (_, img, cam) in zip(frames, prepared)]
+                data = [prepare_frame(img, pts, cam, self.cfg.mi) for img, pts, cam in mi_frames]
                 mi = self.mi.align(data, T)
                 move = pose_error(mi.T, T)
                 if mi.mi >= mi.start_mi + self.cfg.mi_min_gain and move.rot_deg <= self.cfg.mi_max_move_deg \
@@ -262,14 +281,28 @@ class Calibrator:
                         unconstrained=list(result.unconstrained), keyframes=result.keyframes_used,
                         score=result.score)
 
+    @staticmethod
+    def _checked_prior(T_init: np.ndarray | None) -> np.ndarray | None:
+        T_prior = None if T_init is None else np.asarray(T_init, dtype=np.float64)
+        if T_prior is not None and (T_prior.shape != (4, 4) or not np.all(np.isfinite(T_prior))):
+            raise CrossI2PError("T_init must be a finite 4x4 transform (T_camera_lidar)")
+        return T_prior
+
     # ------------------------------------------------------------------ network proposals
     def propose(self, frames: Sequence[tuple[np.ndarray, np.ndarray, CameraModel]], T_prior: np.ndarray | None,
-                timer: _Timer) -> list[np.ndarray]:
-        """Per-frame network poses ``T_camera_lidar`` (coarse matches -> RANSAC PnP -> fine), most inliers first.
+                timer: _Timer | None = None) -> list[np.ndarray]:
+        """The best ``max_proposals`` network poses ``T_camera_lidar`` of the frames, most inliers first."""
+        return [T for _, T in self.proposals(frames, T_prior, timer)[: self.cfg.max_proposals]]
+
+    def proposals(self, frames: Sequence[tuple[np.ndarray, np.ndarray, CameraModel]], T_prior: np.ndarray | None,
+                  timer: _Timer | None = None) -> list[tuple[int, np.ndarray]]:
+        """Per-frame network poses ``(inliers, T_camera_lidar)`` (coarse matches -> RANSAC PnP -> fine),
+        most inliers first.
 
         ``frames`` hold undistorted images with their pinhole cameras. With a
         prior, only poses within the window's search region of it are kept.
         """
+        timer = timer or _Timer(self.device)
         found: list[tuple[int, np.ndarray]] = []
         for image, points, camera in frames:
             with timer.stage("network"), torch.inference_mode():
@@ -292,7 +325,7 @@ class Calibrator:
             if T_prior is None or self._within_search(T, T_prior):
                 found.append((inliers, T))
         found.sort(key=lambda f: -f[0])
-        return [T for _, T in found[: self.cfg.max_proposals]]
+        return found
 
     def _within_search(self, T: np.ndarray, T_prior: np.ndarray) -> bool:
         err = pose_error(T, T_prior)

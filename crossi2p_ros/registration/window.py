@@ -46,7 +46,9 @@ from .lidar_edges import LidarEdgeConfig, depth_edges
 from .solver import (apply_step, axis_sigmas, covariance_from_hessian, damped_step, normal_equations,
                      pullback_to_pose)
 
-AXES = ("x", "y", "z", "roll", "pitch", "yaw")   # of delta: translation and rotation about the camera's x, y, z
+# of delta: translation along, and rotation about, the camera optical frame's x (right), y (down), z (forward)
+# axes; for a forward-looking camera, rotation about x tilts it (pitch), about y pans it (yaw), about z rolls it
+AXES = ("x", "y", "z", "pitch", "yaw", "roll")
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,10 @@ class WindowConfig:
     unconstrained_trans_m: float = 0.2
     min_score: float = 0.1             # mean per-frame score at the finest level for a result to count
     ambiguity: float = 0.05            # a distinct pose scoring within this fraction of the best: ambiguous
+    # without any prior: the usual mounts (camera level with the LiDAR's horizon, any heading), one per
+    # this many degrees of yaw (the rotation grid's search_rot_deg covers the gaps and the tilt)
+    mount_yaw_step_deg: float = 20.0
+    mount_finalists: int = 2           # best-scoring mounts solved with the global search
     seed: int = 0
 
 
@@ -413,6 +419,61 @@ class WindowEstimator:
             cov = cov + np.outer(d, d)
         times["covariance"] = 1e3 * (time.perf_counter() - t2)
         return self._result(T, cov, score, usable, skipped, edge_points, times, ambiguous=len(rivals))
+
+    def mount_hypotheses(self) -> np.ndarray:
+        """``T_camera_lidar`` (M, 4, 4) of a camera level with the LiDAR's x-y plane (LiDAR z up, camera y
+        down) at every ``mount_yaw_step_deg`` of heading, at the LiDAR's origin: the starts without a prior."""
+        yaw = np.radians(np.arange(0.0, 360.0, self.cfg.mount_yaw_step_deg))
+        z_cam = np.stack([np.cos(yaw), np.sin(yaw), np.zeros_like(yaw)], -1)     # viewing direction, LiDAR frame
+        y_cam = np.broadcast_to([0.0, 0.0, -1.0], z_cam.shape)
+        x_cam = np.cross(y_cam, z_cam)
+        R_lidar_camera = np.stack([x_cam, y_cam, z_cam], -1)                    # columns: camera axes
+        T = np.tile(np.eye(4), (len(yaw), 1, 1))
+        T[:, :3, :3] = np.swapaxes(R_lidar_camera, 1, 2)
+        return T
+
+    def solve_without_prior(self, keyframes: Sequence[Keyframe], hypotheses: Sequence[np.ndarray] = ()
+                            ) -> WindowResult:
+        """The window's ``T_camera_lidar`` with no prior: each hypothesis (network proposals, then
+        :meth:`mount_hypotheses`) is scored at the coarsest level over its rotation grid, and the best
+        ``mount_finalists`` distinct ones are solved by :meth:`solve` (global search around each)."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        starts = [np.asarray(T, dtype=np.float64) for T in hypotheses] + list(self.mount_hypotheses())
+        grid = self.rotation_grid()
+        ranked: list[tuple[float, np.ndarray]] = []
+        for H in starts:
+            view = [kf.subset(self._in_view_mask(kf, H)) for kf in keyframes]
+            usable = [kf for kf in view if len(kf.edges) >= cfg.min_edge_points]
+            if len(usable) * 2 < len(keyframes):   # most keyframes see nothing from here: not the mount
+                continue
+            Ts = grid @ H
+            scores = self.score_many(usable, Ts, 0, cfg.search_points)
+            best = int(np.argmax(scores))
+            ranked.append((float(scores[best]) * len(usable) / len(keyframes), Ts[best]))
+        if not ranked:
+            return self._failure(np.eye(4), len(keyframes), "no mount hypothesis sees LiDAR depth edges in the "
+                                 "image (no overlap, no structure, or no data)", {})
+        ranked.sort(key=lambda r: -r[0])
+        chosen: list[np.ndarray] = []
+        for _, T in ranked:
+            if all(pose_error(T, C).rot_deg > 2 * cfg.search_rot_deg for C in chosen):
+                chosen.append(T)
+            if len(chosen) == cfg.mount_finalists:
+                break
+        scan_ms = 1e3 * (time.perf_counter() - t0)
+        results = [self.solve(keyframes, T) for T in chosen]
+        best = max(results, key=lambda r: (r.ok, r.score))
+        best.timings_ms["mounts"] = scan_ms
+        best.timings_ms["total"] = 1e3 * (time.perf_counter() - t0)
+        if len(results) > 1 and best.ok:
+            others = [r for r in results if r is not best and r.ok and r.score >= (1 - cfg.ambiguity) * best.score]
+            if others:   # two headings explain the window as well: say so, and do not claim convergence
+                best.converged = False
+                best.message = "another mount explains the window almost as well; drive past more structure"
+                best.covariance = best.covariance + np.diag(np.r_[[cfg.search_trans_m ** 2 / 5] * 3,
+                                                                  [np.radians(cfg.search_rot_deg) ** 2 / 5] * 3])
+        return best
 
     def resampled_covariance(self, keyframes: Sequence[Keyframe], T: np.ndarray, T_center: np.ndarray
                              ) -> np.ndarray:

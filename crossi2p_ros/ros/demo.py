@@ -43,7 +43,7 @@ def run_demo(out: Path, frames: int = 20, seed: int = 7, style: str = "urban", r
     from std_srvs.srv import Trigger
     from tf2_msgs.msg import TFMessage
 
-    from ..bag import transform_from_tf_msg
+    from ..decode import transform_from_tf_msg
     from .node import STATIC_TF_QOS, RELIABLE_QOS
     from .player import play
 

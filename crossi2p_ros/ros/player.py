@@ -13,15 +13,12 @@ from typing import Callable, Iterable
 
 import rclpy
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 
 from ..bag import bag_topics, iter_raw
 from ..errors import CrossI2PError
 from .messages import message_class, time_msg
-from .node import STATIC_TF_QOS
-
-PLAY_QOS = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+from .qos import PLAY_QOS, STATIC_TF_QOS
 
 
 def play(node: Node, bag: Path, rate: float = 1.0, topics: Iterable[str] | None = None,

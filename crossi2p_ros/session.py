@@ -1,0 +1,252 @@
+"""The calibration session: paired frames -> keyframe window -> window solves -> calibration or drift (no ROS).
+
+One loop for every way of running the calibrator on a stream: the node
+(live, or a bag played into the graph), ``crossi2p replay`` and ``crossi2p
+monitor`` (a bag read directly). Each paired frame is prepared once
+(:meth:`Calibrator.prepare`) and offered to the :class:`KeyframeWindow`;
+when enough new keyframes have arrived the window is solved
+(:meth:`Calibrator.estimate_window`):
+
+* ``calibrate``: a global search from the prior (and, without one, from the
+  network's proposals gathered from the keyframes) until a solve converges;
+  from then on each solve is a cheap local update from the last converged
+  pose, and a failed or unconverged update sends the next solve back to the
+  global search. The calibration is *published* (``Update.publish``) when a
+  solve first converges and again when it moves by more than
+  ``republish_sigma`` of its own uncertainty.
+* ``monitor``: every solve is a local update from the installed extrinsic;
+  :class:`DriftMonitor` tests the solution against it.
+
+:meth:`offer` and :meth:`solve` may run on different threads (the node
+prepares on one worker and solves on another); :meth:`step` does both in
+turn, as offline replay does.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from .errors import CrossI2PError
+from .geometry import CameraModel, invert, se3_log
+from .monitor import DriftMonitor, DriftStatus, MonitorConfig
+from .registration.keyframes import KeyframeConfig, KeyframeWindow, thumbnail
+
+if TYPE_CHECKING:  # the Calibrator pulls in torch; readers of this module's types do not need it
+    from .registration.calibrator import Calibrator, Estimate
+
+Mode = Literal["calibrate", "monitor"]
+
+
+@dataclass
+class Frame:
+    """One paired capture: RGB image (H, W, 3) uint8, cloud (N, 3|4) [m, LiDAR frame], its camera, stamps [ns]."""
+
+    image: np.ndarray
+    points: np.ndarray
+    camera: CameraModel
+    image_stamp_ns: int
+    cloud_stamp_ns: int
+    camera_frame: str
+    lidar_frame: str
+    ring: np.ndarray | None = None
+
+    @property
+    def offset_s(self) -> float:
+        return (self.image_stamp_ns - self.cloud_stamp_ns) * 1e-9
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    mode: Mode = "calibrate"      # calibrate: estimate and publish; monitor: compare with the installed extrinsic
+    keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
+    min_keyframes: int = 10       # the first solve waits for this many keyframes (fewer rarely converge)
+    solve_every: int = 4          # new keyframes between solves (a busy live solver takes what accumulated)
+    republish_sigma: float = 3.0  # a converged calibration is published again when it moves this many sigma
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+
+    def validate(self) -> None:
+        if self.mode not in ("calibrate", "monitor"):
+            raise CrossI2PError(f"mode {self.mode!r}: use calibrate or monitor")
+        if not 1 <= self.min_keyframes <= self.keyframes.size:
+            raise CrossI2PError(f"min_keyframes={self.min_keyframes}: must be between 1 and the window size "
+                                f"{self.keyframes.size}")
+        if self.solve_every < 1:
+            raise CrossI2PError(f"solve_every={self.solve_every}: must be at least 1")
+
+
+@dataclass
+class Update:
+    """One window solve. ``estimate.T_camera_lidar`` maps LiDAR points into the camera frame (metres)."""
+
+    estimate: Estimate
+    stamp_ns: int                 # the newest keyframe's cloud stamp
+    keyframes: int
+    global_search: bool
+    publish: bool                 # calibrate: a converged calibration to publish (first, or moved)
+    drift: DriftStatus | None     # monitor mode
+    wall_s: float                 # time the solve took
+
+
+class Session:
+    """The state of one calibration or monitoring run on one camera/LiDAR pair of a rig."""
+
+    def __init__(self, calibrator: Calibrator, cfg: SessionConfig = SessionConfig(),
+                 T_prior: np.ndarray | None = None):
+        cfg.validate()
+        self.calibrator = calibrator
+        self.cfg = cfg
+        self._lock = threading.Lock()
+        self.window = KeyframeWindow(cfg.keyframes)
+        self._stamps: dict[int, int] = {}          # id(keyframe) -> cloud stamp [ns]
+        self._mi: dict[int, tuple] = {}            # id(keyframe) -> undistorted (image, points, camera)
+        self._proposals: list[tuple[int, np.ndarray]] = []
+        self._new = 0
+        self.T_prior: np.ndarray | None = None
+        self.monitor: DriftMonitor | None = None
+        self.set_prior(T_prior)
+        self.last: Update | None = None
+        self.converged: Estimate | None = None     # the newest converged solve (calibrate)
+        self.published: Estimate | None = None     # the calibration last flagged for publishing
+        self.solves = 0
+        self.frames_offered = 0
+
+    # ------------------------------------------------------------------ inputs
+    def set_prior(self, T_camera_lidar: np.ndarray | None) -> None:
+        """The prior (calibrate) or the installed extrinsic (monitor), e.g. once found on TF."""
+        with self._lock:
+            self.T_prior = None if T_camera_lidar is None else np.asarray(T_camera_lidar, dtype=np.float64).copy()
+            if self.cfg.mode == "monitor" and self.T_prior is not None:
+                self.monitor = DriftMonitor(self.T_prior, self.cfg.monitor)
+
+    def set_monitor_config(self, cfg: MonitorConfig) -> None:
+        """New drift thresholds (node parameters changed at run time); the test's history restarts."""
+        with self._lock:
+            self.cfg = SessionConfig(**{**self.cfg.__dict__, "monitor": cfg})
+            if self.T_prior is not None and self.cfg.mode == "monitor":
+                self.monitor = DriftMonitor(self.T_prior, cfg)
+
+    def reset(self) -> None:
+        """Forget keyframes, proposals and results (the prior stays)."""
+        with self._lock:
+            self.window.clear()
+            self._stamps.clear()
+            self._mi.clear()
+            self._proposals.clear()
+            self._new = 0
+            self.last = self.converged = self.published = None
+            if self.monitor is not None:
+                self.monitor.reset()
+
+    def offer(self, frame: Frame) -> bool:
+        """Prepare ``frame`` and keep it as a keyframe if it adds to the window; True if kept."""
+        if self.cfg.mode == "monitor" and self.T_prior is None:
+            raise CrossI2PError(f"monitor mode needs the installed extrinsic {frame.lidar_frame} -> "
+                                f"{frame.camera_frame} (a calibration file, parameters or /tf_static)")
+        stamp_s = frame.cloud_stamp_ns * 1e-9
+        keyframe, image, camera = self.calibrator.prepare(frame.image, frame.points, frame.camera, frame.ring, stamp_s)
+        look = thumbnail(frame.image)
+        with self._lock:
+            self.frames_offered += 1
+            if self.window.keyframes and (camera.width, camera.height) != (self.window.keyframes[-1].width,
+                                                                          self.window.keyframes[-1].height):
+                raise CrossI2PError(f"camera size changed to {camera.width}x{camera.height} mid-run; a window "
+                                    "needs one camera: reset the session")
+            held = {id(kf) for kf in self.window.keyframes}
+            kept = self.window.offer(keyframe, look)
+            if not kept:
+                return False
+            self._new += 1
+            self._stamps[id(keyframe)] = frame.cloud_stamp_ns
+            if self.calibrator.cfg.use_mi:
+                self._mi[id(keyframe)] = (image, frame.points, camera)
+            for gone in held - {id(kf) for kf in self.window.keyframes}:   # pushed out of the window
+                self._stamps.pop(gone, None)
+                self._mi.pop(gone, None)
+            wants_proposals = self.cfg.mode == "calibrate" and self.T_prior is None and self.converged is None
+        if wants_proposals:   # no prior: the network's poses of each keyframe are the global starts
+            found = self.calibrator.proposals([(image, frame.points, camera)], None)
+            with self._lock:
+                self._proposals = sorted(self._proposals + found, key=lambda f: -f[0])[
+                    : self.calibrator.cfg.max_proposals]
+        return True
+
+    def due(self) -> bool:
+        """Enough keyframes, and enough new ones since the last solve."""
+        with self._lock:
+            if len(self.window) < self.cfg.min_keyframes or self._new == 0:
+                return False
+            return self.last is None or self._new >= self.cfg.solve_every
+
+    def pending(self) -> int:
+        """Keyframes kept since the last solve."""
+        with self._lock:
+            return self._new
+
+    # ------------------------------------------------------------------ solving
+    def solve(self) -> Update | None:
+        """Solve the window as it is now; None without keyframes."""
+        with self._lock:
+            keyframes = self.window.keyframes
+            if not keyframes:
+                return None
+            self._new = 0
+            stamp = max(self._stamps.get(id(kf), 0) for kf in keyframes)
+            mi_frames = [self._mi[id(kf)] for kf in keyframes if id(kf) in self._mi] or None
+            proposals = [T for _, T in self._proposals]
+            T_prior = None if self.T_prior is None else self.T_prior.copy()
+            locked = None if self.converged is None else self.converged.T_camera_lidar.copy()
+        t0 = time.perf_counter()
+        if self.cfg.mode == "monitor":
+            assert T_prior is not None   # offer() refuses frames without it
+            global_search = False
+            est = self.calibrator.estimate_window(keyframes, T_prior, global_search=False, mi_frames=mi_frames)
+        elif locked is not None:
+            global_search = False
+            est = self.calibrator.estimate_window(keyframes, locked, global_search=False, mi_frames=mi_frames)
+        else:
+            global_search = True
+            est = self.calibrator.estimate_window(keyframes, T_prior, proposals, mi_frames=mi_frames)
+        wall = time.perf_counter() - t0
+        with self._lock:
+            self.solves += 1
+            drift, publish = None, False
+            if self.cfg.mode == "monitor":
+                if self.monitor is not None:
+                    drift = self.monitor.add(est.T_camera_lidar, est.covariance) if est.ok else self.monitor.status
+            elif est.converged:
+                publish = self.published is None or self._moved(est, self.published)
+                self.converged = est
+                if publish:
+                    self.published = est
+            elif locked is not None:
+                self.converged = None   # the update lost the pose: search globally again
+            update = Update(est, stamp, len(keyframes), global_search, publish, drift, wall)
+            self.last = update
+        return update
+
+    def _moved(self, new: Estimate, old: Estimate) -> bool:
+        """``new`` differs from ``old`` by more than ``republish_sigma`` of new's uncertainty on some axis."""
+        d = se3_log(new.T_camera_lidar @ invert(old.T_camera_lidar))
+        sigma = np.sqrt(np.maximum(np.diag(new.covariance), 1e-18))
+        return bool(np.any(np.abs(d) > self.cfg.republish_sigma * sigma))
+
+    def step(self, frame: Frame) -> Update | None:
+        """Offer ``frame`` and solve if a solve is due (the offline loop); the solve's update, else None."""
+        self.offer(frame)
+        return self.solve() if self.due() else None
+
+    # ------------------------------------------------------------------ state
+    @property
+    def calibration(self) -> Estimate | None:
+        """The converged calibration (calibrate mode), else None."""
+        return self.converged
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"frames_offered": self.frames_offered, "keyframes": len(self.window), "solves": self.solves,
+                    "skipped_no_structure": self.window.skipped["no structure"],
+                    "skipped_no_change": self.window.skipped["no change"], "proposals": len(self._proposals)}
