@@ -2,11 +2,16 @@
 
 | format | file | content |
 | --- | --- | --- |
-| YAML (ROS style) | ``calibration.yaml`` | parent/child frames, translation + quaternion of the TF transform, the 4x4 ``T_camera_lidar`` |
-| JSON | ``calibration.json`` | the same plus covariance and free-form metadata |
-| KITTI | ``calib_kitti.txt`` | ``Tr_velo_to_cam:`` 12 numbers (``T_camera_lidar`` 3x4, row-major) |
-| URDF | ``calibration.urdf`` | a fixed ``<joint>`` from the LiDAR link to the camera optical link (xyz, rpy) |
-| TF command | ``static_transform_publisher.sh`` | ``ros2 run tf2_ros static_transform_publisher`` with the same transform |
+| YAML (ROS style) | ``calibration.yaml`` | parent/child frames, translation + quaternion of the TF transform, the 4x4 ``T_camera_lidar``, covariance |
+| JSON | ``calibration.json`` | the same plus free-form metadata |
+| KITTI | ``calib_kitti.txt`` | ``Tr_velo_to_cam:`` 12 numbers (``T_camera_lidar`` 3x4, row-major); ``sigma_camera_m_deg:`` |
+| URDF | ``calibration.urdf`` | a fixed ``<joint>`` from the LiDAR link to the camera optical link (xyz, rpy); sigmas in a comment |
+| TF command | ``static_transform_publisher.sh`` | ``ros2 run tf2_ros static_transform_publisher`` with the same transform; sigmas in a comment |
+
+The covariance (when known) is 6x6 over a left perturbation (x, y, z [m],
+rotation about x, y, z [rad]) of ``T_camera_lidar`` in the camera optical
+frame, as the estimator reports it; the formats without a place for a matrix
+carry its per-axis standard deviations (x, y, z [m], rotation x, y, z [deg]).
 
 Frames: TF, URDF and the command line carry the transform of the *parent*
 (LiDAR) frame to the *child* (camera optical) frame, i.e. the pose of the camera
@@ -97,9 +102,12 @@ def to_yaml(c: Calibration) -> str:
         "rotation": {"x": q[0], "y": q[1], "z": q[2], "w": q[3]},
         "T_camera_lidar": [_fmt(row) for row in c.T_camera_lidar],
     }
+    if c.covariance is not None:
+        doc["covariance"] = [_fmt(row) for row in c.covariance]
     header = ("# crossi2p_ros calibration. translation/rotation: the TF transform parent -> child\n"
               "# (pose of the camera optical frame in the LiDAR frame) [m, unit quaternion x y z w];\n"
-              "# T_camera_lidar maps LiDAR points into the camera optical frame.\n")
+              "# T_camera_lidar maps LiDAR points into the camera optical frame; covariance: 6x6 over a left\n"
+              "# perturbation of T_camera_lidar in the camera frame (x, y, z [m], rotation x, y, z [rad]).\n")
     return header + yaml.safe_dump(doc, sort_keys=False)
 
 
@@ -117,8 +125,18 @@ def to_json(c: Calibration) -> str:
     return json.dumps(doc, indent=2) + "\n"
 
 
+def _sigmas(c: Calibration) -> str:
+    """Per-axis standard deviations "x y z [m] rx ry rz [deg]" in the camera frame, or ""."""
+    if c.covariance is None:
+        return ""
+    sd = np.sqrt(np.maximum(np.diag(np.asarray(c.covariance, dtype=np.float64)), 0.0))
+    return " ".join(f"{v:.6g}" for v in np.r_[sd[:3], np.degrees(sd[3:])])
+
+
 def to_kitti(c: Calibration) -> str:
-    return "Tr_velo_to_cam: " + " ".join(f"{v:.12e}" for v in c.T_camera_lidar[:3].ravel()) + "\n"
+    text = "Tr_velo_to_cam: " + " ".join(f"{v:.12e}" for v in c.T_camera_lidar[:3].ravel()) + "\n"
+    # "key: numbers" like every KITTI line, so KITTI readers that parse each line keep working
+    return text + (f"sigma_camera_m_deg: {_sigmas(c)}\n" if c.covariance is not None else "")
 
 
 def to_urdf(c: Calibration) -> str:
@@ -127,6 +145,8 @@ def to_urdf(c: Calibration) -> str:
     rpy = " ".join(f"{v:.9g}" for v in _rpy(T))
     return (f'<?xml version="1.0"?>\n'
             f'<!-- crossi2p_ros calibration: pose of {c.camera_frame} in {c.lidar_frame} -->\n'
+            + (f'<!-- standard deviations in the camera frame, x y z [m] rotation x y z [deg]: {_sigmas(c)} -->\n'
+               if c.covariance is not None else '') +
             f'<robot name="crossi2p_calibration">\n'
             f'  <link name="{c.lidar_frame}"/>\n'
             f'  <link name="{c.camera_frame}"/>\n'
@@ -149,7 +169,9 @@ def tf_arguments(c: Calibration) -> list[str]:
 
 def to_tf_command(c: Calibration) -> str:
     cmd = ["ros2", "run", "tf2_ros", "static_transform_publisher", *tf_arguments(c)]
-    return "#!/bin/sh\n# publish the crossi2p_ros calibration on /tf_static\n" + shlex.join(cmd) + "\n"
+    sigmas = (f"# standard deviations in the camera frame, x y z [m] rotation x y z [deg]: {_sigmas(c)}\n"
+              if c.covariance is not None else "")
+    return "#!/bin/sh\n# publish the crossi2p_ros calibration on /tf_static\n" + sigmas + shlex.join(cmd) + "\n"
 
 
 _WRITERS = {"yaml": to_yaml, "json": to_json, "kitti": to_kitti, "urdf": to_urdf, "tf": to_tf_command}
@@ -181,8 +203,10 @@ def read_calibration(path: Path) -> Calibration:
         if suffix in (".yaml", ".yml"):
             d = yaml.safe_load(text)
             if "T_camera_lidar" in d:
+                cov = d.get("covariance")
                 c = Calibration(np.asarray(d["T_camera_lidar"], dtype=np.float64),
-                                d.get("parent_frame", "lidar"), d.get("child_frame", "camera_optical"))
+                                d.get("parent_frame", "lidar"), d.get("child_frame", "camera_optical"),
+                                None if cov is None else np.asarray(cov, dtype=np.float64))
             else:
                 tr, rot = d["translation"], d["rotation"]
                 c = _from_parent_child([tr["x"], tr["y"], tr["z"]], [rot["x"], rot["y"], rot["z"], rot["w"]],

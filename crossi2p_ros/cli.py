@@ -382,16 +382,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="a synthetic drive through the real calibration node",
                        description="Ray-cast a synthetic drive into a bag, start calibration_node with an initial "
-                                   "guess a few degrees off, play the bag into the ROS graph with /clock and print "
-                                   "the fused calibration converging against the known ground truth.")
+                                   "guess 5 deg / 20 cm off, play the bag into the ROS graph with /clock and print "
+                                   "every window solve converging against the known ground truth.")
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default %(default)s)")
-    p.add_argument("--frames", type=int, default=20, help="frames to generate (default %(default)s)")
+    p.add_argument("--frames", type=int, default=40, help="frames to generate (default %(default)s)")
     p.add_argument("--seed", type=int, default=7, help="scene seed (default %(default)s)")
     p.add_argument("--style", default="urban", choices=["urban", "suburban", "highway"])
-    p.add_argument("--rate", type=float, default=0.1,
-                   help="playback rate; slow, since a CPU needs ~1-2 s per estimate (default %(default)s)")
-    p.add_argument("--knock-deg", type=float, default=2.0, help="initial guess: yaw error [deg] (default %(default)s)")
-    p.add_argument("--knock-m", type=float, default=0.05, help="initial guess: x error [m] (default %(default)s)")
+    p.add_argument("--rate", type=float, default=0.5,
+                   help="playback rate; below 1 so a CPU prepares most frames (default %(default)s)")
+    p.add_argument("--knock-deg", type=float, default=5.0,
+                   help="initial guess: rotation error [deg] (default %(default)s)")
+    p.add_argument("--knock-m", type=float, default=0.2, help="initial guess: translation error [m] (default %(default)s)")
     p.add_argument("--device", default="auto", help="node inference device (default %(default)s)")
     p.set_defaults(func=_cmd_demo)
 

@@ -105,6 +105,7 @@ class Session:
         self._mi: dict[int, tuple] = {}            # id(keyframe) -> undistorted (image, points, camera)
         self._proposals: list[tuple[int, np.ndarray]] = []
         self._new = 0
+        self._generation = 0                       # bumped by reset(): a solve in flight then belongs to the past
         self.T_prior: np.ndarray | None = None
         self.monitor: DriftMonitor | None = None
         self.set_prior(T_prior)
@@ -137,6 +138,7 @@ class Session:
             self._mi.clear()
             self._proposals.clear()
             self._new = 0
+            self._generation += 1
             self.last = self.converged = self.published = None
             if self.monitor is not None:
                 self.monitor.reset()
@@ -188,12 +190,13 @@ class Session:
 
     # ------------------------------------------------------------------ solving
     def solve(self) -> Update | None:
-        """Solve the window as it is now; None without keyframes."""
+        """Solve the window as it is now; None without keyframes, or if :meth:`reset` ran meanwhile."""
         with self._lock:
             keyframes = self.window.keyframes
             if not keyframes:
                 return None
             self._new = 0
+            generation = self._generation
             stamp = max(self._stamps.get(id(kf), 0) for kf in keyframes)
             mi_frames = [self._mi[id(kf)] for kf in keyframes if id(kf) in self._mi] or None
             proposals = [T for _, T in self._proposals]
@@ -212,6 +215,8 @@ class Session:
             est = self.calibrator.estimate_window(keyframes, T_prior, proposals, mi_frames=mi_frames)
         wall = time.perf_counter() - t0
         with self._lock:
+            if generation != self._generation:
+                return None
             self.solves += 1
             drift, publish = None, False
             if self.cfg.mode == "monitor":

@@ -27,6 +27,10 @@ def test_every_format_reads_back_what_it_writes(tmp_path):
         if fmt not in ("kitti",):
             assert (back.lidar_frame, back.camera_frame) == ("velodyne", "cam_front_optical"), fmt
     assert read_calibration(paths["json"]).metadata == {"frames": 20}
+    for fmt in ("yaml", "json"):   # the formats with room for a matrix carry the covariance ...
+        np.testing.assert_allclose(read_calibration(paths[fmt]).covariance, np.eye(6) * 1e-4, err_msg=fmt)
+    for fmt in ("kitti", "urdf", "tf"):   # ... the others its per-axis standard deviations [m, deg]
+        assert "0.01 0.01 0.01 0.572958 0.572958 0.572958" in paths[fmt].read_text(), fmt
 
 
 def test_tf_formats_carry_the_camera_pose_in_the_lidar_frame(tmp_path):

@@ -24,12 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory):
+    """20 frames of a synthetic urban drive at 10 Hz (enough distinct keyframes for a window)."""
     from crossi2p_ros.data.synth import SynthConfig, iter_frames
 
-    return list(iter_frames(SynthConfig(frames=2, seed=9850, style="urban")))
-
-
-
+    return list(iter_frames(SynthConfig(frames=20, seed=9850, style="urban")))
 
 
 def _write_initial(tmp_path, T):
@@ -38,13 +36,51 @@ def _write_initial(tmp_path, T):
     return str(write_all(Calibration(T), tmp_path / "initial")["yaml"])
 
 
-def test_parameter_file_matches_the_node_declarations():
-    from crossi2p_ros.ros.node import PARAMETERS
+def _calibrations(h):
+    """Record ~/calibration messages on the harness' tester."""
+    from geometry_msgs.msg import PoseWithCovarianceStamped
 
-    doc = yaml.safe_load((ROOT / "config" / "calibration.yaml").read_text())["crossi2p_calibration"]["ros__parameters"]
-    assert set(doc) == set(PARAMETERS)
-    for name, (default, _, _) in PARAMETERS.items():
-        assert doc[name] == default, name
+    from crossi2p_ros.ros.qos import RELIABLE_QOS
+
+    got: list = []
+    h.tester.create_subscription(PoseWithCovarianceStamped, "/crossi2p_calibration/calibration", got.append,
+                                 RELIABLE_QOS)
+    assert h.spin(10.0, lambda: h.node.calibration_pub.get_subscription_count() > 0)
+    return got
+
+
+def _T_camera_lidar(msg) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    from crossi2p_ros.geometry import invert, make_transform
+
+    p, q = msg.pose.pose.position, msg.pose.pose.orientation
+    return invert(make_transform(Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix(), [p.x, p.y, p.z]))
+
+
+def _covers(msg, T_true, k=3.0) -> bool:
+    """The truth lies within k sigma of the published pose on every axis of the ROS covariance."""
+    from crossi2p_ros.geometry import invert
+
+    T_lc, T_lc_true = invert(_T_camera_lidar(msg)), invert(T_true)
+    from scipy.spatial.transform import Rotation
+
+    d = np.r_[T_lc_true[:3, 3] - T_lc[:3, 3], Rotation.from_matrix(T_lc_true[:3, :3] @ T_lc[:3, :3].T).as_rotvec()]
+    sd = np.sqrt(np.diag(np.asarray(msg.pose.covariance).reshape(6, 6)))
+    return bool(np.all(np.abs(d) <= k * sd))
+
+
+def test_parameter_file_is_the_one_the_dataclasses_define():
+    from crossi2p_ros.ros.params import parameter_file, parameter_specs
+    from crossi2p_ros.session import SessionConfig
+
+    assert (ROOT / "config" / "calibration.yaml").read_text() == parameter_file(), \
+        "regenerate: python -m crossi2p_ros.ros.params > config/calibration.yaml"
+    doc = yaml.safe_load(parameter_file())["crossi2p_calibration"]["ros__parameters"]
+    specs = {s.name: s for s in parameter_specs()}
+    assert doc["keyframes"]["size"] == SessionConfig().keyframes.size == specs["keyframes.size"].default
+    assert doc["session"]["min_keyframes"] == SessionConfig().min_keyframes
+    assert specs["keyframes.size"].read_only and not specs["monitor.warn_rot_deg"].read_only
 
 
 def test_launch_file_declares_its_arguments():
@@ -70,39 +106,69 @@ def test_launch_file_declares_its_arguments():
     assert isinstance(module.generate_launch_description(), LaunchDescription)
 
 
-def test_calibrate_mode_publishes_tf_diagnostics_overlay_and_answers_services(harness, frames, tmp_path):
+def test_calibrate_with_a_prior_through_base_link_converges_and_publishes_only_the_converged_calibration(
+        harness, frames, tmp_path):
     from sensor_msgs.msg import Image
     from std_srvs.srv import Trigger
+    from tf2_msgs.msg import TFMessage
 
     from crossi2p_ros.calib_io import read_calibration
-    from crossi2p_ros.geometry import invert, pose_error, se3_exp
     from crossi2p_ros.decode import transform_from_tf_msg
+    from crossi2p_ros.geometry import invert, make_transform, pose_error, se3_exp, so3_exp
+    from crossi2p_ros.ros.messages import tf_message
+    from crossi2p_ros.ros.qos import STATIC_TF_QOS
 
     T_true = frames[0].T_camera_lidar
-    T_init = se3_exp(np.array([0.03, 0.0, 0.0, 0.0, math.radians(1.5), 0.0])) @ T_true
-    h = harness(initial_calibration=_write_initial(tmp_path, T_init), output_dir=str(tmp_path / "saved"))
+    T_init = se3_exp(np.array([0.1, -0.08, 0.06, math.radians(-2.0), math.radians(3.0), math.radians(1.5)])) @ T_true
+    h = harness(output_dir=str(tmp_path / "saved"), **{"session.min_keyframes": 4, "session.solve_every": 2})
+    calibrations = _calibrations(h)
     # nothing yet: diagnostics say STALE with a reason
     assert h.spin(3.0, lambda: h.last_status() is not None)
     assert level(h.last_status()) == 3 and "no camera/LiDAR pair" in h.last_status().message   # STALE
-    assert h.last_status().name == "crossi2p: camera <- lidar"
+    # the robot's static TF: base_link -> lidar and base_link -> camera_optical (no direct LiDAR-camera edge)
+    T_base_lidar = make_transform(so3_exp(np.array([0.0, 0.0, 0.3])), [1.2, 0.0, 1.8])
+    T_base_camera = T_base_lidar @ invert(T_init)
+    tf_pub = h.tester.create_publisher(TFMessage, "/tf_static", STATIC_TF_QOS)
+    msg = tf_message(T_base_lidar, "base_link", "lidar", h.tester.get_clock().now().to_msg())
+    msg.transforms += tf_message(T_base_camera, "base_link", "camera_optical",
+                                 h.tester.get_clock().now().to_msg()).transforms
+    tf_pub.publish(msg)
+    assert h.spin(5.0, lambda: len(h.node._static_tf) == 2)
 
-    assert h.feed(frames, 90.0, lambda: len(h.tf) >= 2), "no fused extrinsic on /tf_static"
-    parent, child, T = transform_from_tf_msg(h.tf[-1])[0]
-    assert (parent, child) == ("lidar", "camera_optical")
+    ours = lambda: [t for m in h.tf for t in transform_from_tf_msg(m) if t[1].endswith("_calibrated")]  # noqa: E731
+    assert h.feed(frames, 150.0, lambda: bool(ours()), period_s=0.15), \
+        f"no calibration on /tf_static: {h.last_status().message if h.last_status() else None}"
+    assert h.values()["prior"] == "tf"
+    parent, child, T = ours()[-1]
+    assert (parent, child) == ("lidar", "camera_optical_calibrated")
     published = invert(T)
-    # the node keeps the estimate inside the prior's reach and does not walk away from the truth
-    assert pose_error(published, T_true).rot_deg < pose_error(T_init, T_true).rot_deg + 0.5
-    assert h.spin(3.0, lambda: level(h.last_status()) == 0 and "frames_fused" in h.values())
+    e0, e = pose_error(T_init, T_true), pose_error(published, T_true)
+    assert e.rot_deg < 0.5 and e.trans_m < 0.05 and e.rot_deg < e0.rot_deg / 4 and e.trans_m < e0.trans_m / 2, (e0, e)
+    # ~/calibration after every solve: the LiDAR frame, the camera's pose in it, a covariance that holds the truth
+    assert calibrations and all(c.header.frame_id == "lidar" for c in calibrations)
+    final = calibrations[-1]
+    assert pose_error(_T_camera_lidar(final), T_true).rot_deg < 0.5 and _covers(final, T_true)
+    # every /tf_static publication is a converged ~/calibration (sigma below the 0.2 deg / 2 cm bounds), and
+    # converging estimates (the first solves of a window) were published on ~/calibration only
+    from crossi2p_ros.registration.window import WindowConfig, covariance_within
+
+    def converged(c):
+        bounds = WindowConfig()
+        return covariance_within(np.asarray(c.pose.covariance).reshape(6, 6), bounds.converged_rot_deg,
+                                 bounds.converged_trans_m)
+    for _, _, T in ours():
+        assert any(np.allclose(invert(T), _T_camera_lidar(c), atol=1e-6) and converged(c) for c in calibrations)
+    assert h.spin(3.0, lambda: level(h.last_status()) == 0 and "converged" in h.last_status().message)
     values = h.values()
-    for key in ("confidence", "frames_fused", "latency_total_ms", "pairs_received", "pairs_dropped_busy",
-                "stamp_offset_ms", "device", "fused_rot_std_deg"):
+    for key in ("sigma_rot_deg", "sigma_trans_m", "window_keyframes", "keyframes", "pairs_received",
+                "pairs_dropped_busy", "stamp_offset_ms", "device", "latency_total_ms", "tf_child_frame"):
         assert key in values, key
     assert h.last_status().name == "crossi2p: camera_optical <- lidar"
 
     # overlay only while someone listens
     assert h.node.overlay_pub.get_subscription_count() == 0
     h.tester.create_subscription(Image, "/crossi2p_calibration/overlay", h.overlays.append, 10)
-    assert h.feed(frames, 30.0, lambda: len(h.overlays) >= 1)
+    assert h.feed(frames, 30.0, lambda: len(h.overlays) >= 1, period_s=0.3)
     assert h.overlays[0].encoding == "rgb8" and h.overlays[0].width == frames[0].image.shape[1]
 
     def call(name):
@@ -114,29 +180,55 @@ def test_calibrate_mode_publishes_tf_diagnostics_overlay_and_answers_services(ha
 
     saved = call("save")
     assert saved.success and Path(saved.message).is_file()
-    np.testing.assert_allclose(read_calibration(Path(saved.message)).T_camera_lidar, h.node.current_extrinsic(),
-                               atol=1e-6)
-    assert call("reset").success and h.node.current_extrinsic() is None
+    saved_calib = read_calibration(Path(saved.message))
+    np.testing.assert_allclose(saved_calib.T_camera_lidar, h.node.current_extrinsic(), atol=1e-6)
+    assert saved_calib.covariance is not None
+    assert call("reset").success and h.node.session.converged is None
     assert not call("save").success
     assert call("start").success
 
 
-def test_monitor_mode_warns_on_a_2_degree_error_and_stays_ok_on_the_right_one(harness, frames, tmp_path):
-    T_true = frames[0].T_camera_lidar
+def test_calibrate_without_any_prior_reaches_the_pose_by_the_global_path(harness, frames):
+    from crossi2p_ros.geometry import pose_error
+
+    h = harness(**{"session.min_keyframes": 8})
+    calibrations = _calibrations(h)
+    assert h.feed(frames, 200.0, lambda: bool(calibrations) and h.node.session.converged is not None,
+                  period_s=0.15), f"no converged pose: {h.last_status().message if h.last_status() else None}"
+    assert h.values()["prior"] == "none"
+    e = pose_error(h.node.session.converged.T_camera_lidar, frames[0].T_camera_lidar)
+    assert e.rot_deg < 0.5 and e.trans_m < 0.05, e
+
+
+def test_read_only_parameters_refuse_changes_and_monitor_thresholds_apply_at_run_time(harness, frames, tmp_path):
+    from rclpy.parameter import Parameter
+
+    h = harness(mode="monitor", installed_calibration=_write_initial(tmp_path, frames[0].T_camera_lidar))
+    assert not h.node.set_parameters([Parameter("keyframes.size", value=5)])[0].successful
+    assert h.node.set_parameters([Parameter("monitor.warn_rot_deg", value=0.8)])[0].successful
+    assert h.node.session.cfg.monitor.warn_rot_deg == 0.8 and h.node.session.monitor.cfg.warn_rot_deg == 0.8
+
+
+@pytest.mark.parametrize("knock_deg", [0.0, 1.5])
+def test_monitor_mode_alarms_on_a_wrong_installed_extrinsic_with_its_axis(harness, frames, tmp_path, knock_deg):
     from crossi2p_ros.geometry import se3_exp
 
-    wrong = se3_exp(np.array([0.0, 0.0, 0.0, 0.0, math.radians(2.0), 0.0])) @ T_true
-    bad = harness(mode="monitor", installed_calibration=_write_initial(tmp_path / "bad", wrong), monitor_window=10)
-    assert bad.feed(frames, 150.0, lambda: bad.last_status() is not None and level(bad.last_status()) in (1, 2)), \
-        f"no WARN/ERROR: {bad.last_status().message if bad.last_status() else None}"
-    assert "deg" in bad.last_status().message
-    assert not bad.tf, "monitor mode must not publish TF"
-    bad.close()
-
-    good = harness(mode="monitor", installed_calibration=_write_initial(tmp_path / "good", T_true), monitor_window=10)
-    assert good.feed(frames, 150.0, lambda: int(good.values().get("pairs_received", 0)) >= 12
-                     and good.node.monitor is not None and good.node.monitor.status.estimates >= 10)
-    assert good.spin(2.0, lambda: level(good.last_status()) == 0), good.last_status().message
+    installed = se3_exp(np.array([0.0, 0.0, 0.0, 0.0, math.radians(knock_deg), 0.0])) @ frames[0].T_camera_lidar
+    h = harness(mode="monitor", installed_calibration=_write_initial(tmp_path, installed),
+                **{"session.min_keyframes": 8})
+    levels: list[int] = []
+    h.spin(1.0)
+    checked = lambda: h.node.session.last is not None and h.node.session.last.drift is not None \
+        and h.node.session.solves >= 3  # noqa: E731
+    assert h.feed(frames, 150.0, lambda: levels.append(level(h.last_status())) or checked(), period_s=0.15)
+    assert h.spin(3.0, lambda: levels.append(level(h.last_status())) or False) is False
+    assert not h.tf, "monitor mode must not publish TF"
+    if knock_deg == 0.0:
+        assert not {1, 2} & set(levels), h.last_status().message
+        assert level(h.last_status()) == 0
+    else:
+        assert level(h.last_status()) in (1, 2), h.last_status().message
+        assert "yaw" in h.last_status().message and "deg" in h.last_status().message
 
 
 def test_malformed_messages_are_answered_by_diagnostics_error_and_the_node_lives_on(harness, frames, tmp_path):
@@ -178,9 +270,9 @@ def test_malformed_messages_are_answered_by_diagnostics_error_and_the_node_lives
             assert "32FC1" in h.node._last_error, h.node._last_error
         assert h.spin(3.0, lambda: level(h.last_status()) == 2 and "bad input" in h.last_status().message), name
         assert int(h.values()["bad_messages"]) >= 1
-    # still alive and calibrating: a good pair gives an estimate again
-    before = h.node._last_estimate
-    assert h.feed(frames, 60.0, lambda: h.node._last_estimate is not None and h.node._last_estimate is not before)
+    # still alive: good pairs become keyframes again
+    before = h.node.session.stats()["frames_offered"]
+    assert h.feed(frames, 60.0, lambda: h.node.session.stats()["frames_offered"] > before + 2, period_s=0.3)
 
 
 def test_use_sim_time_follows_clock(harness, frames, tmp_path):
@@ -194,6 +286,38 @@ def test_use_sim_time_follows_clock(harness, frames, tmp_path):
     sim_ns = 1_700_000_123_000_000_000
     assert h.spin(5.0, lambda: (clock.publish(Clock(clock=time_msg(sim_ns))) or True)
                   and h.node.get_clock().now().nanoseconds == sim_ns)
-    assert h.feed(frames, 60.0, lambda: bool(h.tf))
-    stamp = h.tf[-1].transforms[0].header.stamp
-    assert stamp.sec * 1_000_000_000 + stamp.nanosec == sim_ns     # TF stamped with the simulated clock
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from crossi2p_ros.ros.qos import RELIABLE_QOS
+
+    arrays: list = []
+    h.tester.create_subscription(DiagnosticArray, "/diagnostics", arrays.append, RELIABLE_QOS)
+    assert h.spin(5.0, lambda: bool(arrays))
+    stamp = arrays[-1].header.stamp
+    assert stamp.sec * 1_000_000_000 + stamp.nanosec == sim_ns     # stamped with the simulated clock
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_ends_the_node_cleanly(tmp_path, ros_environment, sig):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "crossi2p_ros.ros.node", "--ros-args", "-p", "device:=cpu"],
+                            env={**os.environ, **ros_environment}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    lines: list[str] = []
+    import threading
+
+    threading.Thread(target=lambda: [lines.append(line) for line in proc.stdout], daemon=True).start()
+    deadline = time.monotonic() + 60
+    while not any("weights" in line for line in lines) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert any("weights" in line for line in lines), "".join(lines)
+    time.sleep(1.0)
+    proc.send_signal(getattr(signal, sig))
+    assert proc.wait(timeout=30) == 0, "".join(lines)
+    time.sleep(0.2)
+    log = "".join(lines)
+    assert "Traceback" not in log and "Exception" not in log, log

@@ -40,7 +40,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ..geometry import CameraModel, invert, pose_error, project_pinhole, se3_exp, se3_log, transform_points
+from ..geometry import CameraModel, PoseError, invert, pose_error, project_pinhole, se3_exp, se3_log, transform_points
 from .image_edges import EdgeLevel, ImageEdgeConfig, detect_edges, distance_levels, sample_level
 from .lidar_edges import LidarEdgeConfig, depth_edges
 from .solver import (apply_step, axis_sigmas, covariance_from_hessian, damped_step, normal_equations,
@@ -84,16 +84,18 @@ class WindowConfig:
     correlated_points: float = 8.0     # edge points that count as one independent sample
     floor_rot_deg: float = 0.08        # added in quadrature: the edge model's own bias (converged held-out
     floor_trans_m: float = 0.015       # synthetic windows end 0.02-0.11 deg / 0.5-3.8 cm off, docs/benchmarks.md)
-    converged_rot_deg: float = 0.2     # "converged": every rotation axis' sigma below this ...
-    converged_trans_m: float = 0.02    # ... and every translation axis' sigma below this
+    converged_rot_deg: float = 0.2     # "converged": no rotation direction with more sigma than this ...
+    converged_trans_m: float = 0.02    # ... and no translation direction with more than this
     unconstrained_rot_deg: float = 2.0  # an axis with more sigma than this is reported as unconstrained
     unconstrained_trans_m: float = 0.2
     min_score: float = 0.1             # mean per-frame score at the finest level for a result to count
     ambiguity: float = 0.05            # a distinct pose scoring within this fraction of the best: ambiguous
     # without any prior: the usual mounts (camera level with the LiDAR's horizon, any heading), one per
-    # this many degrees of yaw (the rotation grid's search_rot_deg covers the gaps and the tilt)
-    mount_yaw_step_deg: float = 20.0
-    mount_finalists: int = 2           # best-scoring mounts solved with the global search
+    # this many degrees of yaw (each one's search region, search_rot_deg, covers the gaps and the tilt)
+    mount_yaw_step_deg: float = 10.0
+    mount_finalists: int = 2           # best-scoring mounts solved with the global search ...
+    mount_search_trans_m: float = 1.0  # ... over this translation radius (a camera can sit a metre from the LiDAR)
+    mount_translation_stages: tuple[tuple[int, float, float], ...] = ((2, 0.2, 1.0), (2, 0.1, 0.3))
     seed: int = 0
 
 
@@ -192,6 +194,14 @@ def _ball_grid(step: float, radius: float, slack: float) -> np.ndarray:
     r = np.concatenate([-r[:0:-1], r])
     g = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
     return g[np.linalg.norm(g, axis=1) <= radius + slack]
+
+
+def covariance_within(cov: np.ndarray, rot_deg: float, trans_m: float) -> bool:
+    """Every direction of the (rho [m], phi [rad]) covariance's translation block within ``trans_m`` and of its
+    rotation block within ``rot_deg`` (one sigma): the largest eigenvalues, invariant to the frame."""
+    cov = np.asarray(cov, dtype=np.float64)
+    return bool(np.linalg.eigvalsh(cov[:3, :3]).max() <= trans_m ** 2
+                and np.linalg.eigvalsh(cov[3:, 3:]).max() <= np.radians(rot_deg) ** 2)
 
 
 class WindowEstimator:
@@ -418,7 +428,11 @@ class WindowEstimator:
             d = se3_log(T_other @ invert(T))
             cov = cov + np.outer(d, d)
         times["covariance"] = 1e3 * (time.perf_counter() - t2)
-        return self._result(T, cov, score, usable, skipped, edge_points, times, ambiguous=len(rivals))
+        moved = pose_error(T, T_start)
+        at_bound = moved.rot_deg > cfg.search_rot_deg - cfg.grid_rot_step_deg / 2 \
+            or moved.trans_m > cfg.search_trans_m - cfg.grid_trans_step_m / 2
+        return self._result(T, cov, score, usable, skipped, edge_points, times, ambiguous=len(rivals),
+                            at_bound=moved if at_bound else None)
 
     def mount_hypotheses(self) -> np.ndarray:
         """``T_camera_lidar`` (M, 4, 4) of a camera level with the LiDAR's x-y plane (LiDAR z up, camera y
@@ -447,22 +461,24 @@ class WindowEstimator:
             usable = [kf for kf in view if len(kf.edges) >= cfg.min_edge_points]
             if len(usable) * 2 < len(keyframes):   # most keyframes see nothing from here: not the mount
                 continue
-            Ts = grid @ H
-            scores = self.score_many(usable, Ts, 0, cfg.search_points)
-            best = int(np.argmax(scores))
-            ranked.append((float(scores[best]) * len(usable) / len(keyframes), Ts[best]))
+            scores = self.score_many(usable, grid @ H, 0, cfg.search_points)
+            # a hypothesis is as good as the best pose of its search region; it stays the region's centre
+            ranked.append((float(scores.max()) * len(usable) / len(keyframes), H))
         if not ranked:
             return self._failure(np.eye(4), len(keyframes), "no mount hypothesis sees LiDAR depth edges in the "
                                  "image (no overlap, no structure, or no data)", {})
         ranked.sort(key=lambda r: -r[0])
         chosen: list[np.ndarray] = []
         for _, T in ranked:
-            if all(pose_error(T, C).rot_deg > 2 * cfg.search_rot_deg for C in chosen):
+            if all(pose_error(T, C).rot_deg > cfg.search_rot_deg for C in chosen):
                 chosen.append(T)
             if len(chosen) == cfg.mount_finalists:
                 break
         scan_ms = 1e3 * (time.perf_counter() - t0)
-        results = [self.solve(keyframes, T) for T in chosen]
+        wide = WindowEstimator(replace(cfg, search_trans_m=cfg.mount_search_trans_m,
+                                       translation_stages=cfg.mount_translation_stages))
+        results = [wide.solve(keyframes, T) for T in chosen]
+        self.evaluations = sum(r.evaluations for r in results)
         best = max(results, key=lambda r: (r.ok, r.score))
         best.timings_ms["mounts"] = scan_ms
         best.timings_ms["total"] = 1e3 * (time.perf_counter() - t0)
@@ -584,17 +600,25 @@ class WindowEstimator:
         return cov + np.diag(floor)
 
     def _result(self, T: np.ndarray, cov: np.ndarray, score: float, usable: Sequence[Keyframe], skipped: int,
-                edge_points: int, times: dict[str, float], ambiguous: int = 0) -> WindowResult:
+                edge_points: int, times: dict[str, float], ambiguous: int = 0,
+                at_bound: PoseError | None = None) -> WindowResult:
         cfg = self.cfg
         sd_t, sd_r = axis_sigmas(cov)
         unconstrained = [AXES[k] for k in range(3) if sd_t[k] > cfg.unconstrained_trans_m] + \
                         [AXES[3 + k] for k in range(3) if sd_r[k] > cfg.unconstrained_rot_deg]
         ok = bool(np.all(np.isfinite(T)) and score >= cfg.min_score)
-        converged = ok and bool(np.all(sd_t <= cfg.converged_trans_m) and np.all(sd_r <= cfg.converged_rot_deg))
+        # converged: no direction of either block more uncertain than the bounds (the largest eigenvalue, so the
+        # test reads the same in any frame: a ROS listener can apply it to ~/calibration's covariance)
+        converged = ok and covariance_within(cov, cfg.converged_rot_deg, cfg.converged_trans_m)
         message = "" if ok else f"edge alignment score {score:.2f} is below {cfg.min_score}: the window does " \
                                 "not support a pose"
         if ok and ambiguous:
             message = f"{ambiguous} other pose(s) explain the window almost as well; the covariance spans them"
+        if ok and at_bound is not None:
+            # the bound, not the data, stopped the search: the optimum may lie outside the region
+            converged = False
+            message = (f"the best pose lies at the edge of the search region ({at_bound.rot_deg:.1f} deg / "
+                       f"{at_bound.trans_m:.2f} m from the start); the extrinsic may be outside it")
         if not converged:
             # precision is claimed only on convergence: short of it the curvature describes the basin the
             # search ended in, not whether it is the right one, so no axis is reported tighter than the search

@@ -1,11 +1,12 @@
 """``crossi2p demo``: a synthetic drive through the real calibration node, printing the calibration converging.
 
 1. ray-cast a synthetic drive into a ROS 2 bag (ground truth known);
-2. write an initial guess: the truth knocked by a few degrees and centimetres;
+2. write an initial guess: the truth knocked by 5 degrees and 20 centimetres;
 3. start ``calibration_node`` as its own process (``use_sim_time``, initial guess from the file);
-4. play the bag into the ROS graph with ``/clock`` (slowed down: a CPU needs ~1-2 s per estimate);
-5. print every fused extrinsic the node publishes on ``/tf_static`` with its error against the truth;
-6. call ``~/save`` and draw the LiDAR on an image under the initial guess and the final estimate.
+4. play the bag into the ROS graph with ``/clock`` (slowed down so the node's CPU keeps up);
+5. print every window solve the node publishes on ``~/calibration`` (error against the truth, sigma) and every
+   converged calibration it publishes on ``/tf_static``;
+6. call ``~/save`` and draw the LiDAR on an image under the initial guess and the final calibration.
 """
 from __future__ import annotations
 
@@ -30,22 +31,35 @@ from ..geometry import invert, pose_error, se3_exp
 from ..overlay import draw_projection, side_by_side
 
 
+_PRINT = threading.Lock()   # the demo and the node's relayed log print from two threads
+
+
 def _say(text: str) -> None:
-    print(f"[demo] {text}", flush=True)
+    with _PRINT:
+        print(f"[demo] {text}", flush=True)
 
 
-def run_demo(out: Path, frames: int = 20, seed: int = 7, style: str = "urban", rate: float = 0.1,
-             knock_deg: float = 2.0, knock_m: float = 0.05, device: str = "auto", timeout_s: float = 240.0) -> int:
+def _knock(rot_deg: float, trans_m: float) -> np.ndarray:
+    """A fixed knock of ``rot_deg`` about a tilted axis and ``trans_m`` along a diagonal (camera frame)."""
+    axis = np.array([0.3, 0.9, 0.3]) / np.linalg.norm([0.3, 0.9, 0.3])
+    shift = np.array([0.6, -0.6, 0.5]) / np.linalg.norm([0.6, -0.6, 0.5])
+    return se3_exp(np.r_[trans_m * shift, np.radians(rot_deg) * axis])
+
+
+def run_demo(out: Path, frames: int = 40, seed: int = 7, style: str = "urban", rate: float = 0.5,
+             knock_deg: float = 5.0, knock_m: float = 0.2, device: str = "auto", timeout_s: float = 240.0) -> int:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PoseWithCovarianceStamped
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.node import Node
     from std_srvs.srv import Trigger
     from tf2_msgs.msg import TFMessage
 
     from ..decode import transform_from_tf_msg
-    from .node import STATIC_TF_QOS, RELIABLE_QOS
+    from ..registration.window import WindowConfig, covariance_within
     from .player import play
+    from .qos import RELIABLE_QOS, STATIC_TF_QOS
 
     out = Path(out)
     for stale in ("kitti", "demo.mcap", "calibration", "initial"):
@@ -54,8 +68,7 @@ def run_demo(out: Path, frames: int = 20, seed: int = 7, style: str = "urban", r
     _say(f"ray-casting a {frames}-frame {style} drive (seed {seed}): 64-beam LiDAR + 1241x376 camera")
     result = generate(cfg, out / "kitti", bag_path=out / "demo.mcap", progress=True)
     T_true = result.T_camera_lidar
-    knock = se3_exp(np.array([knock_m, 0.0, 0.0, 0.0, np.radians(knock_deg), 0.0]))
-    T_init = knock @ T_true
+    T_init = _knock(knock_deg, knock_m) @ T_true
     initial = write_all(Calibration(T_init), out / "initial")["yaml"]
     e0 = pose_error(T_init, T_true)
     _say(f"initial guess {initial}: {e0.rot_deg:.2f} deg / {100 * e0.trans_m:.1f} cm off the truth")
@@ -74,25 +87,51 @@ def run_demo(out: Path, frames: int = 20, seed: int = 7, style: str = "urban", r
            "-p", f"initial_calibration:={initial}", "-p", f"output_dir:={out / 'calibration'}",
            "-p", f"device:={device}", "-p", "use_sim_time:=true", "-p", "stale_after_s:=30.0",
            # reliable: megabyte images and clouds over best-effort loopback DDS lose fragments under load
-           "-p", "qos:=reliable"]
+           "-p", "qos:=reliable",
+           # solve from the 4th keyframe on, every 3 new ones: the first windows are too small to converge,
+           # which shows what the covariance does until they are not
+           "-p", "session.min_keyframes:=4", "-p", "session.solve_every:=3"]
     _say("starting calibration_node: " + " ".join(cmd[1:4]) + " ...")
     node_proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     node_log: list[str] = []
-    threading.Thread(target=lambda: [node_log.append(line) for line in node_proc.stdout], daemon=True).start()
+
+    def relay() -> None:   # the node's own account of each solve, interleaved with the demo's check of it
+        for line in node_proc.stdout:  # type: ignore[union-attr]
+            node_log.append(line)
+            if "window of" in line:
+                _say("node: " + line.split("]: ", 1)[-1].rstrip())
+
+    threading.Thread(target=relay, daemon=True).start()
 
     rclpy.init(domain_id=int(domain))
     demo = Node("crossi2p_demo")
-    updates: list[tuple[float, np.ndarray]] = []
+    solves: list[tuple[float, np.ndarray, bool]] = []     # (arrival, T_camera_lidar, converged)
+    bounds = WindowConfig()                                # the node's convergence bounds (its defaults)
+    published: list[np.ndarray] = []
     diagnostics: dict = {}
+
+    def on_calibration(msg) -> None:
+        from scipy.spatial.transform import Rotation
+
+        from ..geometry import make_transform
+
+        p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        T_cl = invert(make_transform(Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix(), [p.x, p.y, p.z]))
+        cov = np.asarray(msg.pose.covariance).reshape(6, 6)
+        sd = np.sqrt(np.diag(cov))
+        converged = covariance_within(cov, bounds.converged_rot_deg, bounds.converged_trans_m)
+        solves.append((time.monotonic(), T_cl, converged))
+        e = pose_error(T_cl, T_true)
+        _say(f"window solve #{len(solves):2d} on ~/calibration: error {e.rot_deg:5.2f} deg / {100 * e.trans_m:5.1f} cm,"
+             f" sigma {np.degrees(sd[3:].max()):.2f} deg / {100 * sd[:3].max():.1f} cm"
+             f" ({'converged' if converged else 'converging'})")
 
     def on_tf(msg) -> None:
         for parent, child, T in transform_from_tf_msg(msg):
-            if (parent, child) == ("lidar", "camera_optical"):
-                T_cl = invert(T)
-                updates.append((time.monotonic(), T_cl))
-                e = pose_error(T_cl, T_true)
-                _say(f"fused extrinsic #{len(updates):2d} on /tf_static: error {e.rot_deg:.2f} deg / "
-                     f"{100 * e.trans_m:.1f} cm (initial {e0.rot_deg:.2f} deg / {100 * e0.trans_m:.1f} cm)")
+            if parent == "lidar" and child.endswith("_calibrated"):
+                published.append(invert(T))
+                e = pose_error(published[-1], T_true)
+                _say(f"  -> /tf_static {parent} -> {child}: error {e.rot_deg:.2f} deg / {100 * e.trans_m:.1f} cm")
 
     def on_diag(msg) -> None:
         for st in msg.status:
@@ -102,6 +141,8 @@ def run_demo(out: Path, frames: int = 20, seed: int = 7, style: str = "urban", r
                 diagnostics["_level"] = st.level
                 diagnostics["_message"] = st.message
 
+    demo.create_subscription(PoseWithCovarianceStamped, "/crossi2p_calibration/calibration", on_calibration,
+                             RELIABLE_QOS)
     demo.create_subscription(TFMessage, "/tf_static", on_tf, STATIC_TF_QOS)
     demo.create_subscription(DiagnosticArray, "/diagnostics", on_diag, RELIABLE_QOS)
     save = demo.create_client(Trigger, "/crossi2p_calibration/save")
@@ -118,19 +159,20 @@ def run_demo(out: Path, frames: int = 20, seed: int = 7, style: str = "urban", r
         _say(f"node up ({diagnostics.get('device')}): {diagnostics['_message']}")
         _say(f"playing {out / 'demo.mcap'} at {rate}x with /clock (the truth on /tf_static is not played)")
         n = play(demo, out / "demo.mcap", rate=rate, exclude=["/tf_static"], wait_for_subscribers_s=5.0)
-        _say(f"played {n} messages; waiting for the node to finish the pairs it took")
+        _say(f"played {n} messages; waiting for the node to solve the keyframes it took")
 
-        def idle() -> bool:
+        def settled() -> bool:
+            """Every pair taken is prepared, and no solve came for 2 diagnostics periods after a converged one."""
             d = dict(diagnostics)
             taken = int(d.get("pairs_received", 0)) - int(d.get("pairs_dropped_busy", 0)) \
                 - int(d.get("pairs_without_camera_info", 0))
-            return int(d.get("pairs_processed", 0)) >= taken
+            quiet = bool(solves) and time.monotonic() - solves[-1][0] > 6.0
+            return int(d.get("pairs_prepared", 0)) >= taken and quiet and (solves[-1][2] or
+                                                                             time.monotonic() - solves[-1][0] > 30)
 
-        # idle in two diagnostics periods in a row: the counts include the last pair and nothing is in flight
-        settle, streak = time.monotonic() + timeout_s, 0
-        while time.monotonic() < settle and streak < 2:
-            time.sleep(1.1)
-            streak = streak + 1 if idle() else 0
+        settle = time.monotonic() + timeout_s
+        while time.monotonic() < settle and not settled():
+            time.sleep(0.5)
         if not save.wait_for_service(timeout_sec=10.0):
             raise CrossI2PError("the node's ~/save service did not appear")
         response = save.call_async(Trigger.Request())
@@ -140,14 +182,14 @@ def run_demo(out: Path, frames: int = 20, seed: int = 7, style: str = "urban", r
         reply = response.result()
         _say(f"~/save: {reply.message if reply else 'no answer'}")
         _say(f"node diagnostics: {diagnostics.get('_message', '?')} (pairs {diagnostics.get('pairs_received')}, "
-             f"processed {diagnostics.get('pairs_processed')}, before any CameraInfo "
-             f"{diagnostics.get('pairs_without_camera_info')}, dropped while busy "
-             f"{diagnostics.get('pairs_dropped_busy')}, bad messages {diagnostics.get('bad_messages')}; received images "
-             f"{diagnostics.get('images_received')}, clouds {diagnostics.get('clouds_received')}, unpaired "
-             f"{diagnostics.get('messages_unpaired')})")
+             f"prepared {diagnostics.get('pairs_prepared')}, keyframes {diagnostics.get('keyframes')}, skipped "
+             f"without change {diagnostics.get('skipped_no_change')}, dropped while busy "
+             f"{diagnostics.get('pairs_dropped_busy')}, bad messages {diagnostics.get('bad_messages')})")
+        ok = False
         if reply is not None and reply.success:
             final = read_calibration(Path(reply.message)).T_camera_lidar
             e = pose_error(final, T_true)
+            ok = e.rot_deg < e0.rot_deg and e.trans_m < e0.trans_m
             _say(f"final: {e.rot_deg:.2f} deg / {100 * e.trans_m:.1f} cm off the truth "
                  f"(initial {e0.rot_deg:.2f} deg / {100 * e0.trans_m:.1f} cm)")
             frame = open_dataset(out / "kitti")[0]
@@ -157,9 +199,9 @@ def run_demo(out: Path, frames: int = 20, seed: int = 7, style: str = "urban", r
                                   f"after the node ({e.rot_deg:.2f} deg, {100 * e.trans_m:.1f} cm off)"])
             cv2.imwrite(str(out / "overlay.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
             _say(f"overlay: {out / 'overlay.png'}; calibration files: {out / 'calibration'}")
-        if not updates:
-            _say("the node published no estimate; its log:\n" + "".join(node_log[-30:]))
-        return 0 if updates else 1
+        else:
+            _say("the node did not converge; its log:\n" + "".join(node_log[-30:]))
+        return 0 if ok else 1
     finally:
         executor.shutdown(timeout_sec=2.0)
         demo.destroy_node()
@@ -167,6 +209,6 @@ def run_demo(out: Path, frames: int = 20, seed: int = 7, style: str = "urban", r
         if node_proc.poll() is None:
             node_proc.send_signal(signal.SIGINT)
             try:
-                node_proc.wait(timeout=10)
+                node_proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 node_proc.kill()

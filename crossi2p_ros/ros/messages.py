@@ -7,12 +7,12 @@ from typing import Any
 import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import TransformStamped
+from geometry_msgs.msg import PoseWithCovarianceStamped, TransformStamped
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from tf2_msgs.msg import TFMessage
 
-from ..geometry import CameraModel
+from ..geometry import CameraModel, invert, ros_pose_covariance
 from ..pointcloud import pack_xyzi
 
 LEVELS = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN, "ERROR": DiagnosticStatus.ERROR,
@@ -44,6 +44,21 @@ def tf_message(T_parent_child: np.ndarray, parent: str, child: str, stamp: Time)
     r = t.transform.rotation
     r.x, r.y, r.z, r.w = qx, qy, qz, qw
     return TFMessage(transforms=[t])
+
+
+def pose_message(T_camera_lidar: np.ndarray, covariance: np.ndarray, lidar_frame: str,
+                 stamp: Time) -> PoseWithCovarianceStamped:
+    """``~/calibration``: the camera optical frame's pose in the LiDAR frame (T_lidar_camera) with its
+    covariance, (x, y, z, rot x, rot y, rot z) row-major [m^2, rad^2] about the LiDAR frame's axes, as ROS defines
+    it (:func:`~crossi2p_ros.geometry.ros_pose_covariance` converts ours)."""
+    msg = PoseWithCovarianceStamped()
+    msg.header.stamp, msg.header.frame_id = stamp, lidar_frame
+    T = invert(T_camera_lidar)
+    p, q = msg.pose.pose.position, msg.pose.pose.orientation
+    p.x, p.y, p.z = (float(v) for v in T[:3, 3])
+    q.x, q.y, q.z, q.w = (float(v) for v in Rotation.from_matrix(T[:3, :3]).as_quat())
+    msg.pose.covariance = [float(v) for v in ros_pose_covariance(T_camera_lidar, covariance).ravel()]
+    return msg
 
 
 def image_message(rgb: np.ndarray, frame_id: str, stamp: Time) -> Image:

@@ -1,0 +1,70 @@
+"""The ROS-free session loop on real ray-cast frames with the shipped weights: keyframes, solves, the TF policy."""
+import numpy as np
+import pytest
+
+from crossi2p_ros.geometry import pose_error, se3_exp
+from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig
+from crossi2p_ros.registration.keyframes import KeyframeConfig
+from crossi2p_ros.session import Frame, Session, SessionConfig
+
+
+@pytest.fixture(scope="module")
+def drive():
+    from crossi2p_ros.data.synth import SynthConfig, iter_frames
+
+    return list(iter_frames(SynthConfig(frames=12, seed=9870, style="urban")))
+
+
+@pytest.fixture(scope="module")
+def calibrator():
+    return Calibrator(CalibratorConfig(device="cpu"))
+
+
+def _frame(f, blank=False, t_offset_s=0.0):
+    image = np.zeros_like(f.image) if blank else f.image
+    stamp = int((f.time_s + t_offset_s) * 1e9)
+    return Frame(image, f.points, f.camera, stamp, stamp, "camera_optical", "lidar")
+
+
+def test_only_converged_solves_are_published_and_updates_follow_a_converged_one(drive, calibrator):
+    T_true = drive[0].T_camera_lidar
+    T_prior = se3_exp(np.array([0.1, -0.05, 0.08, np.radians(2.0), np.radians(-3.0), np.radians(1.0)])) @ T_true
+    # every frame a keyframe, a solve after each: the blank-image frames first (no image edges: no pose)
+    session = Session(calibrator, SessionConfig(keyframes=KeyframeConfig(size=8, min_change=0.0), min_keyframes=1,
+                                                solve_every=1), T_prior)
+    blank = [session.step(_frame(f, blank=True)) for f in drive[:2]]
+    assert all(u is not None and not u.estimate.converged and not u.publish for u in blank)
+    assert session.calibration is None and session.published is None
+    session.reset()
+    updates = [u for u in (session.step(_frame(f, t_offset_s=10.0)) for f in drive) if u is not None]
+    published = [u for u in updates if u.publish]
+    assert published and all(u.estimate.converged for u in published)
+    # a converged solve is followed by a cheap update from it; a solve that is not converged, by a global search
+    assert updates[0].global_search
+    assert all(u.global_search == (not prev.estimate.converged) for prev, u in zip(updates, updates[1:]))
+    assert not all(u.global_search for u in updates)
+    e0, e = pose_error(T_prior, T_true), pose_error(session.calibration.T_camera_lidar, T_true)
+    assert e.rot_deg < 0.5 and e.trans_m < 0.05 and e.rot_deg < e0.rot_deg / 4, (e0, e)
+    # republished only when it moved by more than 3 sigma: consecutive published poses differ by that much
+    for a, b in zip(published, published[1:]):
+        assert session._moved(b.estimate, a.estimate)
+
+
+def test_keyframes_leave_the_window_with_their_stamps(drive, calibrator):
+    session = Session(calibrator, SessionConfig(keyframes=KeyframeConfig(size=3, min_change=0.0), min_keyframes=3),
+                      drive[0].T_camera_lidar)
+    for f in drive[:5]:
+        session.offer(_frame(f))
+    assert len(session.window) == 3 and len(session._stamps) == 3
+    assert session.due() and session.solve().stamp_ns == int(drive[4].time_s * 1e9)
+    assert not session.due()
+
+
+def test_monitor_mode_needs_the_installed_extrinsic(drive, calibrator):
+    from crossi2p_ros.errors import CrossI2PError
+
+    session = Session(calibrator, SessionConfig(mode="monitor"))
+    with pytest.raises(CrossI2PError, match="installed extrinsic"):
+        session.offer(_frame(drive[0]))
+    with pytest.raises(CrossI2PError, match="min_keyframes"):
+        Session(calibrator, SessionConfig(min_keyframes=50))
