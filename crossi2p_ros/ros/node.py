@@ -103,6 +103,7 @@ class CalibrationNode(Node):
         self.running = bool(self.cfg.autostart)
         self._lock = threading.Lock()
         self._camera = None
+        self._image_size: tuple[int, int] | None = None
         self._static_tf = StaticTransforms()
         self._frames = (self.cfg.lidar_frame, self.cfg.camera_frame)
         self._prior_source = "none"
@@ -199,6 +200,8 @@ class CalibrationNode(Node):
 
     def _on_image(self, msg) -> None:
         self._received["image"] += 1
+        if hasattr(msg, "width"):   # raw images state their size (compressed ones only once decoded)
+            self._image_size = (int(msg.width), int(msg.height))
         self._hand_over(self.sync.add_image(stamp_ns(msg), msg))
 
     def _on_cloud(self, msg) -> None:
@@ -209,6 +212,11 @@ class CalibrationNode(Node):
         self._received["camera_info"] += 1
         try:
             self._camera = camera_from_msg(msg)
+            size = (self._camera.width, self._camera.height)
+            if self._image_size is not None and self._image_size != size:
+                raise CrossI2PError(f"CameraInfo is {size[0]}x{size[1]} but the images on {self.cfg.image_topic} "
+                                    f"are {self._image_size[0]}x{self._image_size[1]}; publish the CameraInfo "
+                                    "that belongs to this camera (or its binning / ROI)")
         except CrossI2PError as exc:
             self._note_error("camera_info", exc)
 
