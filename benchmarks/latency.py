@@ -6,10 +6,12 @@ publishes, and each repeat times what the node does with one pair:
 
 * ``convert``: Image + PointCloud2 + CameraInfo messages -> numpy (the node's decoders);
 * ``sync``: pairing the two messages (``ApproximateTimeSync``);
-* ``preprocess``, ``network``, ``coarse``, ``fine``, ``mi``: the Calibrator's
-  own stage timings (``Estimate.timings_ms``), from a prior 2 deg / 5 cm off;
-* ``fusion``: adding the estimate to the sliding-window ``PoseFusion``;
-* ``node_overhead`` = convert + sync + fusion, ``total`` = everything.
+* ``preprocess``, ``window.*``, ``mi``: the Calibrator's own stage timings
+  (``Estimate.timings_ms``) of a window of this one frame, from a prior 2 deg / 5 cm off;
+* ``node_overhead`` = convert + sync, ``total`` = everything.
+
+The node solves windows of keyframes (benchmarks/window.py, benchmarks/node.py
+measure those); this is the cost of one pair through the same code.
 
 Backends: torch and, unless ``--no-onnx``, the ONNX Runtime graph (exported to
 a temporary file first, or taken from ``--onnx``). Median and p95 per stage
@@ -32,13 +34,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from crossi2p_ros.bag import camera_from_msg, image_from_msg  # noqa: E402
+from crossi2p_ros.decode import camera_from_msg, image_from_msg  # noqa: E402
 from crossi2p_ros.data.synth import SynthConfig, iter_frames  # noqa: E402
 from crossi2p_ros.evaluation import write_json  # noqa: E402
 from crossi2p_ros.geometry import se3_exp  # noqa: E402
 from crossi2p_ros.model.export import export_onnx  # noqa: E402
 from crossi2p_ros.model.weights import file_sha256  # noqa: E402
-from crossi2p_ros.monitor import PoseFusion  # noqa: E402
 from crossi2p_ros.pointcloud import unpack_xyzi  # noqa: E402
 from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig  # noqa: E402
 from crossi2p_ros.ros.messages import sensor_messages, time_msg  # noqa: E402
@@ -54,7 +55,6 @@ def _ms(start: float) -> float:
 def time_pairs(calibrator: Calibrator, frame, repeats: int) -> list[dict[str, float]]:
     """Stage timings [ms] of ``repeats`` node steps on one frame's messages."""
     T_init = se3_exp(np.array([0.05, 0.0, 0.0, 0.0, np.radians(2.0), 0.0])) @ frame.T_camera_lidar
-    fusion = PoseFusion()
     sync = ApproximateTimeSync()
     rows = []
     for k in range(repeats + 1):   # the first step warms caches and allocators; it is not counted
@@ -69,10 +69,7 @@ def time_pairs(calibrator: Calibrator, frame, repeats: int) -> list[dict[str, fl
         assert len(pairs) == 1
         est = calibrator.estimate(image, points, camera, T_init)
         row.update({k: v for k, v in est.timings_ms.items() if k != "total"})
-        t = time.perf_counter()
-        fusion.add(est.T_camera_lidar, est.covariance, est.confidence)
-        row["fusion"] = _ms(t)
-        row["node_overhead"] = row["convert"] + row["sync"] + row["fusion"]
+        row["node_overhead"] = row["convert"] + row["sync"]
         row["total"] = row["node_overhead"] + est.timings_ms["total"]
         if k:
             rows.append(row)

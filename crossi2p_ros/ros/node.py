@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,7 @@ class CalibrationNode(Node):
         self._lock = threading.Lock()
         self._camera = None
         self._image_size: tuple[int, int] | None = None
+        self._handover_ms: deque[float] = deque(maxlen=100)
         self._static_tf = StaticTransforms()
         self._frames = (self.cfg.lidar_frame, self.cfg.camera_frame)
         self._prior_source = "none"
@@ -200,8 +202,6 @@ class CalibrationNode(Node):
 
     def _on_image(self, msg) -> None:
         self._received["image"] += 1
-        if hasattr(msg, "width"):   # raw images state their size (compressed ones only once decoded)
-            self._image_size = (int(msg.width), int(msg.height))
         self._hand_over(self.sync.add_image(stamp_ns(msg), msg))
 
     def _on_cloud(self, msg) -> None:
@@ -241,6 +241,10 @@ class CalibrationNode(Node):
             # a pair can complete a few ms before the first CameraInfo: skip it (diagnostics show the count)
             self._waiting_for_info += len(pairs)
             return
+        # the newest stamp's age on the wall clock at hand-over: DDS transport + this node's callbacks, for live
+        # sensors whose clocks are synchronised with this machine (meaningless for a bag under use_sim_time)
+        newest = max(max(p.image_stamp_ns, p.cloud_stamp_ns) for p in pairs)
+        self._handover_ms.append(1e-6 * (time.time_ns() - newest))
         self.mailbox.put_latest(list(pairs))
 
     def _restart(self) -> None:
@@ -293,6 +297,7 @@ class CalibrationNode(Node):
         self._last_offset_s = pair.offset_s
         self._find_prior(lidar, camera)
         image = image_from_msg(image_msg)
+        self._image_size = (image.shape[1], image.shape[0])   # of the last image that decoded
         points = unpack_xyzi(cloud_msg)
         if len(points) < self.calibrator.cfg.inputs.min_points:
             raise CrossI2PError(f"point cloud on {self.cfg.cloud_topic} has {len(points)} finite points "
@@ -368,6 +373,8 @@ class CalibrationNode(Node):
             "bad_messages": self._bad, "stamp_offset_ms": f"{1e3 * self._last_offset_s:.1f}",
             "tf_child_frame": self.tf_child_frame(),
         }
+        if self._handover_ms:
+            values["pair_age_at_handover_ms"] = f"{np.median(self._handover_ms):.1f}"
         if s is not None:
             values.update(s.stats())
         if last is not None:
