@@ -149,10 +149,13 @@ class Session:
             raise CrossI2PError(f"monitor mode needs the installed extrinsic {frame.lidar_frame} -> "
                                 f"{frame.camera_frame} (a calibration file, parameters or /tf_static)")
         stamp_s = frame.cloud_stamp_ns * 1e-9
-        keyframe, image, camera = self.calibrator.prepare(frame.image, frame.points, frame.camera, frame.ring, stamp_s)
         look = thumbnail(frame.image)
         with self._lock:
             self.frames_offered += 1
+            if self.window.skip_reason(look, stamp_s) is not None:   # decided before the costly features
+                return False
+        keyframe, image, camera = self.calibrator.prepare(frame.image, frame.points, frame.camera, frame.ring, stamp_s)
+        with self._lock:
             if self.window.keyframes and (camera.width, camera.height) != (self.window.keyframes[-1].width,
                                                                           self.window.keyframes[-1].height):
                 raise CrossI2PError(f"camera size changed to {camera.width}x{camera.height} mid-run; a window "
@@ -254,4 +257,5 @@ class Session:
         with self._lock:
             return {"frames_offered": self.frames_offered, "keyframes": len(self.window), "solves": self.solves,
                     "skipped_no_structure": self.window.skipped["no structure"],
-                    "skipped_no_change": self.window.skipped["no change"], "proposals": len(self._proposals)}
+                    "skipped_no_change": self.window.skipped["no change"],
+                    "skipped_too_soon": self.window.skipped["too soon"], "proposals": len(self._proposals)}

@@ -18,7 +18,7 @@ from crossi2p_ros.replay import detect_topics, read_camera_info
 @pytest.fixture(scope="module")
 def drive(tmp_path_factory):
     root = tmp_path_factory.mktemp("replay")
-    result = generate(SynthConfig(frames=16, seed=9800, style="urban"), root / "kitti", bag_path=root / "drive.bag",
+    result = generate(SynthConfig(frames=30, seed=9800, style="urban"), root / "kitti", bag_path=root / "drive.bag",
                       progress=False)
     return result
 
@@ -76,14 +76,14 @@ def test_replay_calibrates_from_a_knocked_prior_and_writes_calibration_log_and_r
                  "report/overlay.png"):
         assert (out / name).is_file(), name
     log = json.loads((out / "estimates.json").read_text())
-    assert log["pairs"] == 16 and log["solves"] and log["solves"][0]["global_search"]
-    assert log["keyframes"]["frames_offered"] == 16
+    assert log["pairs"] == 30 and log["solves"] and log["solves"][0]["global_search"]
+    assert log["keyframes"]["frames_offered"] == 30
     final = read_calibration(out / "calibration.json")
     e0, e = pose_error(initial, T_gt), pose_error(final.T_camera_lidar, T_gt)
     assert e.rot_deg < 0.5 and e.trans_m < 0.05 and e.rot_deg < e0.rot_deg / 5, (e0, e)
     assert final.covariance is not None and np.all(np.diag(final.covariance) > 0)
     text = capsys.readouterr().out
-    assert "16 camera/LiDAR pairs" in text and "calibration T_camera_lidar (converged" in text
+    assert "30 camera/LiDAR pairs" in text and "calibration T_camera_lidar (converged" in text
     assert "global" in text and "error against the reference" in text
 
 
@@ -92,7 +92,7 @@ def test_replay_takes_the_initial_guess_from_the_bags_tf_and_honours_start_and_e
     assert main(["replay", str(drive.bag_path), "--out", str(out), "--device", "cpu", "--min-keyframes", "3",
                  "--start", "0.15", "--every", "2"]) == 0
     log = json.loads((out / "estimates.json").read_text())
-    assert log["pairs"] == 7                                # frames 2..15 remain, every second one
+    assert log["pairs"] == 14                               # frames 2..29 remain, every second one
     np.testing.assert_allclose(np.array(log["T_initial"]), drive.T_camera_lidar, atol=1e-9)
 
 
@@ -103,7 +103,8 @@ def test_monitor_alarms_on_a_wrong_installed_extrinsic_with_its_axis(drive, tmp_
     installed = se3_exp(np.array([0, 0, 0, 0, np.radians(knock_deg), 0])) @ drive.T_camera_lidar
     write_all(Calibration(installed), tmp_path / "installed")
     out = tmp_path / "mon"
-    assert main(["monitor", str(drive.bag_path), "--out", str(out), "--device", "cpu", "--min-keyframes", "6",
+    assert main(["monitor", str(drive.bag_path), "--out", str(out), "--device", "cpu", "--min-keyframes", "4",
+                 "--solve-every", "1",
                  "--installed", str(tmp_path / "installed" / "calibration.yaml")]) == 0
     log = json.loads((out / "monitor.json").read_text())
     levels = [e["level"] for e in log["solves"]]

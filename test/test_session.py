@@ -30,7 +30,7 @@ def test_only_converged_solves_are_published_and_updates_follow_a_converged_one(
     T_true = drive[0].T_camera_lidar
     T_prior = se3_exp(np.array([0.1, -0.05, 0.08, np.radians(2.0), np.radians(-3.0), np.radians(1.0)])) @ T_true
     # every frame a keyframe, a solve after each: the blank-image frames first (no image edges: no pose)
-    session = Session(calibrator, SessionConfig(keyframes=KeyframeConfig(size=8, min_change=0.0), min_keyframes=1,
+    session = Session(calibrator, SessionConfig(keyframes=KeyframeConfig(size=8, min_change=0.0, min_interval_s=0.0), min_keyframes=1,
                                                 solve_every=1), T_prior)
     blank = [session.step(_frame(f, blank=True)) for f in drive[:2]]
     assert all(u is not None and not u.estimate.converged and not u.publish for u in blank)
@@ -51,7 +51,7 @@ def test_only_converged_solves_are_published_and_updates_follow_a_converged_one(
 
 
 def test_keyframes_leave_the_window_with_their_stamps(drive, calibrator):
-    session = Session(calibrator, SessionConfig(keyframes=KeyframeConfig(size=3, min_change=0.0), min_keyframes=3),
+    session = Session(calibrator, SessionConfig(keyframes=KeyframeConfig(size=3, min_change=0.0, min_interval_s=0.0), min_keyframes=3),
                       drive[0].T_camera_lidar)
     for f in drive[:5]:
         session.offer(_frame(f))

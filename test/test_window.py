@@ -211,4 +211,9 @@ def test_keyframe_window_keeps_distinct_structured_frames_and_counts_the_rest(dr
     for kf, look in zip(window[1:], looks[1:]):                   # 0.4 s apart while driving: all new
         assert kw.offer(kf, look)
     assert len(kw) == 6 and kw.keyframes[-1] is window[-1]        # the newest six
-    assert kw.skipped == {"no structure": 1, "no change": 1}
+    assert kw.skipped == {"no structure": 1, "no change": 1, "too soon": 0}
+    stamped = KeyframeWindow(KeyframeConfig(size=6))
+    first = Keyframe(window[0].edges, window[0].along, window[0].fields, window[0].K, window[0].width,
+                     window[0].height, window[0].focal_px, "scan order", stamp=10.0)
+    assert stamped.offer(first, looks[0])
+    assert stamped.skip_reason(looks[3], 10.1) == "too soon" and stamped.skip_reason(looks[3], 10.3) is None

@@ -10,8 +10,13 @@ which keeps a frame when
   least ``min_change`` (mean absolute difference of a 64-px-wide grey
   thumbnail, in [0, 1]: the scene moved in view), or ``max_interval_s`` has
   passed since (lighting and traffic change even when the ego does not),
+* and at least ``min_interval_s`` has passed since the newest keyframe (a
+  live stream offers more frames than a CPU can prepare; spacing them also
+  spreads the window over more of the drive),
 
 and holds the newest ``size`` of them. Refused frames are counted by reason.
+The look and the interval are checked by :meth:`KeyframeWindow.skip_reason`
+*before* a frame is prepared (thumbnails cost a millisecond, features ~0.15 s).
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ class KeyframeConfig:
     min_edge_points: int = 100    # fewer LiDAR depth edges: no structure to align
     min_change: float = 0.04      # thumbnail change that makes a frame new
     max_interval_s: float = 5.0   # ... or this long since the newest keyframe
+    min_interval_s: float = 0.25  # never closer than this to the newest keyframe [s] (stamps)
 
 
 @dataclass
@@ -46,7 +52,7 @@ class KeyframeWindow:
     """The newest ``cfg.size`` distinct, structured keyframes of a stream."""
 
     cfg: KeyframeConfig = field(default_factory=KeyframeConfig)
-    skipped: dict[str, int] = field(default_factory=lambda: {"no structure": 0, "no change": 0})
+    skipped: dict[str, int] = field(default_factory=lambda: {"no structure": 0, "no change": 0, "too soon": 0})
 
     def __post_init__(self) -> None:
         self._frames: deque[tuple[Keyframe, np.ndarray]] = deque(maxlen=self.cfg.size)
@@ -58,18 +64,31 @@ class KeyframeWindow:
     def keyframes(self) -> list[Keyframe]:
         return [kf for kf, _ in self._frames]
 
+    def skip_reason(self, look: np.ndarray, stamp: float | None) -> str | None:
+        """Why a frame with this :func:`thumbnail` and stamp [s] would not add to the window ("too soon",
+        "no change"), or None; checked before the frame's features are prepared, and counted."""
+        if not self._frames:
+            return None
+        newest, newest_look = self._frames[-1]
+        waited = None if stamp is None or newest.stamp is None else stamp - newest.stamp
+        reason = None
+        if waited is not None and 0.0 <= waited < self.cfg.min_interval_s:
+            reason = "too soon"
+        else:
+            change = float(np.mean(np.abs(look - newest_look))) if look.shape == newest_look.shape else 1.0
+            if change < self.cfg.min_change and (waited is None or waited < self.cfg.max_interval_s):
+                reason = "no change"
+        if reason is not None:
+            self.skipped[reason] += 1
+        return reason
+
     def offer(self, keyframe: Keyframe, look: np.ndarray) -> bool:
         """Keep ``keyframe`` (with ``look``, its :func:`thumbnail`) if it adds to the window; True if kept."""
         if len(keyframe.edges) < self.cfg.min_edge_points:
             self.skipped["no structure"] += 1
             return False
-        if self._frames:
-            newest, newest_look = self._frames[-1]
-            change = float(np.mean(np.abs(look - newest_look))) if look.shape == newest_look.shape else 1.0
-            waited = None if keyframe.stamp is None or newest.stamp is None else keyframe.stamp - newest.stamp
-            if change < self.cfg.min_change and (waited is None or waited < self.cfg.max_interval_s):
-                self.skipped["no change"] += 1
-                return False
+        if self.skip_reason(look, keyframe.stamp) is not None:
+            return False
         self._frames.append((keyframe, look))
         return True
 

@@ -80,6 +80,8 @@ _DERIVED: list[tuple[Any, str, dict[str, tuple[str, Any]]]] = [
         "min_change": ("image change (mean absolute thumbnail difference, 0-1) that makes a frame a new "
                        "keyframe", (0.0, 1.0)),
         "max_interval_s": ("... or this long since the newest keyframe [s]", (0.0, 3600.0)),
+        "min_interval_s": ("never closer than this to the newest keyframe [s] (frames are skipped before their "
+                           "features are computed)", (0.0, 3600.0)),
     }),
     (SessionConfig(), "session.", {
         "min_keyframes": ("the first window solve waits for this many keyframes", (1, 200)),
