@@ -7,8 +7,9 @@ monitor`` (a bag read directly). Each paired frame is prepared once
 when enough new keyframes have arrived the window is solved
 (:meth:`Calibrator.estimate_window`):
 
-* ``calibrate``: a global search from the prior (and, without one, from the
-  network's proposals gathered from the keyframes) until a solve converges;
+* ``calibrate``: a global search from the prior (and, without one, over the
+  usual mounts and the network's proposals gathered from the keyframes, then
+  around the best pose found) until a solve converges;
   from then on each solve is a cheap local update from the last converged
   pose, and a failed or unconverged update sends the next solve back to the
   global search. The calibration is *published* (``Update.publish``) when a
@@ -66,6 +67,8 @@ class SessionConfig:
     min_keyframes: int = 10       # the first solve waits for this many keyframes (fewer rarely converge)
     solve_every: int = 4          # new keyframes between solves (a busy live solver takes what accumulated)
     republish_sigma: float = 3.0  # a converged calibration is published again when it moves this many sigma
+    mount_search_every: int = 3   # no prior: unconverged solves search around the last supported pose, and every
+                                  # this many-th one scans all mounts again (in case that pose is a wrong mount)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     def validate(self) -> None:
@@ -74,8 +77,9 @@ class SessionConfig:
         if not 1 <= self.min_keyframes <= self.keyframes.size:
             raise CrossI2PError(f"min_keyframes={self.min_keyframes}: must be between 1 and the window size "
                                 f"{self.keyframes.size}")
-        if self.solve_every < 1:
-            raise CrossI2PError(f"solve_every={self.solve_every}: must be at least 1")
+        if self.solve_every < 1 or self.mount_search_every < 1:
+            raise CrossI2PError(f"solve_every={self.solve_every}, mount_search_every={self.mount_search_every}: "
+                                "each must be at least 1")
 
 
 @dataclass
@@ -106,6 +110,8 @@ class Session:
         self._proposals: list[tuple[int, np.ndarray]] = []
         self._new = 0
         self._generation = 0                       # bumped by reset(): a solve in flight then belongs to the past
+        self._lead: np.ndarray | None = None       # no prior: the last pose the window supported
+        self._unconverged = 0                      # consecutive solves that did not converge
         self.T_prior: np.ndarray | None = None
         self.monitor: DriftMonitor | None = None
         self.set_prior(T_prior)
@@ -139,6 +145,7 @@ class Session:
             self._proposals.clear()
             self._new = 0
             self._generation += 1
+            self._lead, self._unconverged = None, 0
             self.last = self.converged = self.published = None
             if self.monitor is not None:
                 self.monitor.reset()
@@ -205,6 +212,7 @@ class Session:
             proposals = [T for _, T in self._proposals]
             T_prior = None if self.T_prior is None else self.T_prior.copy()
             locked = None if self.converged is None else self.converged.T_camera_lidar.copy()
+            lead, unconverged = self._lead, self._unconverged
         t0 = time.perf_counter()
         if self.cfg.mode == "monitor":
             assert T_prior is not None   # offer() refuses frames without it
@@ -215,7 +223,13 @@ class Session:
             est = self.calibrator.estimate_window(keyframes, locked, global_search=False, mi_frames=mi_frames)
         else:
             global_search = True
-            est = self.calibrator.estimate_window(keyframes, T_prior, proposals, mi_frames=mi_frames)
+            T_start = T_prior
+            if T_prior is None and lead is not None and unconverged % self.cfg.mount_search_every:
+                # no prior: search around the last supported pose (a fraction of the cost of scoring every
+                # mount again); every mount_search_every-th unconverged solve scans the mounts afresh
+                T_start = lead
+            est = self.calibrator.estimate_window(keyframes, T_start, proposals if T_start is None else (),
+                                                  mi_frames=mi_frames)
         wall = time.perf_counter() - t0
         with self._lock:
             if generation != self._generation:
@@ -228,10 +242,15 @@ class Session:
             elif est.converged:
                 publish = self.published is None or self._moved(est, self.published)
                 self.converged = est
+                self._unconverged = 0
                 if publish:
                     self.published = est
-            elif locked is not None:
-                self.converged = None   # the update lost the pose: search globally again
+            else:
+                if locked is not None:
+                    self.converged = None   # the update lost the pose: search globally again
+                self._unconverged += 1
+            if self.cfg.mode == "calibrate" and est.ok:
+                self._lead = est.T_camera_lidar.copy()
             update = Update(est, stamp, len(keyframes), global_search, publish, drift, wall)
             self.last = update
         return update

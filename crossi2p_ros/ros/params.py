@@ -88,6 +88,8 @@ _DERIVED: list[tuple[Any, str, dict[str, tuple[str, Any]]]] = [
         "solve_every": ("new keyframes between window solves", (1, 200)),
         "republish_sigma": ("a converged calibration is republished on /tf_static when it moves by more "
                             "than this many of its sigmas", (0.0, 100.0)),
+        "mount_search_every": ("no prior: unconverged solves search around the last supported pose; every "
+                               "this many-th one scans all mounts again", (1, 100)),
     }),
     (MonitorConfig(), "monitor.", {
         "warn_rot_deg": ("WARN beyond this significant rotation offset [deg]", (0.0, 90.0)),
