@@ -38,16 +38,11 @@ sys.path.insert(0, str(ROOT))
 
 from crossi2p_ros.calib_io import Calibration, write_all  # noqa: E402
 from crossi2p_ros.evaluation import write_json  # noqa: E402
-from crossi2p_ros.geometry import invert, make_transform, pose_error, se3_exp  # noqa: E402
+from crossi2p_ros.geometry import invert, make_transform, pose_error  # noqa: E402
+from crossi2p_ros.ros.demo import demo_knock  # noqa: E402
 
 KITTI_RAW = ROOT.parent / "shared" / "data" / "kitti_raw_0926"
 TARGETS = {"prior": (0.2, 0.02), "no_prior": (0.5, 0.05), "kitti": (0.3, 0.03)}
-
-
-def _knock(rot_deg: float, trans_m: float) -> np.ndarray:
-    axis = np.array([0.3, 0.9, 0.3]) / np.linalg.norm([0.3, 0.9, 0.3])
-    shift = np.array([0.6, -0.6, 0.5]) / np.linalg.norm([0.6, -0.6, 0.5])
-    return se3_exp(np.r_[trans_m * shift, np.radians(rot_deg) * axis])
 
 
 def _frames(case: str, seed: int, n: int):
@@ -85,7 +80,7 @@ def run_case(case: str, frames, T_true: np.ndarray, seconds: float, rate: float,
     params = ["-p", "device:=cpu", "-p", "qos:=reliable", "-p", "stale_after_s:=30.0"]
     T_init = None
     if case in ("prior", "kitti"):
-        T_init = (_knock(5.0, 0.2) if case == "prior" else _knock(3.0, 0.1)) @ T_true
+        T_init = (demo_knock(5.0, 0.2) if case == "prior" else demo_knock(3.0, 0.1)) @ T_true
         path = write_all(Calibration(T_init), tmp / case)["yaml"]
         params += ["-p", f"initial_calibration:={path}"]
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",

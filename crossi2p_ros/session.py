@@ -11,7 +11,8 @@ when enough new keyframes have arrived the window is solved
   usual mounts and the network's proposals gathered from the keyframes, then
   around the best pose found) until a solve converges;
   from then on each solve is a cheap local update from the last converged
-  pose, and a failed or unconverged update sends the next solve back to the
+  pose, and a failed or unconverged update (the calibration stays the last
+  converged solve meanwhile) sends the next solve back to the
   global search. The calibration is *published* (``Update.publish``) when a
   solve first converges and again when it moves by more than
   ``republish_sigma`` of its own uncertainty.
@@ -116,7 +117,8 @@ class Session:
         self.monitor: DriftMonitor | None = None
         self.set_prior(T_prior)
         self.last: Update | None = None
-        self.converged: Estimate | None = None     # the newest converged solve (calibrate)
+        self.converged: Estimate | None = None     # the converged solve updates start from (None: search)
+        self._calibration: Estimate | None = None  # the newest converged solve, kept when an update fails
         self.published: Estimate | None = None     # the calibration last flagged for publishing
         self.solves = 0
         self.frames_offered = 0
@@ -146,7 +148,7 @@ class Session:
             self._new = 0
             self._generation += 1
             self._lead, self._unconverged = None, 0
-            self.last = self.converged = self.published = None
+            self.last = self.converged = self.published = self._calibration = None
             if self.monitor is not None:
                 self.monitor.reset()
 
@@ -241,7 +243,7 @@ class Session:
                     drift = self.monitor.add(est.T_camera_lidar, est.covariance) if est.ok else self.monitor.status
             elif est.converged:
                 publish = self.published is None or self._moved(est, self.published)
-                self.converged = est
+                self.converged = self._calibration = est
                 self._unconverged = 0
                 if publish:
                     self.published = est
@@ -269,8 +271,9 @@ class Session:
     # ------------------------------------------------------------------ state
     @property
     def calibration(self) -> Estimate | None:
-        """The converged calibration (calibrate mode), else None."""
-        return self.converged
+        """The newest converged solve (calibrate mode), else None: it stays the calibration while a later
+        solve fails to converge (the next solve then searches again and may replace it)."""
+        return self._calibration
 
     def stats(self) -> dict[str, int]:
         with self._lock:

@@ -183,7 +183,7 @@ def test_calibrate_with_a_prior_through_base_link_converges_and_publishes_only_t
     saved_calib = read_calibration(Path(saved.message))
     np.testing.assert_allclose(saved_calib.T_camera_lidar, h.node.current_extrinsic(), atol=1e-6)
     assert saved_calib.covariance is not None
-    assert call("reset").success and h.node.session.converged is None
+    assert call("reset").success and h.node.session.calibration is None
     assert not call("save").success
     assert call("start").success
 
@@ -193,10 +193,10 @@ def test_calibrate_without_any_prior_reaches_the_pose_by_the_global_path(harness
 
     h = harness(**{"session.min_keyframes": 8})
     calibrations = _calibrations(h)
-    assert h.feed(frames, 200.0, lambda: bool(calibrations) and h.node.session.converged is not None,
+    assert h.feed(frames, 200.0, lambda: bool(calibrations) and h.node.session.calibration is not None,
                   period_s=0.15), f"no converged pose: {h.last_status().message if h.last_status() else None}"
     assert h.values()["prior"] == "none"
-    e = pose_error(h.node.session.converged.T_camera_lidar, frames[0].T_camera_lidar)
+    e = pose_error(h.node.session.calibration.T_camera_lidar, frames[0].T_camera_lidar)
     assert e.rot_deg < 0.5 and e.trans_m < 0.05, e
 
 

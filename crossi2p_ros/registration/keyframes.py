@@ -72,7 +72,7 @@ class KeyframeWindow:
         newest, newest_look = self._frames[-1]
         waited = None if stamp is None or newest.stamp is None else stamp - newest.stamp
         reason = None
-        if waited is not None and 0.0 <= waited < self.cfg.min_interval_s:
+        if waited is not None and 0.0 <= waited < self.cfg.min_interval_s - 1e-3:   # 1 ms: stamps as float s
             reason = "too soon"
         else:
             change = float(np.mean(np.abs(look - newest_look))) if look.shape == newest_look.shape else 1.0

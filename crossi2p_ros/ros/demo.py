@@ -39,14 +39,14 @@ def _say(text: str) -> None:
         print(f"[demo] {text}", flush=True)
 
 
-def _knock(rot_deg: float, trans_m: float) -> np.ndarray:
+def demo_knock(rot_deg: float, trans_m: float) -> np.ndarray:
     """A fixed knock of ``rot_deg`` about a tilted axis and ``trans_m`` along a diagonal (camera frame)."""
     axis = np.array([0.3, 0.9, 0.3]) / np.linalg.norm([0.3, 0.9, 0.3])
     shift = np.array([0.6, -0.6, 0.5]) / np.linalg.norm([0.6, -0.6, 0.5])
     return se3_exp(np.r_[trans_m * shift, np.radians(rot_deg) * axis])
 
 
-def run_demo(out: Path, frames: int = 40, seed: int = 7, style: str = "urban", rate: float = 0.5,
+def run_demo(out: Path, frames: int = 40, seed: int = 7, style: str = "urban", rate: float = 0.25,
              knock_deg: float = 5.0, knock_m: float = 0.2, device: str = "auto", timeout_s: float = 240.0) -> int:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -68,7 +68,7 @@ def run_demo(out: Path, frames: int = 40, seed: int = 7, style: str = "urban", r
     _say(f"ray-casting a {frames}-frame {style} drive (seed {seed}): 64-beam LiDAR + 1241x376 camera")
     result = generate(cfg, out / "kitti", bag_path=out / "demo.mcap", progress=True)
     T_true = result.T_camera_lidar
-    T_init = _knock(knock_deg, knock_m) @ T_true
+    T_init = demo_knock(knock_deg, knock_m) @ T_true
     initial = write_all(Calibration(T_init), out / "initial")["yaml"]
     e0 = pose_error(T_init, T_true)
     _say(f"initial guess {initial}: {e0.rot_deg:.2f} deg / {100 * e0.trans_m:.1f} cm off the truth")
@@ -90,7 +90,10 @@ def run_demo(out: Path, frames: int = 40, seed: int = 7, style: str = "urban", r
            "-p", "qos:=reliable",
            # solve from the 4th keyframe on, every 3 new ones: the first windows are too small to converge,
            # which shows what the covariance does until they are not
-           "-p", "session.min_keyframes:=4", "-p", "session.solve_every:=3"]
+           "-p", "session.min_keyframes:=4", "-p", "session.solve_every:=3",
+           # the bag is a 4 s drive played at half speed, so the node can take keyframes closer than its live
+           # default (0.25 s) and still fill a window of 20
+           "-p", "keyframes.min_interval_s:=0.05"]
     _say("starting calibration_node: " + " ".join(cmd[1:4]) + " ...")
     node_proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     node_log: list[str] = []
@@ -183,7 +186,8 @@ def run_demo(out: Path, frames: int = 40, seed: int = 7, style: str = "urban", r
         _say(f"~/save: {reply.message if reply else 'no answer'}")
         _say(f"node diagnostics: {diagnostics.get('_message', '?')} (pairs {diagnostics.get('pairs_received')}, "
              f"prepared {diagnostics.get('pairs_prepared')}, keyframes {diagnostics.get('keyframes')}, skipped "
-             f"without change {diagnostics.get('skipped_no_change')}, dropped while busy "
+             f"without change {diagnostics.get('skipped_no_change')} / too soon {diagnostics.get('skipped_too_soon')}, "
+             f"dropped while busy "
              f"{diagnostics.get('pairs_dropped_busy')}, bad messages {diagnostics.get('bad_messages')})")
         ok = False
         if reply is not None and reply.success:

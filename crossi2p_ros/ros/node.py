@@ -315,7 +315,12 @@ class CalibrationNode(Node):
         while not self._closing.is_set():
             self._wake_solver.wait(timeout=0.5)
             self._wake_solver.clear()
-            if self.session is None or not self.session.due():
+            if self.session is None:
+                continue
+            # keyframes that arrived after the last solve are solved too once the data stops (a bag's end)
+            idle = self.session.pending() > 0 and time.monotonic() - self._last_pair_time > 2.0 \
+                and len(self.session.window) >= self.session.cfg.min_keyframes
+            if not (self.session.due() or idle):
                 continue
             try:
                 update = self.session.solve()
@@ -350,8 +355,8 @@ class CalibrationNode(Node):
         s = self.session
         if s is None:
             return None
-        if s.converged is not None and self.mode == "calibrate":
-            return s.converged.T_camera_lidar.copy()
+        if s.calibration is not None and self.mode == "calibrate":
+            return s.calibration.T_camera_lidar.copy()
         if s.last is not None and s.last.estimate.ok:
             return s.last.estimate.T_camera_lidar.copy()
         return None if s.T_prior is None else s.T_prior.copy()
@@ -423,8 +428,11 @@ class CalibrationNode(Node):
             return "WARN", f"collecting keyframes: {held}", values
         est = last.estimate
         sd = f"sigma {est.sigma_deg.max():.2f} deg / {100 * est.sigma_m.max():.1f} cm"
-        if s.converged is not None:
-            return "OK", f"calibration converged over {s.converged.keyframes} keyframes ({sd})", values
+        if s.calibration is not None:
+            again = "" if est.converged else f"; the last solve did not converge ({sd}), searching again"
+            return "OK", (f"calibration converged over {s.calibration.keyframes} keyframes (sigma "
+                          f"{s.calibration.sigma_deg.max():.2f} deg / {100 * s.calibration.sigma_m.max():.1f} cm)"
+                          f"{again}"), values
         if not est.ok:
             return "WARN", f"no pose yet ({est.message})", values
         return "WARN", (f"converging: {sd} over {last.keyframes} keyframes"
@@ -454,7 +462,7 @@ class CalibrationNode(Node):
 
     def _srv_save(self, request, response):
         s = self.session
-        est = None if s is None else (s.converged if self.mode == "calibrate" else
+        est = None if s is None else (s.calibration if self.mode == "calibrate" else
                                       (s.last.estimate if s.last is not None and s.last.estimate.converged else None))
         if est is None:
             last = s.last if s is not None else None
