@@ -13,7 +13,7 @@ Offline, every solve completes before the next frame: the delay is that of a
 solver that keeps up (the node at 10 Hz on our CPU drops pairs while it solves;
 benchmarks/node.py measures the live node).
 
-    .venv/bin/python benchmarks/monitor.py --frames 60 --step-at 2.0 --json docs/results/monitor.json
+    .venv/bin/python benchmarks/monitor.py --frames 80 --step-at 3.0 --json docs/results/monitor.json
 """
 from __future__ import annotations
 
