@@ -98,6 +98,7 @@ class ApproximateTimeSync(Generic[I, C]):
         if last is not None and stamp_ns < last - self.cfg.reset_jump_s * 1e9:
             self.reset()
             self.stats.resets += 1
+            last = None   # the stream starts again from this stamp (not from the maximum before the jump)
         self._last[stream] = stamp_ns if last is None else max(last, stamp_ns)
         queue.append((stamp_ns, item))
         if len(queue) > 1 and queue[-1][0] < queue[-2][0]:

@@ -103,7 +103,7 @@ def fuzz(h, frame, count: int, seed: int = 0) -> dict[str, int]:
     CameraInfo restores the camera. Returns how many of each kind were sent."""
     rng = np.random.default_rng(seed)
     sent = {"cloud": 0, "image": 0, "camera_info": 0}
-    t0 = time.time() - 3600.0   # an hour ago: the good pairs fed afterwards (stamped now) come later
+    t0 = 1_800_000_000   # in the future: the good pairs fed afterwards (stamped now) jump back once
     for i in range(count):
         stamp = _time(t0 + 0.01 * i)
         img, info, cloud = _messages(frame, stamp)

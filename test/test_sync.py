@@ -42,6 +42,10 @@ def test_a_clock_jump_backwards_resets_the_queues():
     pairs = _feed(sync, [("c", 10), ("i", 12), ("i", 40)])    # the bag starts over
     assert sync.stats.resets == 1
     assert [(p.image, p.cloud) for p in pairs] == [("i12", "c10")]
+    # ... and goes on from there: one reset per jump, not one per message of the stream that jumped
+    pairs = _feed(sync, [("c", 110), ("i", 111), ("c", 210), ("i", 212), ("i", 300)])
+    assert sync.stats.resets == 1
+    assert [(p.image, p.cloud) for p in pairs] == [("i111", "c110"), ("i212", "c210")]
 
 
 def test_queues_stay_bounded_when_one_stream_stops():
