@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from crossi2p_ros.calib_io import Calibration, write_all  # noqa: E402
 from crossi2p_ros.evaluation import write_json  # noqa: E402
-from crossi2p_ros.geometry import invert, make_transform, pose_error  # noqa: E402
+from crossi2p_ros.geometry import invert, pose_error  # noqa: E402
 from crossi2p_ros.ros.demo import demo_knock  # noqa: E402
 
 KITTI_RAW = ROOT.parent / "shared" / "data" / "kitti_raw_0926"
@@ -71,10 +71,9 @@ def run_case(case: str, frames, T_true: np.ndarray, seconds: float, rate: float,
     from geometry_msgs.msg import PoseWithCovarianceStamped
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
-    from scipy.spatial.transform import Rotation
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-    from crossi2p_ros.ros.messages import sensor_messages, time_msg
+    from crossi2p_ros.ros.messages import calibration_from_message, crossi2p_status, sensor_messages, time_msg
     from crossi2p_ros.ros.qos import RELIABLE_QOS
 
     params = ["-p", "device:=cpu", "-p", "qos:=reliable", "-p", "stale_after_s:=30.0"]
@@ -98,11 +97,10 @@ def run_case(case: str, frames, T_true: np.ndarray, seconds: float, rate: float,
                                lambda m: got.append((time.monotonic(), m)), RELIABLE_QOS)
 
     def on_diag(msg) -> None:
-        for st in msg.status:
-            if st.name.startswith("crossi2p"):
-                diag.clear()
-                diag.update({kv.key: kv.value for kv in st.values})
-                diag["_message"] = st.message
+        status = crossi2p_status(msg)
+        if status is not None:
+            diag.clear()
+            diag.update(status)
 
     tester.create_subscription(DiagnosticArray, "/diagnostics", on_diag, RELIABLE_QOS)
     pubs = [tester.create_publisher(t, name, RELIABLE_QOS) for t, name in
@@ -148,8 +146,7 @@ def run_case(case: str, frames, T_true: np.ndarray, seconds: float, rate: float,
     rot_target, trans_target = TARGETS[case]
     rows = []
     for arrival, m in got:
-        p, q = m.pose.pose.position, m.pose.pose.orientation
-        T_cl = invert(make_transform(Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix(), [p.x, p.y, p.z]))
+        T_cl, _ = calibration_from_message(m)
         e = pose_error(T_cl, T_true)
         rows.append({"t_s": arrival - start, "rot_deg": e.rot_deg, "trans_m": e.trans_m,
                      "covers_3sigma": _covers(m, T_true, T_cl)})

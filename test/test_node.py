@@ -50,12 +50,9 @@ def _calibrations(h):
 
 
 def _T_camera_lidar(msg) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
+    from crossi2p_ros.ros.messages import calibration_from_message
 
-    from crossi2p_ros.geometry import invert, make_transform
-
-    p, q = msg.pose.pose.position, msg.pose.pose.orientation
-    return invert(make_transform(Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix(), [p.x, p.y, p.z]))
+    return calibration_from_message(msg)[0]
 
 
 def _covers(msg, T_true, k=3.0) -> bool:

@@ -58,6 +58,7 @@ def run_demo(out: Path, frames: int = 40, seed: int = 7, style: str = "urban", r
 
     from ..decode import transform_from_tf_msg
     from ..registration.window import WindowConfig, covariance_within
+    from .messages import calibration_from_message, crossi2p_status
     from .player import play
     from .qos import RELIABLE_QOS, STATIC_TF_QOS
 
@@ -114,13 +115,7 @@ def run_demo(out: Path, frames: int = 40, seed: int = 7, style: str = "urban", r
     diagnostics: dict = {}
 
     def on_calibration(msg) -> None:
-        from scipy.spatial.transform import Rotation
-
-        from ..geometry import make_transform
-
-        p, q = msg.pose.pose.position, msg.pose.pose.orientation
-        T_cl = invert(make_transform(Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix(), [p.x, p.y, p.z]))
-        cov = np.asarray(msg.pose.covariance).reshape(6, 6)
+        T_cl, cov = calibration_from_message(msg)
         sd = np.sqrt(np.diag(cov))
         converged = covariance_within(cov, bounds.converged_rot_deg, bounds.converged_trans_m)
         solves.append((time.monotonic(), T_cl, converged))
@@ -137,12 +132,10 @@ def run_demo(out: Path, frames: int = 40, seed: int = 7, style: str = "urban", r
                 _say(f"  -> /tf_static {parent} -> {child}: error {e.rot_deg:.2f} deg / {100 * e.trans_m:.1f} cm")
 
     def on_diag(msg) -> None:
-        for st in msg.status:
-            if st.name.startswith("crossi2p:"):
-                diagnostics.clear()
-                diagnostics.update({kv.key: kv.value for kv in st.values})
-                diagnostics["_level"] = st.level
-                diagnostics["_message"] = st.message
+        status = crossi2p_status(msg)
+        if status is not None:
+            diagnostics.clear()
+            diagnostics.update(status)
 
     demo.create_subscription(PoseWithCovarianceStamped, "/crossi2p_calibration/calibration", on_calibration,
                              RELIABLE_QOS)

@@ -12,7 +12,7 @@ from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from tf2_msgs.msg import TFMessage
 
-from ..geometry import CameraModel, invert, ros_pose_covariance
+from ..geometry import CameraModel, invert, make_transform, ros_pose_covariance
 from ..pointcloud import pack_xyzi
 
 LEVELS = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN, "ERROR": DiagnosticStatus.ERROR,
@@ -61,6 +61,13 @@ def pose_message(T_camera_lidar: np.ndarray, covariance: np.ndarray, lidar_frame
     return msg
 
 
+def calibration_from_message(msg: PoseWithCovarianceStamped) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of :func:`pose_message`: ``T_camera_lidar`` (4x4) and the ROS covariance (6, 6) as sent."""
+    p, q = msg.pose.pose.position, msg.pose.pose.orientation
+    T_lidar_camera = make_transform(Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix(), [p.x, p.y, p.z])
+    return invert(T_lidar_camera), np.asarray(msg.pose.covariance, dtype=np.float64).reshape(6, 6)
+
+
 def image_message(rgb: np.ndarray, frame_id: str, stamp: Time) -> Image:
     msg = Image()
     msg.header.stamp = stamp
@@ -100,6 +107,16 @@ def sensor_messages(rgb: np.ndarray, camera: CameraModel, points: np.ndarray, st
     """(Image, CameraInfo, PointCloud2) of one camera/LiDAR frame, as a driver would publish them."""
     return (image_message(rgb, camera_frame, stamp), camera_info_message(camera, camera_frame, stamp),
             cloud_message(points, lidar_frame, stamp))
+
+
+def crossi2p_status(msg: DiagnosticArray) -> dict[str, Any] | None:
+    """The key-values of the node's status in a ``/diagnostics`` array, with ``_level`` and ``_message``; None
+    if the array holds no crossi2p status."""
+    for st in msg.status:
+        if st.name.startswith("crossi2p"):
+            level = st.level[0] if isinstance(st.level, bytes) else int(st.level)
+            return {**{kv.key: kv.value for kv in st.values}, "_level": level, "_message": st.message}
+    return None
 
 
 def diagnostic_array(name: str, hardware_id: str, level: str, message: str, values: dict[str, Any],

@@ -102,7 +102,6 @@ class CalibrationNode(Node):
         self.cfg = configs["node"]
         self.mode: str = self.cfg.mode
         self.running = bool(self.cfg.autostart)
-        self._lock = threading.Lock()
         self._camera = None
         self._image_size: tuple[int, int] | None = None
         self._handover_ms: deque[float] = deque(maxlen=100)
@@ -117,7 +116,6 @@ class CalibrationNode(Node):
         self._last_pair_time = 0.0
         self._last_offset_s = float("nan")
         self._last_success_time = time.monotonic()
-        self._published_T: np.ndarray | None = None
         self._sync_resets, self._time_jumps = 0, 0
         self.sync: ApproximateTimeSync = ApproximateTimeSync(configs["sync"])
         self.mailbox = _Mailbox()
@@ -250,8 +248,6 @@ class CalibrationNode(Node):
     def _restart(self) -> None:
         if self.session is not None:
             self.session.reset()
-        with self._lock:
-            self._published_T = None
 
     # ------------------------------------------------------------------ workers
     def _prepare_loop(self) -> None:
@@ -281,7 +277,7 @@ class CalibrationNode(Node):
         assert self.session is not None
         if self.session.T_prior is not None:
             return
-        own = {(lidar, self.tf_child_frame())} if self._published_T is not None else set()
+        own = {(lidar, self.tf_child_frame())} if self.session.published is not None else set()
         T = self._static_tf.camera_lidar(lidar, camera, skip=own)
         if T is not None:
             self.session.set_prior(T)
@@ -341,8 +337,6 @@ class CalibrationNode(Node):
             self._last_success_time = time.monotonic()
         self.calibration_pub.publish(pose_message(est.T_camera_lidar, est.covariance, lidar, stamp))
         if update.publish and self.mode == "calibrate":
-            with self._lock:
-                self._published_T = est.T_camera_lidar.copy()
             self.tf_pub.publish(tf_message(invert(est.T_camera_lidar), lidar, self.tf_child_frame(), stamp))
         sd_deg, sd_m = est.sigma_deg.max(), est.sigma_m.max()
         state = "converged" if est.converged else ("converging" if est.ok else "no pose")
