@@ -11,7 +11,9 @@ unknown is solved jointly:
 * **Objective**: per edge point the Geman-McClure score ``s^2 / (s^2 + d^2)``
   of its distance ``d`` [px] to the nearest image edge, ``s`` the level's
   scale; each frame's points averaged, frames summed. Points leaving the
-  image score zero, so pushing points out of view never pays.
+  image score zero, so pushing points out of view never pays. At the search's
+  coarse levels the score's local mean is subtracted (:mod:`.image_edges`,
+  "Contrast"), so landing on texture does not count as alignment.
 * **Global search** (:meth:`WindowEstimator.solve`): a rotation grid around
   each start (the prior, the network's proposals) scored at the coarsest
   level, the best refined in rotation alone; then a translation grid with
@@ -41,7 +43,7 @@ import cv2
 import numpy as np
 
 from ..geometry import CameraModel, PoseError, invert, pose_error, project_pinhole, se3_exp, se3_log, transform_points
-from .image_edges import EdgeLevel, ImageEdgeConfig, detect_edges, distance_levels, sample_level
+from .image_edges import EdgeLevel, ImageEdgeConfig, detect_edges, distance_levels, robust_score, sample_level
 from .lidar_edges import LidarEdgeConfig, depth_edges
 from .solver import (apply_step, axis_sigmas, covariance_from_hessian, damped_step, normal_equations,
                      pullback_to_pose)
@@ -61,6 +63,7 @@ class WindowConfig:
     sigma_deg: tuple[float, ...] = (1.0, 0.5, 0.25, 0.12, 0.06)
     points_per_level: tuple[int, ...] = (600, 800, 1200, 1600, 2000)   # edge points per frame and level
     iterations_per_level: int = 8
+    contrast_levels: int = 3           # the coarsest levels (the search's) score against their local mean
     rotation_only_levels: int = 2      # the coarsest levels solve for rotation alone (translation barely
                                        # moves far points, and freed it drifts to shrink the projection)
     min_edge_points: int = 30          # keyframes with fewer edge points in the image are skipped
@@ -134,11 +137,12 @@ class Keyframe:
         return front & (uv[:, 0] >= 0) & (uv[:, 0] <= self.width - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= self.height - 1)
 
     def sample(self, level: int, uv: np.ndarray, along: np.ndarray, outside: float) -> np.ndarray:
-        """(N, 3) edge distance [px] and its derivatives at pixels ``uv`` (N, 2), each point from its field."""
+        """(N, C) edge distance [px], its derivatives (and on contrast levels the score's local mean) at
+        pixels ``uv`` (N, 2), each point from its field."""
         upright, flat = self.fields[0][level], self.fields[1][level]
         if upright is flat:
             return sample_level(upright, uv, outside)
-        out = np.empty((len(uv), 3))
+        out = np.empty((len(uv), upright.field.shape[2]))
         out[along] = sample_level(upright, uv[along], outside)
         out[~along] = sample_level(flat, uv[~along], outside)
         return out
@@ -153,8 +157,8 @@ def prepare_keyframe(image_pinhole: np.ndarray, points: np.ndarray, camera: Came
     focal = float(0.5 * (camera.K[0, 0] + camera.K[1, 1]))
     sigmas = [focal * np.radians(s) for s in cfg.sigma_deg]
     upright, flat = detect_edges(np.ascontiguousarray(grey), cfg.image)
-    fields = distance_levels(upright, sigmas, cfg.image)
-    fields = (fields, fields if flat is upright else distance_levels(flat, sigmas, cfg.image))
+    fields = distance_levels(upright, sigmas, cfg.image, cfg.contrast_levels)
+    fields = (fields, fields if flat is upright else distance_levels(flat, sigmas, cfg.image, cfg.contrast_levels))
     found = depth_edges(points, ring, cfg.lidar)
     order = np.random.default_rng(cfg.seed).permutation(len(found.xyz))
     return Keyframe(found.xyz[order], found.along[order], fields, camera.K.astype(np.float64), camera.width,
@@ -216,7 +220,8 @@ class WindowEstimator:
         return kf.focal_px * np.radians(self.cfg.sigma_deg[level])
 
     def score(self, keyframes: Sequence[Keyframe], T: np.ndarray, level: int, count: int | None = None) -> float:
-        """Mean over keyframes of the mean robust score of their edge points at pose ``T`` (T_camera_lidar)."""
+        """Mean over keyframes of the mean robust score of their edge points at pose ``T`` (T_camera_lidar),
+        less its local mean on contrast levels."""
         return float(self.score_many(keyframes, T[None], level, count)[0])
 
     def score_many(self, keyframes: Sequence[Keyframe], Ts: np.ndarray, level: int, count: int | None = None
@@ -233,9 +238,11 @@ class WindowEstimator:
                 (np.einsum("cij,nj->cni", Ts[:, :3, :3], pts) + Ts[:, None, :3, 3]).reshape(-1, 3)
             uv, front = project_pinhole(kf.K, flat, 0.5)
             inside = kf.in_image(uv, front)
-            d = kf.sample(level, np.where(inside[:, None], uv, -10.0), np.tile(along, len(Ts)), 1e6)[:, 0]
-            s2 = self._sigma_px(kf, level) ** 2
-            s = np.where(inside, s2 / (s2 + d * d), 0.0).reshape(len(Ts), len(pts))
+            f = kf.sample(level, np.where(inside[:, None], uv, -10.0), np.tile(along, len(Ts)), 1e6)
+            s = robust_score(f[:, 0], self._sigma_px(kf, level))
+            if f.shape[1] > 3:
+                s = s - f[:, 3]
+            s = np.where(inside, s, 0.0).reshape(len(Ts), len(pts))
             total += s.mean(axis=1)
         return total / max(len(keyframes), 1)
 
