@@ -172,6 +172,31 @@ def _line_keyframe(vertical: bool, horizontal: bool) -> Keyframe:
     return Keyframe(pts[order], along[order], (levels, levels), cam.K, W, H, f, "field")
 
 
+def test_coarse_score_prefers_true_edges_to_texture():
+    """A LiDAR bar without an image edge and a textured patch beside the scene (the real-KITTI failure):
+    the plain coarse score prefers dropping every point into the texture; the contrast score does not."""
+    W, H, f = 640, 480, 500.0
+    cam = CameraModel.from_intrinsics(W, H, f, f, W / 2 - 0.5, H / 2 - 0.5)
+    edges = np.zeros((H, W), bool)
+    edges[:, [80, 220]] = True          # the bars at u = 80 and 220; the one at 150 has no contrast in the image
+    edges[:, 380:620:4] = True          # texture: an edge every 4 px
+    s = np.linspace(-2.0, 2.0, 300)
+    pts = np.concatenate([np.c_[np.full_like(s, (u - cam.K[0, 2]) / f * z), s, np.full_like(s, z)]
+                          for u, z in ((80, 8.0), (150, 12.0), (220, 20.0))])
+    pts[:, 0] += np.random.default_rng(0).normal(0.0, 0.004, len(pts)) * pts[:, 2]   # ~2 px of edge noise
+    into_texture = se3_exp(np.r_[0.0, 0.0, 0.0, 0.0, np.radians(31.0), 0.0])      # all bars land on it
+    scores = {}
+    for contrast in (0, WindowConfig().contrast_levels):
+        cfg = WindowConfig(contrast_levels=contrast)
+        levels = distance_levels(edges, [f * np.radians(x) for x in cfg.sigma_deg], cfg.image, contrast)
+        kf = Keyframe(pts, np.ones(len(pts), bool), (levels, levels), cam.K, W, H, f, "field")
+        est = WindowEstimator(cfg)
+        scores[contrast] = [est.score([kf], T, 0) for T in (np.eye(4), into_texture)]
+    plain, contrast = scores[0], scores[WindowConfig().contrast_levels]
+    assert plain[1] > plain[0]                  # the failure the contrast levels exist for
+    assert contrast[0] > contrast[1] + 0.2, contrast
+
+
 def test_covariance_grows_on_the_axis_a_degenerate_window_cannot_constrain():
     est = WindowEstimator()
     T = np.eye(4)   # the points above are already in the camera frame
