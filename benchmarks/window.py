@@ -19,7 +19,7 @@ from the last solution) and states the memory per keyframe.
     .venv/bin/python benchmarks/window.py --json docs/results/window.json
 
 ``--set FIELD=VALUE`` (repeatable) overrides a ``WindowConfig`` field for an
-ablation, e.g. ``--set contrast_levels=0``.
+ablation, e.g. ``--set contrast_levels=0 --set image.subpixel=False``.
 """
 from __future__ import annotations
 
@@ -121,15 +121,23 @@ def real(calibrator: Calibrator, args: argparse.Namespace, record) -> None:
 
 
 def window_config(overrides: list[str]) -> WindowConfig:
-    """``WindowConfig`` with ``FIELD=VALUE`` overrides (VALUE a Python literal)."""
-    names = {f.name for f in dataclasses.fields(WindowConfig)}
-    changes = {}
+    """``WindowConfig`` with ``FIELD=VALUE`` overrides (VALUE a Python literal; ``image.FIELD`` and
+    ``lidar.FIELD`` reach the edge detectors' configs)."""
+    cfg = WindowConfig()
     for item in overrides:
         key, sep, value = item.partition("=")
-        if not sep or key not in names:
-            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(names)}")
-        changes[key] = ast.literal_eval(value)
-    return dataclasses.replace(WindowConfig(), **changes)
+        path = key.split(".")
+        owner = cfg if len(path) == 1 else getattr(cfg, path[0], None)
+        names = {f.name for f in dataclasses.fields(owner)} if dataclasses.is_dataclass(owner) else set()
+        if not sep or len(path) > 2 or path[-1] not in names:
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE, FIELD a WindowConfig field "
+                             f"({', '.join(f.name for f in dataclasses.fields(WindowConfig))}) or image.F / lidar.F")
+        value = ast.literal_eval(value)
+        if len(path) == 1:
+            cfg = dataclasses.replace(cfg, **{key: value})
+        else:
+            cfg = dataclasses.replace(cfg, **{path[0]: dataclasses.replace(owner, **{path[1]: value})})
+    return cfg
 
 
 def main() -> int:

@@ -12,7 +12,7 @@ import pytest
 from crossi2p_ros.data.kitti import open_dataset
 from crossi2p_ros.data.synth import SynthConfig, SynthSequence
 from crossi2p_ros.geometry import CameraModel, pose_error, project_lidar, se3_exp, within_sigma
-from crossi2p_ros.registration.image_edges import distance_levels
+from crossi2p_ros.registration.image_edges import ImageEdgeConfig, detect_edges, distance_levels, edge_distance
 from crossi2p_ros.registration.inputs import undistorted
 from crossi2p_ros.registration.keyframes import KeyframeConfig, KeyframeWindow, thumbnail
 from crossi2p_ros.registration.lidar_edges import depth_edges
@@ -111,6 +111,30 @@ def test_depth_edges_on_real_nuscenes_32_beam():
     assert edges.ring_source == "elevation" and edges.rings >= 32     # firing-ordered sweep
     _, _, valid = project_lidar(edges.xyz, frame.T_camera_lidar, frame.camera)
     assert valid.sum() > 150
+
+
+# --------------------------------------------------------------------------- image edges
+
+
+@pytest.mark.parametrize("boundary", [100.5, 100.25, 99.8])
+@pytest.mark.parametrize("bright_right", [True, False])
+def test_image_edges_are_located_to_a_fraction_of_a_pixel(boundary, bright_right):
+    """An area-sampled step at u = ``boundary`` (pixel centres at integers): Canny marks a whole pixel, the
+    sub-pixel position and the distance field find the boundary itself, in u (upright) and v (level)."""
+    frac = np.clip(np.arange(200) + 0.5 - boundary, 0.0, 1.0)
+    row = 50 + 150 * (frac if bright_right else 1.0 - frac)
+    img = np.tile(row, (60, 1)).round().astype(np.uint8)
+    for grey, axis in ((img, 0), (np.ascontiguousarray(img.T), 1)):
+        edges = detect_edges(grey)
+        mask = edges.upright if axis == 0 else edges.level
+        assert mask.any()
+        assert np.abs(edges.position[mask][:, axis] - boundary).max() < 0.05
+        d = edge_distance(mask, edges.position)
+        line = d[30, 96:106] if axis == 0 else d[96:106, 30]
+        assert np.abs(line - np.abs(np.arange(96, 106) - boundary)).max() < 0.05
+    if boundary == 100.5:   # whole pixels: half a pixel off
+        plain = detect_edges(img, ImageEdgeConfig(subpixel=False))
+        assert np.abs(plain.position[plain.upright][:, 0] - boundary).min() == 0.5
 
 
 # --------------------------------------------------------------------------- the window

@@ -156,9 +156,11 @@ def prepare_keyframe(image_pinhole: np.ndarray, points: np.ndarray, camera: Came
     grey = cv2.cvtColor(image_pinhole, cv2.COLOR_RGB2GRAY) if image_pinhole.ndim == 3 else image_pinhole
     focal = float(0.5 * (camera.K[0, 0] + camera.K[1, 1]))
     sigmas = [focal * np.radians(s) for s in cfg.sigma_deg]
-    upright, flat = detect_edges(np.ascontiguousarray(grey), cfg.image)
-    fields = distance_levels(upright, sigmas, cfg.image, cfg.contrast_levels)
-    fields = (fields, fields if flat is upright else distance_levels(flat, sigmas, cfg.image, cfg.contrast_levels))
+    edges = detect_edges(np.ascontiguousarray(grey), cfg.image)
+    upright = distance_levels(edges.upright, sigmas, cfg.image, cfg.contrast_levels, edges.position)
+    flat = upright if edges.level is edges.upright else \
+        distance_levels(edges.level, sigmas, cfg.image, cfg.contrast_levels, edges.position)
+    fields = (upright, flat)
     found = depth_edges(points, ring, cfg.lidar)
     order = np.random.default_rng(cfg.seed).permutation(len(found.xyz))
     return Keyframe(found.xyz[order], found.along[order], fields, camera.K.astype(np.float64), camera.width,
