@@ -266,3 +266,16 @@ def test_keyframe_window_keeps_distinct_structured_frames_and_counts_the_rest(dr
                      window[0].height, window[0].focal_px, "scan order", stamp=10.0)
     assert stamped.offer(first, looks[0])
     assert stamped.skip_reason(looks[3], 10.1) == "too soon" and stamped.skip_reason(looks[3], 10.3) is None
+
+
+def test_near_the_search_regions_edge_only_a_pose_the_bound_holds_back_is_refused(drive, window):
+    """The protocol puts the truth anywhere within the region: found just inside its edge it converges.
+    A pose the objective still pulls outward (the bound, not the data, stopped it) is refused."""
+    T_gt = drive[0].T_camera_lidar
+    est = WindowEstimator()
+    inside = est.solve(window, _step(1.0, 0.47) @ T_gt)
+    err = pose_error(inside.T_camera_lidar, T_gt)
+    assert err.rot_deg < 0.3 and err.trans_m < 0.03, err
+    assert inside.converged, inside.message
+    assert not est._bound_active(window, inside.T_camera_lidar)
+    assert est._bound_active(window, _step(0.3, 0.1) @ T_gt)     # held 10 cm short of the optimum
