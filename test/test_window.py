@@ -12,7 +12,8 @@ import pytest
 from crossi2p_ros.data.kitti import open_dataset
 from crossi2p_ros.data.synth import SynthConfig, SynthSequence
 from crossi2p_ros.geometry import CameraModel, pose_error, project_lidar, se3_exp, within_sigma
-from crossi2p_ros.registration.image_edges import ImageEdgeConfig, detect_edges, distance_levels, edge_distance
+from crossi2p_ros.registration.image_edges import (ImageEdgeConfig, detect_edges, distance_levels, edge_distance,
+                                                   sample_level, stack_levels)
 from crossi2p_ros.registration.inputs import undistorted
 from crossi2p_ros.registration.keyframes import KeyframeConfig, KeyframeWindow, thumbnail
 from crossi2p_ros.registration.lidar_edges import depth_edges
@@ -137,6 +138,24 @@ def test_image_edges_are_located_to_a_fraction_of_a_pixel(boundary, bright_right
         assert np.abs(plain.position[plain.upright][:, 0] - boundary).min() == 0.5
 
 
+def test_stacked_fields_sample_like_each_field_and_clamp_at_the_image_border():
+    rng = np.random.default_rng(0)
+    H, W = 120, 200
+    sigmas = [12.0, 6.0, 3.0, 1.5, 0.75]
+    upright = distance_levels(rng.random((H, W)) < 0.01, sigmas, contrast_levels=3)
+    level = distance_levels(rng.random((H, W)) < 0.01, sigmas, contrast_levels=3)
+    stacked = stack_levels(upright, level)
+    uv = np.c_[rng.uniform(-20, W + 20, 20000), rng.uniform(-20, H + 20, 20000)]
+    second = rng.random(len(uv)) < 0.5
+    inside = (uv[:, 0] >= 0) & (uv[:, 0] <= W - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= H - 1)
+    for k in range(len(sigmas)):
+        alone = np.where(second[:, None], sample_level(level[k], uv, 1e6), sample_level(upright[k], uv, 1e6))
+        together = sample_level(stacked[k], uv, 1e6, second)
+        np.testing.assert_allclose(together, alone, atol=1e-4)
+        beyond = (uv[:, 0] < -0.5) | (uv[:, 0] > W - 0.5) | (uv[:, 1] < -0.5) | (uv[:, 1] > H - 0.5)
+        assert np.all(together[beyond, 0] == 1e6) and np.all(together[inside, 0] < 100.0)
+
+
 # --------------------------------------------------------------------------- the window
 
 
@@ -193,7 +212,7 @@ def _line_keyframe(vertical: bool, horizontal: bool) -> Keyframe:
     cfg = WindowConfig()
     levels = distance_levels(img < 100, [f * np.radians(x) for x in cfg.sigma_deg], cfg.image)
     order = np.random.default_rng(0).permutation(len(pts))
-    return Keyframe(pts[order], along[order], (levels, levels), cam.K, W, H, f, "field")
+    return Keyframe(pts[order], along[order], levels, cam.K, W, H, f, "field")
 
 
 def test_coarse_score_prefers_true_edges_to_texture():
@@ -213,7 +232,7 @@ def test_coarse_score_prefers_true_edges_to_texture():
     for contrast in (0, WindowConfig().contrast_levels):
         cfg = WindowConfig(contrast_levels=contrast)
         levels = distance_levels(edges, [f * np.radians(x) for x in cfg.sigma_deg], cfg.image, contrast)
-        kf = Keyframe(pts, np.ones(len(pts), bool), (levels, levels), cam.K, W, H, f, "field")
+        kf = Keyframe(pts, np.ones(len(pts), bool), levels, cam.K, W, H, f, "field")
         est = WindowEstimator(cfg)
         scores[contrast] = [est.score([kf], T, 0) for T in (np.eye(4), into_texture)]
     plain, contrast = scores[0], scores[WindowConfig().contrast_levels]
@@ -254,7 +273,7 @@ def test_keyframe_window_keeps_distinct_structured_frames_and_counts_the_rest(dr
     looks = [thumbnail(undistorted(f.image, f.camera)[0]) for f in drive]
     assert kw.offer(window[0], looks[0])
     assert not kw.offer(window[0], looks[0])                      # the same view again
-    sky = Keyframe(window[1].edges[:5], window[1].along[:5], window[1].fields, window[1].K, window[1].width,
+    sky = Keyframe(window[1].edges[:5], window[1].along[:5], window[1].levels, window[1].K, window[1].width,
                    window[1].height, window[1].focal_px, "scan order")
     assert not kw.offer(sky, looks[1])                            # 5 depth edges: nothing to align
     for kf, look in zip(window[1:], looks[1:]):                   # 0.4 s apart while driving: all new
@@ -262,7 +281,7 @@ def test_keyframe_window_keeps_distinct_structured_frames_and_counts_the_rest(dr
     assert len(kw) == 6 and kw.keyframes[-1] is window[-1]        # the newest six
     assert kw.skipped == {"no structure": 1, "no change": 1, "too soon": 0}
     stamped = KeyframeWindow(KeyframeConfig(size=6))
-    first = Keyframe(window[0].edges, window[0].along, window[0].fields, window[0].K, window[0].width,
+    first = Keyframe(window[0].edges, window[0].along, window[0].levels, window[0].K, window[0].width,
                      window[0].height, window[0].focal_px, "scan order", stamp=10.0)
     assert stamped.offer(first, looks[0])
     assert stamped.skip_reason(looks[3], 10.1) == "too soon" and stamped.skip_reason(looks[3], 10.3) is None

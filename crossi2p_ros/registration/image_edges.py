@@ -60,6 +60,8 @@ class EdgeLevel:
 
     field: np.ndarray
     scale: float
+    image_size: tuple[int, int]   # (W, H) of the full-resolution image [px]
+    second_row: int = 0           # stacked levels (:func:`stack_levels`): the row where the second field starts
 
     @property
     def has_contrast(self) -> bool:
@@ -189,21 +191,53 @@ def distance_levels(edges: np.ndarray, sigmas_px: list[float], cfg: ImageEdgeCon
         if contrast:
             score = robust_score(d, sigma).astype(np.float32)
             field[..., 3] = cv2.GaussianBlur(score, (0, 0), cfg.contrast_radius * sigma * scale)
-        levels.append(EdgeLevel(field, scale))
+        levels.append(EdgeLevel(field, scale, (W, H)))
     return levels
 
 
-def sample_level(level: EdgeLevel, uv: np.ndarray, outside: float) -> np.ndarray:
+def stack_levels(first: list[EdgeLevel], second: list[EdgeLevel]) -> list[EdgeLevel]:
+    """Two pyramids of one image (upright and level edges) as one, each level's fields one above the other.
+
+    One :func:`sample_level` call then serves points of either kind (``second`` marks those of the second
+    field) instead of two calls and a split by mask: the window objective samples every keyframe at every
+    step, and that split was a fifth of a global search. A row repeating each field's edge row separates
+    them, so bilinear samples near the seam never mix the two.
+    """
+    if first is second:
+        return first
+    out = []
+    for a, b in zip(first, second):
+        field = np.concatenate([a.field, a.field[-1:], b.field[:1], b.field], axis=0)
+        out.append(EdgeLevel(field, a.scale, a.image_size, a.field.shape[0] + 2))
+    return out
+
+
+def sample_level(level: EdgeLevel, uv: np.ndarray, outside: float, second: np.ndarray | None = None
+                 ) -> np.ndarray:
     """(N, C) distance [px], d/du, d/dv (and on contrast levels the score's local mean) at full-resolution
-    pixels ``uv`` (N, 2); ``outside`` distance beyond the image (where the local mean is 0)."""
+    pixels ``uv`` (N, 2); beyond the image the distance is ``outside`` and the other channels 0. On a
+    stacked level, points marked ``second`` (N,) bool are sampled from its second field.
+
+    Inside the image the field is clamped at its edge (a coarse level's outer half pixel would otherwise
+    blend with the ``outside`` value, scoring points near the border as far from every edge).
+    """
     n = len(uv)
     s = level.scale
-    # remap's maps are images (each side < 32767): lay the samples out in rows of _ROW
-    rows = max(-(-n // _ROW), 1)
-    mx = np.full(rows * _ROW, -10.0, np.float32)
-    my = np.full(rows * _ROW, -10.0, np.float32)
+    W, H = level.image_size
+    # remap's maps are images (each side < 32767): lay the samples out in rows of at most _ROW
+    cols = min(max(n, 1), _ROW)
+    rows = -(-max(n, 1) // cols)
+    mx = np.full(rows * cols, -10.0, np.float32)
+    my = np.full(rows * cols, -10.0, np.float32)
     mx[:n] = (uv[:, 0] + 0.5) * s - 0.5          # level pixel centres sit at (u + 0.5) * s - 0.5
     my[:n] = (uv[:, 1] + 0.5) * s - 0.5
-    out = cv2.remap(level.field, mx.reshape(rows, _ROW), my.reshape(rows, _ROW), cv2.INTER_LINEAR,
-                    borderMode=cv2.BORDER_CONSTANT, borderValue=(outside, 0.0, 0.0, 0.0))
-    return out.reshape(rows * _ROW, -1)[:n].astype(np.float64)
+    off = (uv[:, 0] < -0.5) | (uv[:, 0] > W - 0.5) | (uv[:, 1] < -0.5) | (uv[:, 1] > H - 0.5)
+    if level.second_row and second is not None:
+        my[:n] += np.where(second, level.second_row, 0)
+    out = cv2.remap(level.field, mx.reshape(rows, cols), my.reshape(rows, cols), cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE)
+    out = out.reshape(rows * cols, -1)[:n].astype(np.float64)
+    if off.any():
+        out[off] = 0.0
+        out[off, 0] = outside
+    return out
