@@ -150,10 +150,11 @@ def main() -> int:
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a WindowConfig field (an ablation)")
+    ap.add_argument("--mi", action="store_true", help="with the mutual-information polish of the window's pose")
     args = ap.parse_args()
-    calibrator = Calibrator(CalibratorConfig(device="cpu", window=window_config(args.set)))
+    calibrator = Calibrator(CalibratorConfig(device="cpu", window=window_config(args.set), use_mi=args.mi))
     results: dict = {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
-                     "window": args.window, "overrides": args.set, "runs": {}}
+                     "window": args.window, "overrides": args.set, "mi": args.mi, "runs": {}}
 
     def record(name: str, summary: dict, recs: list) -> None:
         print(line(name, summary), flush=True)

@@ -19,7 +19,8 @@ unknown is solved jointly:
   level, the best refined in rotation alone; then a translation grid with
   depth-compensating rotations; the best distinct poses refined coarse to fine
   by Levenberg-Marquardt (IRLS with the same robust weights), bounded to the
-  search region; the best final score wins.
+  search region; the best final score wins. A pose found far (in
+  translation) from its start gets a second pass from itself.
 * **Uncertainty** (:meth:`WindowEstimator.covariance`): the numerical Hessian
   of the weighted squared edge distance at the finest level, scaled by the
   residual variance and by the number of edge points that count as one
