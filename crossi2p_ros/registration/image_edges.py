@@ -123,7 +123,7 @@ def detect_edges(grey: np.ndarray, cfg: ImageEdgeConfig = ImageEdgeConfig()) -> 
     g = cv2.GaussianBlur(grey, (0, 0), cfg.pre_blur_px) if cfg.pre_blur_px > 0 else grey
     gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
-    mag = cv2.magnitude(gx, gy)
+    mag = np.sqrt(gx * gx + gy * gy)   # not cv2.magnitude: its last bits depend on the buffer's alignment
     high = max(float(np.percentile(mag, cfg.high_percentile)), cfg.min_high)
     edges = cv2.Canny(g, cfg.low_ratio * high, high, L2gradient=True) > 0   # the same 3x3 Sobel magnitude
     if cfg.max_density < 1.0:
