@@ -3,9 +3,10 @@
 Canny edges of the undistorted image are thinned where they are dense
 (foliage, gravel and fine texture produce edges everywhere, so a LiDAR point
 would find one wherever it lands), then turned into the distance to the
-nearest edge, in pixels, measured to each edge's sub-pixel position. Coarse levels are the same distance field at a lower
-resolution and blurred, so a coarse level has a wide, smooth basin and costs
-little memory; each level stores the distance and its two derivatives, ready
+nearest edge, in pixels, measured to each edge's sub-pixel position. Coarse
+levels are the same distance field at a lower resolution and blurred, so a
+coarse level has a wide, smooth basin and costs little memory; each level
+stores the distance and its two derivatives, ready
 for bilinear sampling with :func:`cv2.remap`.
 
 Sub-pixel. Canny marks one pixel of each edge, and for a step between two

@@ -159,8 +159,8 @@ def prepare_keyframe(image_pinhole: np.ndarray, points: np.ndarray, camera: Came
         distance_levels(edges.level, sigmas, cfg.image, cfg.contrast_levels, edges.position)
     found = depth_edges(points, ring, cfg.lidar)
     order = np.random.default_rng(cfg.seed).permutation(len(found.xyz))
-    return Keyframe(found.xyz[order], found.along[order], stack_levels(upright, flat), camera.K.astype(np.float64), camera.width,
-                    camera.height, focal, found.ring_source, stamp)
+    return Keyframe(found.xyz[order], found.along[order], stack_levels(upright, flat), camera.K.astype(np.float64),
+                    camera.width, camera.height, focal, found.ring_source, stamp)
 
 
 @dataclass
