@@ -64,10 +64,6 @@ class EdgeLevel:
     image_size: tuple[int, int]   # (W, H) of the full-resolution image [px]
     second_row: int = 0           # stacked levels (:func:`stack_levels`): the row where the second field starts
 
-    @property
-    def has_contrast(self) -> bool:
-        return self.field.shape[2] > 3
-
 
 @dataclass
 class ImageEdges:
@@ -80,7 +76,8 @@ class ImageEdges:
 
 
 def _bilinear(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """``image`` (H, W) sampled bilinearly at (u, v), clamped to the image."""
+    """``image`` (H, W) sampled bilinearly at (u, v), clamped to the image (one gather, for the few edge
+    pixels of one image; :func:`sample_level`'s row layout is for the many samples of the objective)."""
     H, W = image.shape
     u, v = np.clip(u, 0, W - 1.001), np.clip(v, 0, H - 1.001)
     u0, v0 = u.astype(np.int64), v.astype(np.int64)
