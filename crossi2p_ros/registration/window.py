@@ -260,8 +260,7 @@ class WindowEstimator:
             f = kf.sample(level, uv[inside], along[inside], 1e6)
             r = f[:, 0]
             J = pullback_to_pose(kf.K, p[inside], f[:, 1:3])
-            s2 = self._sigma_px(kf, level) ** 2
-            w = (s2 / (s2 + r * r)) ** 2     # Geman-McClure IRLS weight
+            w = robust_score(r, self._sigma_px(kf, level)) ** 2     # Geman-McClure IRLS weight
             Hf, gf = normal_equations(J[:, None, :], r[:, None], w * (1.0 / len(pts)))
             H += Hf
             g += gf
@@ -600,8 +599,8 @@ class WindowEstimator:
             if inside.sum() < 3:
                 continue
             d = kf.sample(level, uv[inside], kf.along[inside], 0.0)[:, 0]
-            s2 = self._sigma_px(kf, level) ** 2
-            frames.append((kf.subset(inside), (s2 / (s2 + d * d)) ** 2, d, float(np.median(p[inside, 2]))))
+            w = robust_score(d, self._sigma_px(kf, level)) ** 2
+            frames.append((kf.subset(inside), w, d, float(np.median(p[inside, 2]))))
         if not frames:
             return np.eye(6) * 1e6
         w_all = np.concatenate([f[1] for f in frames])
