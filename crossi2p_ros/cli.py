@@ -166,7 +166,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise CrossI2PError(f"{saved}: not found; --resume continues a run in --out, start one without --resume")
         base = yaml.safe_load(saved.read_text())
     cfg = build_train_config(args.config, base=base, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                             batch_size=args.batch_size)
+                             batch_size=args.batch_size,
+                             init_weights=str(args.init_weights) if args.init_weights else None)
     trainer = Trainer(cfg, args.data, out, device=args.device, resume=args.resume)
     try:
         result = trainer.fit()
@@ -441,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
     p.add_argument("--steps-per-epoch", type=int, default=None, help="override steps per epoch (0: one pass)")
     p.add_argument("--batch-size", type=int, default=None, help="override the per-process batch size")
+    p.add_argument("--init-weights", type=Path, default=None,
+                   help="start from these weights (e.g. models/crossi2p_default.pt) instead of a random init; "
+                        "the config's model must match them")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="measure calibration accuracy on a KITTI-layout dataset",

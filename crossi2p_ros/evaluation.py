@@ -21,8 +21,9 @@ from .data.kitti import Frame, KittiDataset
 from .data.perturb import CalibProtocol, I2PProtocol
 from .errors import CrossI2PError
 from .fileio import atomic_write_text
-from .geometry import PoseError, invert, pose_error, within_sigma
+from .geometry import PoseError, invert, pose_error, transform_points, within_sigma
 from .registration.calibrator import Calibrator
+from .registration.inputs import T_LEVEL_CAMERA_LIDAR
 
 Protocol = Literal["calib", "i2p"]
 
@@ -34,7 +35,7 @@ class EvalConfig:
     seed: int = 0
     max_rot_deg: float = 10.0       # calib perturbation bounds (DESIGN.md defaults)
     max_trans_m: float = 0.5
-    frames_per_estimate: int = 1    # calib: frames of the same rig fused into one estimate
+    frames_per_estimate: int = 1    # frames of the same rig fused into one estimate (i2p: one transform for all)
 
     def __post_init__(self) -> None:
         if self.protocol not in ("calib", "i2p"):
@@ -43,9 +44,6 @@ class EvalConfig:
             raise CrossI2PError(f"--samples {self.samples}: need at least one sample")
         if self.frames_per_estimate < 1:
             raise CrossI2PError(f"--frames-per-estimate {self.frames_per_estimate}: need at least 1")
-        if self.protocol == "i2p" and self.frames_per_estimate != 1:
-            raise CrossI2PError("--frames-per-estimate applies to the calib protocol only: every i2p sample "
-                                "moves its cloud by its own random transform, so frames cannot share one pose")
 
 
 @dataclass
@@ -105,6 +103,21 @@ def window_start(seed: int, i: int, num_frames: int, k: int) -> int:
     return int(np.random.default_rng([seed, i, 7]).integers(0, max(num_frames - k, 0) + 1))
 
 
+def i2p_clouds(frames: list[Frame], i2p: I2PProtocol, seed: int, i: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Sample ``i``'s clouds under the i2p protocol (one transform for the whole window) and ``T_camera_input``.
+
+    The protocol's frame is camera-like (y down); the Calibrator takes a LiDAR's cloud, z up (REP 103), so
+    the clouds are handed over rotated back by ``T_LEVEL_CAMERA_LIDAR``. A rotation of the input frame
+    changes neither RRE nor RTE, so the figures are the protocol's.
+    """
+    clouds, T_gt = [], np.eye(4)
+    for f in frames:
+        points, T_gt = i2p.apply(f.points, f.T_camera_lidar, seed, i)
+        points[:, :3] = transform_points(invert(T_LEVEL_CAMERA_LIDAR), points[:, :3])
+        clouds.append(points)
+    return clouds, T_gt @ T_LEVEL_CAMERA_LIDAR
+
+
 def evaluate(dataset: KittiDataset, calibrator: Calibrator, cfg: EvalConfig, progress: bool = True,
              on_sample: Callable[[SampleRecord], None] | None = None) -> tuple[dict, list[SampleRecord]]:
     """Run the protocol; returns (contract JSON dict, records)."""
@@ -117,8 +130,8 @@ def evaluate(dataset: KittiDataset, calibrator: Calibrator, cfg: EvalConfig, pro
     for i in bar:
         fi = frame_index(i, cfg.samples, len(dataset)) if cfg.frames_per_estimate == 1 \
             else window_start(cfg.seed, i, len(dataset), cfg.frames_per_estimate)
+        frames = _rig_frames(dataset, fi, cfg.frames_per_estimate)
         if cfg.protocol == "calib":
-            frames = _rig_frames(dataset, fi, cfg.frames_per_estimate)
             T_gt = np.asarray(frames[0].T_camera_lidar, dtype=np.float64)
             T_init = calib.initial_guess(T_gt, cfg.seed, i)
             to_lidar = np.eye(4)
@@ -128,12 +141,11 @@ def evaluate(dataset: KittiDataset, calibrator: Calibrator, cfg: EvalConfig, pro
             init_err: PoseError | None = pose_error(T_init, T_gt)
             success = calib.is_success
         else:
-            frames = [dataset[fi]]
-            points, T_gt = i2p.apply(frames[0].points, frames[0].T_camera_lidar, cfg.seed, i)
+            clouds, T_gt = i2p_clouds(frames, i2p, cfg.seed, i)
             T_init = None
             to_lidar = invert(T_gt) @ frames[0].T_camera_lidar   # T_input_lidar
             start = time.perf_counter()
-            est = calibrator.estimate(frames[0].image, points, frames[0].camera, None)
+            est = calibrator.estimate_many([(f.image, c, f.camera) for f, c in zip(frames, clouds)], None)
             elapsed = 1e3 * (time.perf_counter() - start)
             init_err = None
             success = i2p.is_success

@@ -63,6 +63,12 @@ def test_eval_i2p_and_multi_frame(data, tmp_path):
     assert main(["eval", "--data", str(data), "--protocol", "i2p", "--samples", "2", "--device", "cpu",
                  "--json", str(out), "--quiet"]) == 0
     _check_contract(json.loads(out.read_text()), "i2p", 2)
+    out = tmp_path / "i2p_window.json"
+    assert main(["eval", "--data", str(data), "--protocol", "i2p", "--samples", "1", "--frames-per-estimate", "2",
+                 "--device", "cpu", "--json", str(out), "--quiet"]) == 0
+    doc = json.loads(out.read_text())
+    _check_contract(doc, "i2p", 1)
+    assert doc["per_sample"][0]["frames"] == 2
     out = tmp_path / "fused.json"
     assert main(["eval", "--data", str(data), "--samples", "1", "--frames-per-estimate", "3", "--device", "cpu",
                  "--json", str(out), "--quiet"]) == 0
@@ -72,9 +78,8 @@ def test_eval_i2p_and_multi_frame(data, tmp_path):
 
 
 def test_eval_user_errors_are_one_line(data, tmp_path, capsys):
-    assert main(["eval", "--data", str(data), "--protocol", "i2p", "--frames-per-estimate", "2",
-                 "--json", str(tmp_path / "x.json")]) == 2
-    assert "calib protocol only" in capsys.readouterr().err
+    assert main(["eval", "--data", str(data), "--frames-per-estimate", "0", "--json", str(tmp_path / "x.json")]) == 2
+    assert "need at least 1" in capsys.readouterr().err
     assert main(["eval", "--data", str(data), "--weights", str(tmp_path / "none.pt"),
                  "--json", str(tmp_path / "x.json")]) == 2
     assert "weights file not found" in capsys.readouterr().err

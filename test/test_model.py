@@ -7,7 +7,7 @@ import torch
 
 from crossi2p_ros import geometry as g
 from crossi2p_ros.model import CrossI2P, ModelConfig, lie
-from crossi2p_ros.model.attention import sine_encoding_2d
+from crossi2p_ros.model.attention import LinearAttention, sine_encoding_2d
 from crossi2p_ros.model.image_encoder import FineDecoder, ImageEncoder
 from crossi2p_ros.model.matching import fine_pixel_centers
 from crossi2p_ros.model.point_encoder import PointEncoder, farthest_point_sample, group_points
@@ -122,3 +122,26 @@ def test_config_round_trip_rejects_unknown_keys():
     assert ModelConfig.from_dict(TINY.to_dict()) == TINY
     with pytest.raises(ValueError, match="unknown model config keys"):
         ModelConfig.from_dict({"nope": 1})
+
+
+def test_linear_attention_is_normalised_kernel_attention_and_trains():
+    torch.manual_seed(0)
+    attn = LinearAttention(32, heads=4)
+    q, kv = torch.randn(2, 50, 32), torch.randn(2, 30, 32)
+    out, _ = attn(q, kv, kv)
+    # the same thing written out: attention weights phi(q_i).phi(k_j), normalised over j
+    phi = lambda x: torch.nn.functional.elu(x.view(*x.shape[:2], 4, 8)) + 1  # noqa: E731
+    A = torch.einsum("blhd,bshd->bhls", phi(attn.q(q)), phi(attn.k(kv)))
+    A = A / A.sum(-1, keepdim=True)
+    ref = attn.out(torch.einsum("bhls,bshe->blhe", A, attn.v(kv).view(2, 30, 4, 8)).reshape(2, 50, 32))
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    cfg = ModelConfig(image_height=64, image_width=128, num_points=512, num_superpoints=32, knn=8, d_model=32,
+                      num_layers=1, image_self_attention="linear")
+    model = CrossI2P(cfg)
+    assert isinstance(model.transformer.layers[0].self_image.attn, LinearAttention)
+    assert isinstance(model.transformer.layers[0].cross_image.attn, torch.nn.MultiheadAttention)
+    res = model(torch.rand(1, 3, 64, 128), torch.randn(1, 512, 4))
+    res.coarse.point_to_image.logsumexp(-1).mean().backward()
+    assert model.transformer.layers[0].self_image.attn.q.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="softmax or linear"):
+        ModelConfig(image_self_attention="performer")

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from crossi2p_ros.data.kitti import open_dataset
-from crossi2p_ros.data.perturb import CalibProtocol
+from crossi2p_ros.data.perturb import CalibProtocol, I2PProtocol
+from crossi2p_ros.evaluation import i2p_clouds
 from crossi2p_ros.data.synth import SynthConfig, generate
 from crossi2p_ros.errors import CrossI2PError
 from crossi2p_ros.geometry import CameraModel, pose_error, se3_exp
@@ -21,6 +22,8 @@ from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig, d
 from crossi2p_ros.registration.mutual_info import (MIAligner, MIConfig, mutual_information, prepare_frame,
                                                    sample_bilinear)
 from crossi2p_ros.registration.fine import FineConfig, visible_mask
+from crossi2p_ros.registration.inputs import T_LEVEL_CAMERA_LIDAR, InputConfig, prepare_input
+from crossi2p_ros.registration.window import WindowEstimator
 from crossi2p_ros.registration.solver import (apply_step, damped_step, normal_equations, project_with_jacobian,
                                               pullback_to_pose)
 
@@ -211,6 +214,29 @@ def test_estimate_without_prior_runs_the_global_path(calibrator, synth_frames):
     frame = synth_frames[1]
     est = calibrator.estimate(frame.image, frame.points, frame.camera)
     assert np.all(np.isfinite(est.T_camera_lidar)) and "network" in est.timings_ms and "mi" not in est.timings_ms
+
+
+def test_without_prior_the_network_sees_the_cloud_in_its_i2p_training_frame(calibrator, synth_frames):
+    # eval hands the Calibrator a z-up cloud; prepare_input must turn it into exactly what training's
+    # i2p samples look like (camera-like axes), and the level mount is the mount scan's heading 0
+    frame = synth_frames[0]
+    i2p = I2PProtocol()
+    clouds, T_gt = i2p_clouds([frame], i2p, seed=0, i=3)
+    trained, T_trained = i2p.apply(frame.points, frame.T_camera_lidar, 0, 3)
+    x = prepare_input(frame.image, clouds[0], frame.camera, calibrator.model.cfg, InputConfig())
+    seen = x.points[0, :, :3].numpy().astype(np.float64)
+    # the network samples a subset: each of its points is one of the training sample's points
+    nearest = np.linalg.norm(seen[:200, None, :] - trained[None, :, :3], axis=2).min(1)
+    assert nearest.max() < 1e-4, nearest.max()
+    np.testing.assert_allclose(T_trained @ x.T_prior, T_gt, atol=1e-9)   # proposals map back to the truth
+    np.testing.assert_allclose(T_LEVEL_CAMERA_LIDAR, WindowEstimator().mount_hypotheses()[0], atol=1e-12)
+
+
+def test_without_prior_and_without_mount_scan_nothing_to_start_from_is_a_clean_failure(synth_frames):
+    frame = synth_frames[0]
+    calibrator = Calibrator(CalibratorConfig(device="cpu", mount_scan=False, max_proposals=0))
+    est = calibrator.estimate(frame.image, frame.points, frame.camera)
+    assert not est.ok and not est.converged and "nothing to start from" in est.message
 
 
 @pytest.mark.parametrize("case", ["no_overlap", "ten_points", "all_nan", "empty", "sky"])

@@ -11,12 +11,14 @@ import pytest
 import torch
 
 from crossi2p_ros.cli import main
-from crossi2p_ros.data.samples import collate
+from crossi2p_ros.data.samples import PairDataset, collate
+from crossi2p_ros.data.synth import SynthConfig, generate
 from crossi2p_ros.errors import CrossI2PError
 from crossi2p_ros.model.weights import load_model
 from crossi2p_ros.training import Trainer, TrainConfig, build_train_config, load_train_config
 from crossi2p_ros.training.checkpoint import load_checkpoint
 from crossi2p_ros.training.trainer import epoch_indices, warmup_cosine
+from crossi2p_ros.training.validation import validate
 
 import _scenes
 
@@ -176,3 +178,42 @@ def test_overfit_loss_falls_tenfold_and_coarse_matches_become_correct(tmp_path, 
     start, end, p0, p1 = _overfit(tmp_path, data, config_file, steps=600)
     assert end < start / 10, (start, end)
     assert p1 > 0.95, p1
+
+
+def _held_out_precision(trainer: Trainer, held: PairDataset) -> float:
+    cfg = trainer.cfg
+    val = validate(trainer.raw_model, {"calib": held}, torch.device("cpu"), cfg.pnp, cfg.samples.calib,
+                   cfg.samples.i2p, trainer.loss_fn, batch_size=2)
+    return val["calib/coarse_precision"]
+
+
+def test_training_raises_coarse_precision_on_a_rig_it_never_saw(tmp_path, config_file):
+    # Real ray-cast rigs of the generator: train on one, score on another (other scene, extrinsic, intrinsics).
+    small = dict(image_width=384, image_height=116, lidar_beams=32, lidar_columns=512)
+    generate(SynthConfig(frames=8, seed=31, style="urban", **small), tmp_path / "train", progress=False)
+    generate(SynthConfig(frames=4, seed=32, style="urban", **small), tmp_path / "held", progress=False)
+    cfg = load_train_config(config_file)
+    cfg = replace(cfg, lr=1e-3, warmup_steps=10, epochs=1, steps_per_epoch=100, val_samples=0,
+                  samples=replace(cfg.samples, calib_fraction=1.0))
+    trainer = Trainer(cfg, [tmp_path / "train"], tmp_path / "run", device="cpu")
+    held = PairDataset([tmp_path / "held"], cfg.samples, cfg.model, protocol="calib", augment=False)
+    untrained = _held_out_precision(trainer, held)
+    trainer.fit()
+    trained = _held_out_precision(trainer, held)
+    trainer.close()
+    print(f"held-out coarse precision: untrained {untrained:.3f}, trained {trained:.3f}")
+    assert trained > max(2.5 * untrained, 0.08), (untrained, trained)
+
+
+def test_a_run_can_start_from_existing_weights_and_refuses_ones_of_another_network(tmp_path, data, config_file):
+    shipped = REPO / "models" / "crossi2p_default.pt"
+    model, _ = load_model(shipped)
+    cfg = replace(load_train_config(config_file), model=model.cfg, init_weights=str(shipped), val_samples=0)
+    trainer = Trainer(cfg, [data], tmp_path / "warm", device="cpu")
+    for name, value in model.state_dict().items():
+        assert torch.equal(trainer.raw_model.state_dict()[name], value), name
+    assert trainer.init_sha256 == (REPO / "models" / "crossi2p_default.pt.sha256").read_text().split()[0]
+    trainer.close()
+    with pytest.raises(CrossI2PError, match="network differs"):
+        Trainer(replace(load_train_config(config_file), init_weights=str(shipped), val_samples=0), [data],
+                tmp_path / "other", device="cpu")

@@ -12,6 +12,7 @@ import math
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 from .config import ModelConfig
 
@@ -39,14 +40,43 @@ class FourierEncoding3d(nn.Module):
         return self.mlp(torch.cat([proj.sin(), proj.cos()], -1))
 
 
-class AttentionBlock(nn.Module):
-    """Pre-norm multi-head attention of ``x`` over ``source`` plus a feed-forward layer."""
+class LinearAttention(nn.Module):
+    """Multi-head linear attention (Katharopoulos et al. 2020, as LoFTR uses it): softmax(QK^T)V is
+    replaced by phi(Q)(phi(K)^T V) with phi = elu + 1, so the cost grows with tokens x dim^2 rather
+    than tokens^2 x dim. Same call as ``nn.MultiheadAttention(batch_first=True)`` with
+    ``need_weights=False``; used for the superpixels' self-attention, the layer with the most tokens.
+    """
 
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, eps: float = 1e-6):
+        super().__init__()
+        self.heads, self.eps = heads, eps
+        self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                need_weights: bool = False) -> tuple[torch.Tensor, None]:
+        B, L, D = query.shape
+        h = self.heads
+        q = F.elu(self.q(query).view(B, L, h, D // h)) + 1.0
+        k = F.elu(self.k(key).view(B, key.shape[1], h, D // h)) + 1.0
+        v = self.v(value).view(B, value.shape[1], h, D // h)
+        kv = torch.einsum("bshd,bshe->bhde", k, v)                 # (B, h, d, d): summed over source tokens
+        norm = 1.0 / (torch.einsum("blhd,bhd->blh", q, k.sum(1)) + self.eps)
+        x = torch.einsum("blhd,bhde,blh->blhe", q, kv, norm).reshape(B, L, D)
+        return self.out(x), None
+
+
+class AttentionBlock(nn.Module):
+    """Pre-norm multi-head attention of ``x`` over ``source`` plus a feed-forward layer.
+
+    ``linear``: :class:`LinearAttention` instead of softmax attention.
+    """
+
+    def __init__(self, dim: int, heads: int, linear: bool = False):
         super().__init__()
         self.norm_q = nn.LayerNorm(dim)
         self.norm_kv = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.attn = LinearAttention(dim, heads) if linear else nn.MultiheadAttention(dim, heads, batch_first=True)
         self.ffn = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
 
     def forward(self, x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
@@ -56,9 +86,9 @@ class AttentionBlock(nn.Module):
 
 
 class CrossModalLayer(nn.Module):
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, linear_image_self_attention: bool = False):
         super().__init__()
-        self.self_image = AttentionBlock(dim, heads)
+        self.self_image = AttentionBlock(dim, heads, linear=linear_image_self_attention)
         self.self_points = AttentionBlock(dim, heads)
         self.cross_image = AttentionBlock(dim, heads)   # superpixels attend to superpoints
         self.cross_points = AttentionBlock(dim, heads)  # superpoints attend to superpixels
@@ -74,7 +104,8 @@ class CrossModalTransformer(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.layers = nn.ModuleList(CrossModalLayer(cfg.d_model, cfg.num_heads) for _ in range(cfg.num_layers))
+        linear = cfg.image_self_attention == "linear"
+        self.layers = nn.ModuleList(CrossModalLayer(cfg.d_model, cfg.num_heads, linear) for _ in range(cfg.num_layers))
         self.norm_image = nn.LayerNorm(cfg.d_model)
         self.norm_points = nn.LayerNorm(cfg.d_model)
 

@@ -27,9 +27,14 @@ class ModelConfig:
     fine_dim: int = 64              # width of the fine (point-level) embeddings
     num_heads: int = 4
     num_layers: int = 4             # interleaved self/cross layers
+    image_self_attention: str = "softmax"  # superpixel self-attention: softmax | linear (cheaper, see attention.py)
     pos_scale_m: float = 20.0       # length scale of the 3-D positional encoding [m]
     init_temperature: float = 0.1   # InfoNCE temperature at start (learned)
     pose_iterations: int = 4        # unrolled Gauss-Newton steps in the pose layer
+
+    def __post_init__(self) -> None:
+        if self.image_self_attention not in ("softmax", "linear"):
+            raise ValueError(f"image_self_attention {self.image_self_attention!r}: use softmax or linear")
 
     @property
     def coarse_shape(self) -> tuple[int, int]:

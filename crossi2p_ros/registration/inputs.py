@@ -34,11 +34,21 @@ class NetworkInput:
     image: torch.Tensor        # (1, 3, H, W) float RGB in [0, 1]
     points: torch.Tensor       # (1, N, 4) x y z [m] intensity, in the input frame (T_prior @ p_lidar)
     K: np.ndarray              # (3, 3) intrinsics of the network image [px]
-    T_prior: np.ndarray        # T_input_lidar (identity without a prior)
+    T_prior: np.ndarray        # T_input_lidar (T_LEVEL_CAMERA_LIDAR without a prior)
     num_valid_points: int      # finite, in-view points before subsampling
 
 
 _undistort = Undistorter()
+
+# Without a prior the network is shown the sweep in the frame it was trained on for that case: the i2p
+# protocol's, a camera-like frame (x right, y down, z forward) a yaw about y and a horizontal shift away
+# from the camera. For a LiDAR that follows REP 103 (x forward, y left, z up) that is this rotation, the
+# level mount at heading 0 (``WindowEstimator.mount_hypotheses()[0]``); shown raw, with z up, the cloud
+# is rotated 90 deg from anything the network has seen, and its proposals are noise.
+T_LEVEL_CAMERA_LIDAR = np.array([[0.0, -1.0, 0.0, 0.0],
+                                 [0.0, 0.0, -1.0, 0.0],
+                                 [1.0, 0.0, 0.0, 0.0],
+                                 [0.0, 0.0, 0.0, 1.0]])
 
 
 def undistorted(image_rgb: np.ndarray, camera: CameraModel) -> tuple[np.ndarray, CameraModel]:
@@ -85,7 +95,9 @@ def prepare_input(image_rgb: np.ndarray, points_lidar: np.ndarray, camera: Camer
     ``points_lidar`` (N, 3 or 4) [m] in the LiDAR frame; NaN/Inf rows are dropped.
     With ``T_prior`` (an initial ``T_camera_lidar``) the points are moved into the
     camera frame under the prior and only those in view are kept, so the network
-    solves for the small correction ``T_camera_input``.
+    solves for the small correction ``T_camera_input``. Without it the whole sweep
+    is moved by :data:`T_LEVEL_CAMERA_LIDAR` (the LiDAR is taken to be z up) and
+    the network solves the i2p problem of its training.
     """
     image, K = network_image(image_rgb, camera, mcfg, cfg)
     pts = np.asarray(points_lidar, dtype=np.float64)
@@ -95,9 +107,9 @@ def prepare_input(image_rgb: np.ndarray, points_lidar: np.ndarray, camera: Camer
     intensity = pts[:, 3:4] if pts.shape[1] > 3 else np.zeros((len(pts), 1))
     intensity = np.nan_to_num(np.clip(intensity, 0.0, 1.0), nan=0.0)
     xyz = pts[:, :3]
-    T = np.eye(4) if T_prior is None else np.asarray(T_prior, dtype=np.float64)
+    T = T_LEVEL_CAMERA_LIDAR if T_prior is None else np.asarray(T_prior, dtype=np.float64)
+    xyz = transform_points(T, xyz)
     if T_prior is not None:
-        xyz = transform_points(T, xyz)
         keep = in_view(xyz, K, image.shape[1], image.shape[0], cfg.view_margin_px, cfg.min_depth_m)
         xyz, intensity = xyz[keep], intensity[keep]
     if len(xyz) < cfg.min_points:

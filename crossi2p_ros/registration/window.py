@@ -492,14 +492,19 @@ class WindowEstimator:
         T[:, :3, :3] = np.swapaxes(R_lidar_camera, 1, 2)
         return T
 
-    def solve_without_prior(self, keyframes: Sequence[Keyframe], hypotheses: Sequence[np.ndarray] = ()
-                            ) -> WindowResult:
-        """The window's ``T_camera_lidar`` with no prior: each hypothesis (network proposals, then
-        :meth:`mount_hypotheses`) is scored at the coarsest level over its rotation grid, and the best
-        ``mount_finalists`` distinct ones are solved by :meth:`solve` (global search around each)."""
+    def solve_without_prior(self, keyframes: Sequence[Keyframe], hypotheses: Sequence[np.ndarray] = (),
+                            mounts: bool = True) -> WindowResult:
+        """The window's ``T_camera_lidar`` with no prior: each hypothesis (network proposals, then, with
+        ``mounts``, :meth:`mount_hypotheses`) is scored at the coarsest level over its rotation grid, and
+        the best ``mount_finalists`` distinct ones are solved by :meth:`solve` (global search around each)."""
         cfg = self.cfg
         t0 = time.perf_counter()
-        starts = [np.asarray(T, dtype=np.float64) for T in hypotheses] + list(self.mount_hypotheses())
+        starts = [np.asarray(T, dtype=np.float64) for T in hypotheses]
+        if mounts:
+            starts += list(self.mount_hypotheses())
+        if not starts:
+            return self._failure(np.eye(4), len(keyframes), "no prior, no proposals and the mount scan is off: "
+                                 "nothing to start from", {})
         grid = self.rotation_grid()
         ranked: list[tuple[float, np.ndarray]] = []
         for H in starts:

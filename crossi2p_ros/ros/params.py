@@ -69,6 +69,8 @@ _DERIVED: list[tuple[Any, str, dict[str, tuple[str, Any]]]] = [
                     ("torch", "onnx")),
         "onnx": ("backend onnx: the exported network (crossi2p export --onnx FILE)", None),
         "use_mi": ("polish each window's pose by mutual information", None),
+        "mount_scan": ("no prior: score the usual mounts besides the network's proposals; false: the "
+                       "proposals alone", None),
     }),
     (SyncConfig(), "sync.", {
         "max_slop_s": ("largest camera/LiDAR stamp difference of a pair [s]", (0.001, 1.0)),

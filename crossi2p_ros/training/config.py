@@ -56,6 +56,7 @@ class TrainConfig:
     best_metric: str = "calib/rot_median_deg"  # validation summary key selecting best.pt (lower is better)
     num_workers: int = 2
     seed: int = 0
+    init_weights: str | None = None     # start from this weights file (e.g. the shipped model), not a random init
     amp: AmpMode = "bf16"               # autocast dtype on CUDA; ignored on CPU
     checkpoint_every_steps: int = 500   # also at every epoch end
     log_every: int = 10                 # steps between scalar logs

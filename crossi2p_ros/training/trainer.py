@@ -47,7 +47,7 @@ from tqdm import tqdm
 from ..data.samples import PairDataset, collate, open_sources, validation_split
 from ..errors import CrossI2PError
 from ..model.crossi2p import CrossI2P
-from ..model.weights import save_weights
+from ..model.weights import file_sha256, load_model, save_weights
 from . import distributed as dist_utils
 from .checkpoint import Position, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .config import TrainConfig, dump_train_config
@@ -181,6 +181,7 @@ class Trainer:
         # model and optimisation; the same init on every rank (DDP also broadcasts rank 0's)
         torch.manual_seed(cfg.seed)
         self.raw_model = CrossI2P(cfg.model).to(self.device)
+        self.init_sha256 = self._initialise(cfg) if ckpt is None and cfg.init_weights else None
         self.loss_fn = CrossI2PLoss(cfg.model, cfg.loss).to(self.device)
         self.gradnorm = GradNorm(LOSS_NAMES, cfg.gradnorm_alpha, cfg.gradnorm_lr).to(self.device)
         self.optimizer = torch.optim.AdamW(_param_groups(self.raw_model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
@@ -204,6 +205,19 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             dump_train_config(cfg, self.run_dir / "config.yaml")
             self._prepare_logs(resumed=ckpt is not None)
+
+    def _initialise(self, cfg: TrainConfig) -> str:
+        """Load ``cfg.init_weights`` into the fresh model (a warm start); returns the file's SHA-256."""
+        path = Path(cfg.init_weights)
+        sha256 = file_sha256(path)
+        model, _ = load_model(path, "cpu", expected_sha256=sha256)
+        if model.cfg != cfg.model:
+            a, b = model.cfg.to_dict(), cfg.model.to_dict()
+            diff = ", ".join(f"{k} {a[k]!r} (weights) vs {b[k]!r} (config)" for k in a if a[k] != b[k])
+            raise CrossI2PError(f"init_weights {path}: the weights' network differs from the config's model: {diff}; "
+                                "set model: to match the weights or drop init_weights")
+        self.raw_model.load_state_dict(model.state_dict())
+        return sha256
 
     # ------------------------------------------------------------------ resume
     def _load_resume_checkpoint(self) -> dict:
@@ -424,11 +438,18 @@ class Trainer:
             weights = save_weights(self.run_dir / "model.pt", self.raw_model, {
                 "step": self.position.step, "epoch": self.position.epoch, "data": self.data_names,
                 "num_frames": self.num_frames, "train_config": self.cfg.to_dict(), "validation": self.last_val,
+                "init_weights_sha256": self._init_sha256(),
                 "best_metric": self.cfg.best_metric, "best": self.best,
                 "note": "final weights; checkpoints/best.pt holds the best validation checkpoint"})
             self.writer.close()
         dist_utils.barrier()
         return self._result(weights)
+
+    def _init_sha256(self) -> str | None:
+        """Checksum of the warm-start weights (also after a resume, when they were not reloaded)."""
+        if not self.cfg.init_weights:
+            return None
+        return self.init_sha256 or (file_sha256(self.cfg.init_weights) if Path(self.cfg.init_weights).is_file() else None)
 
     def _result(self, weights: Path | None) -> TrainResult:
         return TrainResult(self.run_dir, self.position.step, self.position.epoch, weights, self.best, self.last_val)
