@@ -153,6 +153,19 @@ def _cmd_play(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- train
 
 
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from .data.cache import cache_width, write_caches
+    from .data.samples import SampleConfig, open_sources
+    from .model.config import ModelConfig
+
+    width = args.width or cache_width(ModelConfig().image_width, SampleConfig().scale_range[1])
+    paths = write_caches(open_sources(args.data), args.out, width, args.points)
+    size = sum(p.stat().st_size for p in paths) / 2**20
+    print(f"{len(paths)} training cache(s) in {args.out}, {size:.1f} MiB, images {width} px wide; "
+          f"train on them with crossi2p train --data {args.out}/*.npz")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .training import Trainer, build_train_config
 
@@ -446,6 +459,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from these weights (e.g. models/crossi2p_default.pt) instead of a random init; "
                         "the config's model must match them")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("cache", help="prepare KITTI-layout folders as compact training caches (.npz)",
+                       description="Write one training cache per folder (one rig): images undistorted and resized "
+                                   "near the network's resolution (JPEG), a subset of each sweep's points, the "
+                                   "extrinsic. crossi2p train reads them like the folders; they travel where the "
+                                   "generator cannot run (see crossi2p_ros/data/cache.py).")
+    p.add_argument("--data", type=Path, nargs="+", required=True, help="KITTI-layout folders, one rig each")
+    p.add_argument("--out", type=Path, required=True, help="folder for the .npz caches")
+    p.add_argument("--width", type=int, default=None,
+                   help="stored image width [px] (default: network width x the largest augmentation scale)")
+    p.add_argument("--points", type=int, default=8192, help="points kept per sweep (default %(default)s)")
+    p.set_defaults(func=_cmd_cache)
 
     p = sub.add_parser("eval", help="measure calibration accuracy on a KITTI-layout dataset",
                        description="Run the Calibrator over a dataset under a DESIGN.md protocol (calib: perturbed "

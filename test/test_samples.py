@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader
 
 from crossi2p_ros import geometry as g
 from crossi2p_ros.data import kitti
+from crossi2p_ros.data.cache import CachedRig, cache_width, write_cache
 from crossi2p_ros.data.perturb import CalibProtocol, I2PProtocol
 from crossi2p_ros.data.samples import (PairDataset, SampleConfig, collate, place, scale_intrinsics,
                                        validation_split)
@@ -236,3 +237,36 @@ def test_multiple_sources_validation_split_and_errors(tmp_path, corridor):
     with pytest.raises(CrossI2PError, match="000007.*T_camera_lidar"):
         PairDataset([tmp_path / "bad"], replace(PLAIN, calib=CalibProtocol(max_rot_deg=1, max_trans_m=0.1)),
                     MODEL, protocol="calib")[0]
+
+
+@pytest.mark.parametrize("model", ["plumb_bob", "equidistant"])
+def test_a_training_cache_keeps_geometry_and_trains_like_its_folder(tmp_path, model):
+    """Undistorted and shrunk once into the cache, a blob still lands where the pair's K_net projects its point."""
+    dist = {"plumb_bob": [-0.2, 0.05, 1e-3, -1e-3, 0.0], "equidistant": [0.05, -0.02, 0.0, 0.0]}[model]
+    camera = g.CameraModel.from_intrinsics(480, 180, 240.0, 238.0, 251.3, 84.6, dist, model)
+    T = _scenes.rig_extrinsic(1)
+    p_cam = np.array([[2.7, -0.9, 10.0]])
+    uv = camera.project(p_cam)[0][0]
+    rng = np.random.default_rng(0)
+    points = np.c_[g.transform_points(g.invert(T), np.repeat(p_cam, 10, 0)), rng.uniform(0, 1, 10)].astype(np.float32)
+    kitti.write_object_frame(tmp_path / "rig", "000000", _blob_image(camera, uv), points, camera, T)
+    folder = kitti.open_dataset(tmp_path / "rig")
+    path = write_cache(folder, tmp_path / "rig.npz", width=cache_width(192, 1.1), max_points=64)
+    cached = CachedRig(path)
+    frame = cached[0]
+    assert frame.image.shape[1] == 212 and not frame.camera.is_distorted
+    np.testing.assert_allclose(frame.points[:, :3], points[:, :3], atol=0.005)     # centimetres
+    np.testing.assert_allclose(frame.points[:, 3], points[:, 3], atol=0.5 / 255 + 1e-6)
+    np.testing.assert_allclose(frame.T_camera_lidar, T)
+    cfg = SampleConfig(augment=True, brightness=0, contrast=0, saturation=0, hue_deg=0)
+    mcfg = ModelConfig(image_height=72, image_width=192, num_points=16)
+    ds = PairDataset([path], cfg, mcfg, protocol="calib")      # open_sources takes the .npz like a folder
+    for epoch in range(2):
+        ds.set_epoch(epoch)
+        item = ds[0]
+        p = g.transform_points(item["T_gt"].double().numpy(), item["points"][:1, :3].double().numpy())
+        uv_net = g.CameraModel(192, 72, item["K"].double().numpy()).project(p)[0][0]
+        assert np.allclose(_centroid(item["image"]), uv_net, atol=0.3), (model, epoch)
+    with pytest.raises(CrossI2PError, match="not a readable training cache"):
+        (tmp_path / "bad.npz").write_bytes(b"not a zip")
+        CachedRig(tmp_path / "bad.npz")

@@ -217,3 +217,19 @@ def test_a_run_can_start_from_existing_weights_and_refuses_ones_of_another_netwo
     with pytest.raises(CrossI2PError, match="network differs"):
         Trainer(replace(load_train_config(config_file), init_weights=str(shipped), val_samples=0), [data],
                 tmp_path / "other", device="cpu")
+
+
+def test_training_from_caches_needs_neither_open3d_nor_ros(tmp_path, data, config_file):
+    # what a lent GPU machine has: torch, OpenCV, no open3d (the generator), no rosbags or rclpy
+    main(["cache", "--data", str(data), "--out", str(tmp_path / "caches"), "--points", "2048"])
+    block = tmp_path / "block"
+    block.mkdir()
+    (block / "sitecustomize.py").write_text("import sys\n"
+                                            "for m in ('open3d', 'rosbags', 'rclpy'):\n    sys.modules[m] = None\n")
+    env = dict(os.environ, PYTHONPATH=f"{block}{os.pathsep}{REPO}")
+    cache = tmp_path / "caches" / f"{data.name}.npz"
+    proc = subprocess.run([sys.executable, "-m", "crossi2p_ros.cli", "train", "--data", str(cache),
+                           "--out", str(tmp_path / "run"), "--config", str(config_file), "--device", "cpu",
+                           "--epochs", "1"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert load_model(tmp_path / "run" / "model.pt")[0] is not None

@@ -192,11 +192,14 @@ def in_view(points_cam: np.ndarray, K: np.ndarray, width: int, height: int, marg
 # --------------------------------------------------------------------------- dataset
 
 
-def open_sources(roots: Sequence[str | Path | KittiDataset]) -> list[KittiDataset]:
-    """Open KITTI-layout folders (already opened datasets pass through)."""
+def open_sources(roots: Sequence) -> list:
+    """Open KITTI-layout folders and training caches (``.npz``, :mod:`.cache`); opened ones pass through."""
+    from .cache import CachedRig, is_cache   # cache builds on this module
+
     if not roots:
         raise CrossI2PError("no dataset folder given; pass at least one KITTI odometry or object folder")
-    return [r if isinstance(r, KittiDataset) else open_dataset(Path(r)) for r in roots]
+    return [r if isinstance(r, (KittiDataset, CachedRig)) else CachedRig(r) if is_cache(r) else open_dataset(Path(r))
+            for r in roots]
 
 
 def validation_split(num_frames: int, val_frames: int, gap: int = 0) -> tuple[list[int], list[int]]:

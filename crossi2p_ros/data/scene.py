@@ -29,7 +29,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import open3d as o3d
 
 from ..errors import CrossI2PError
 from .meshes import MeshArrays, MeshBuilder, Part, blob, box, cylinder, gable_roof, rot_x, rot_y, rot_z
@@ -196,7 +195,7 @@ class Scene:
 
     style: str
     mesh: MeshArrays
-    raycaster: o3d.t.geometry.RaycastingScene
+    raycaster: "o3d.t.geometry.RaycastingScene"
     surfaces: Surfaces
     road: Road
     layout: Layout
@@ -206,11 +205,15 @@ class Scene:
 
     def cast(self, rays: np.ndarray) -> dict[str, np.ndarray]:
         """First hits of rays (n, 6) float32 ``[origin, direction]`` (world frame) as numpy arrays."""
+        import open3d as o3d
+
         out = self.raycaster.cast_rays(o3d.core.Tensor.from_numpy(rays), nthreads=self.threads)
         return {k: out[k].numpy() for k in ("t_hit", "primitive_ids", "primitive_uvs", "primitive_normals")}
 
     def occluded(self, rays: np.ndarray) -> np.ndarray:
         """Whether rays (n, 6) hit anything (shadow rays)."""
+        import open3d as o3d
+
         return self.raycaster.test_occlusions(o3d.core.Tensor.from_numpy(rays), nthreads=self.threads).numpy()
 
 
@@ -239,6 +242,10 @@ def build_scene(style: str, seed: int, length_m: float, threads: int = 0) -> Sce
         block_fn(ctx, block_rng, s0, s1, crossings)
         _backdrop(ctx, block_rng, s0, style)
     mesh = B.build()
+    # imported here, not at the top: the CLI and the trainer import this module's constants on machines
+    # without open3d (a lent GPU machine trains from caches, crossi2p_ros/data/cache.py)
+    import open3d as o3d
+
     raycaster = o3d.t.geometry.RaycastingScene(nthreads=threads)
     raycaster.add_triangles(o3d.core.Tensor.from_numpy(mesh.verts), o3d.core.Tensor.from_numpy(mesh.faces))
     markings = RoadMarkings(lines=lines, crossings=np.array(crossings, np.float32).reshape(-1, 2),

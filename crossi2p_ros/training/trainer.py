@@ -57,6 +57,8 @@ from .validation import validate
 from .visualize import match_image
 
 LOSS_NAMES = ["align", "corr", "pose"]
+# ModelConfig fields that no weight depends on: a warm start may change them
+WEIGHT_FREE_FIELDS = ("num_points", "image_height", "image_width")
 # Fields that may change when resuming: they do not alter what the next step computes
 # (``epochs`` extends or shortens the run; the cosine schedule follows the new length).
 RESUMABLE_OVERRIDES = ("epochs", "num_workers", "log_every", "vis_every", "checkpoint_every_steps", "val_batch_size")
@@ -211,9 +213,10 @@ class Trainer:
         path = Path(cfg.init_weights)
         sha256 = file_sha256(path)
         model, _ = load_model(path, "cpu", expected_sha256=sha256)
-        if model.cfg != cfg.model:
-            a, b = model.cfg.to_dict(), cfg.model.to_dict()
-            diff = ", ".join(f"{k} {a[k]!r} (weights) vs {b[k]!r} (config)" for k in a if a[k] != b[k])
+        a, b = model.cfg.to_dict(), cfg.model.to_dict()
+        diff = ", ".join(f"{k} {a[k]!r} (weights) vs {b[k]!r} (config)" for k in a
+                         if a[k] != b[k] and k not in WEIGHT_FREE_FIELDS)
+        if diff:
             raise CrossI2PError(f"init_weights {path}: the weights' network differs from the config's model: {diff}; "
                                 "set model: to match the weights or drop init_weights")
         self.raw_model.load_state_dict(model.state_dict())
