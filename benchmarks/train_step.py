@@ -13,7 +13,6 @@ trainer's DataLoader workers overlap with the step.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess

@@ -195,7 +195,7 @@ class Scene:
 
     style: str
     mesh: MeshArrays
-    raycaster: "o3d.t.geometry.RaycastingScene"
+    raycaster: object                # open3d.t.geometry.RaycastingScene (open3d is imported lazily)
     surfaces: Surfaces
     road: Road
     layout: Layout
