@@ -24,7 +24,8 @@ from crossi2p_ros.registration.mutual_info import (MIAligner, MIConfig, mutual_i
 from crossi2p_ros.registration.fine import FineConfig, visible_mask
 from crossi2p_ros.registration.inputs import T_LEVEL_CAMERA_LIDAR, InputConfig, prepare_input
 from crossi2p_ros.registration.window import WindowEstimator
-from crossi2p_ros.registration.solver import (apply_step, damped_step, normal_equations, project_with_jacobian,
+from crossi2p_ros.registration.solver import (apply_step, covariance_from_hessian, damped_step, normal_equations,
+                                              project_with_jacobian,
                                               pullback_to_pose)
 
 
@@ -278,3 +279,17 @@ def test_cuda_request_without_gpu_is_a_clear_error():
         pytest.skip("a GPU is present: the error path cannot be exercised")
     with pytest.raises(CrossI2PError, match="no CUDA GPU"):
         Calibrator(CalibratorConfig(device="cuda"))
+
+
+def test_covariance_of_a_singular_hessian_is_positive_and_huge_on_the_free_axes():
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(6, 4))
+    H = 1e8 * A @ A.T                             # rank 4 (two free directions), at a window's pixel scale
+    null = np.linalg.svd(A.T)[2][4:]              # (2, 6) basis of the free directions
+    for noise in (0.0, 1e-7, -1e-7):              # what rounding of a clipped eigen-decomposition leaves
+        cov = covariance_from_hessian(H + noise * np.eye(6), 1.0)
+        assert np.all(np.linalg.eigvalsh(cov) > 0), noise
+        free = np.einsum("ki,ij,kj->k", null, cov, null)
+        assert np.all(free > 1e6 * np.max(np.diag(covariance_from_hessian(H + np.eye(6) * 1e4, 1.0)))), noise
+    well = A @ A.T + np.eye(6)
+    np.testing.assert_allclose(covariance_from_hessian(well, 2.0), 2.0 * np.linalg.inv(well), rtol=1e-9)
