@@ -212,7 +212,7 @@ class Trainer:
         """Load ``cfg.init_weights`` into the fresh model (a warm start); returns the file's SHA-256."""
         path = Path(cfg.init_weights)
         sha256 = file_sha256(path)
-        model, _ = load_model(path, "cpu", expected_sha256=sha256)
+        model, _ = load_model(path, "cpu")
         a, b = model.cfg.to_dict(), cfg.model.to_dict()
         diff = ", ".join(f"{k} {a[k]!r} (weights) vs {b[k]!r} (config)" for k in a
                          if a[k] != b[k] and k not in WEIGHT_FREE_FIELDS)
