@@ -92,7 +92,7 @@ def covariance_from_hessian(H: np.ndarray, sigma2: float) -> np.ndarray:
         vals, vecs = np.linalg.eigh(H)
     except np.linalg.LinAlgError:
         return np.eye(6) * 1e6
-    floor = max(1e-12, 1e-12 * float(np.max(np.abs(vals))))
+    floor = max(1e-12, 1e-12 * float(vals.max()))
     cov = sigma2 * (vecs / np.maximum(vals, floor)) @ vecs.T
     if not np.all(np.isfinite(cov)):
         return np.eye(6) * 1e6

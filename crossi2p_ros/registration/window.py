@@ -643,9 +643,8 @@ class WindowEstimator:
                     pp, pm, mp, mm = cost[k:k + 4]
                     H[i, j] = H[j, i] = (pp - pm - mp + mm) / (4 * h[i] * h[j])
                     k += 4
-        # a saddle or a flat direction is "no information" there, not negative information
-        vals, vecs = np.linalg.eigh(0.5 * (H + H.T))
-        H = (vecs * np.maximum(vals, 0.0)) @ vecs.T
+        # a saddle or a flat direction is "no information" there, not negative information: the inverse
+        # floors H's eigenvalues (covariance_from_hessian), so those axes come out huge, never negative
         cov = covariance_from_hessian(H, var * cfg.correlated_points)
         floor = np.r_[[cfg.floor_trans_m ** 2] * 3, [np.radians(cfg.floor_rot_deg) ** 2] * 3]
         return cov + np.diag(floor)
