@@ -28,11 +28,11 @@ for (( n = 8; n < PER_STYLE; n++ )); do
   for s in 0 1 2; do specs+=("${styles[$s]} $((3000 + 3 * n + s)) 20"); done
 done
 held_out="suburban 9000 16"  # never trained on: listed last, so it is the trainer's validation tail
-specs+=("$held_out")
-
 # generated in this order: the shipped recipe's rigs and the held-out one first, so a run on them can start early
 gen=("${specs[@]:0:$shipped}" "$held_out" "${specs[@]:$shipped}")
-printf '%s\n' "${gen[@]}" | awk '!seen[$0]++' | OMP_NUM_THREADS=1 xargs -P "$JOBS" -L 1 bash -c '
+specs+=("$held_out")
+
+printf '%s\n' "${gen[@]}" | OMP_NUM_THREADS=1 xargs -P "$JOBS" -L 1 bash -c '
   dir="'"$DATA"'/$0-$1"
   if [[ ! -f "$dir/sequences/00/calib.txt" ]]; then
     rm -rf "$dir" "$dir.partial"   # a folder without calib.txt is an interrupted one

@@ -84,8 +84,7 @@ def write_cache(dataset: KittiDataset, path: str | Path, width: int, max_points:
     tmp = path.with_name(f".{path.stem}.tmp{SUFFIX}")
     np.savez(tmp, format_version=np.int64(FORMAT_VERSION), jpeg=np.concatenate(jpegs), jpeg_offsets=offsets,
              K=np.stack(Ks), T_camera_lidar=np.stack(T), xyz_cm=np.stack(xyz_cm), intensity=np.stack(intensity),
-             counts=np.asarray(counts, np.int64), ids=np.asarray(ids), width=np.int64(width),
-             height=np.int64(new_h))
+             counts=np.asarray(counts, np.int64), ids=np.asarray(ids))
     tmp.replace(path)
     return path
 
@@ -110,7 +109,6 @@ class CachedRig:
             raise CrossI2PError(f"{self.root}: cache format {data.get('format_version')} is not {FORMAT_VERSION}; "
                                 "write it again with this version's crossi2p cache")
         self._d = data
-        self.width, self.height = int(data["width"]), int(data["height"])
 
     def __len__(self) -> int:
         return len(self._d["counts"])

@@ -183,7 +183,11 @@ class Trainer:
         # model and optimisation; the same init on every rank (DDP also broadcasts rank 0's)
         torch.manual_seed(cfg.seed)
         self.raw_model = CrossI2P(cfg.model).to(self.device)
-        self.init_sha256 = self._initialise(cfg) if ckpt is None and cfg.init_weights else None
+        # the warm start's checksum, for the final weights' metadata (a resumed run does not reload it)
+        self.init_sha256 = file_sha256(cfg.init_weights) if cfg.init_weights and Path(cfg.init_weights).is_file() \
+            else None
+        if ckpt is None and cfg.init_weights:
+            self._initialise(Path(cfg.init_weights), cfg)
         self.loss_fn = CrossI2PLoss(cfg.model, cfg.loss).to(self.device)
         self.gradnorm = GradNorm(LOSS_NAMES, cfg.gradnorm_alpha, cfg.gradnorm_lr).to(self.device)
         self.optimizer = torch.optim.AdamW(_param_groups(self.raw_model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
@@ -208,10 +212,8 @@ class Trainer:
             dump_train_config(cfg, self.run_dir / "config.yaml")
             self._prepare_logs(resumed=ckpt is not None)
 
-    def _initialise(self, cfg: TrainConfig) -> str:
-        """Load ``cfg.init_weights`` into the fresh model (a warm start); returns the file's SHA-256."""
-        path = Path(cfg.init_weights)
-        sha256 = file_sha256(path)
+    def _initialise(self, path: Path, cfg: TrainConfig) -> None:
+        """Load the weights ``path`` into the fresh model (a warm start)."""
         model, _ = load_model(path, "cpu")
         a, b = model.cfg.to_dict(), cfg.model.to_dict()
         diff = ", ".join(f"{k} {a[k]!r} (weights) vs {b[k]!r} (config)" for k in a
@@ -220,7 +222,6 @@ class Trainer:
             raise CrossI2PError(f"init_weights {path}: the weights' network differs from the config's model: {diff}; "
                                 "set model: to match the weights or drop init_weights")
         self.raw_model.load_state_dict(model.state_dict())
-        return sha256
 
     # ------------------------------------------------------------------ resume
     def _load_resume_checkpoint(self) -> dict:
@@ -441,18 +442,12 @@ class Trainer:
             weights = save_weights(self.run_dir / "model.pt", self.raw_model, {
                 "step": self.position.step, "epoch": self.position.epoch, "data": self.data_names,
                 "num_frames": self.num_frames, "train_config": self.cfg.to_dict(), "validation": self.last_val,
-                "init_weights_sha256": self._init_sha256(),
+                "init_weights_sha256": self.init_sha256,
                 "best_metric": self.cfg.best_metric, "best": self.best,
                 "note": "final weights; checkpoints/best.pt holds the best validation checkpoint"})
             self.writer.close()
         dist_utils.barrier()
         return self._result(weights)
-
-    def _init_sha256(self) -> str | None:
-        """Checksum of the warm-start weights (also after a resume, when they were not reloaded)."""
-        if not self.cfg.init_weights:
-            return None
-        return self.init_sha256 or (file_sha256(self.cfg.init_weights) if Path(self.cfg.init_weights).is_file() else None)
 
     def _result(self, weights: Path | None) -> TrainResult:
         return TrainResult(self.run_dir, self.position.step, self.position.epoch, weights, self.best, self.last_val)
