@@ -28,6 +28,7 @@ case "${1:-}" in
     mapfile -t caches < <(sed 's|^|.gpu_data/|; s|$|.npz|' .gpu_data/order.txt)
     export PYTHONUNBUFFERED=1 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
     { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || echo "no nvidia-smi"; } | tee "$OUT/log.txt"
+    rm -rf /tmp/run   # a second call on the same (warm) machine starts afresh: the trainer refuses a used run folder
     set +e
     timeout --signal=INT "$((MINUTES * 60))" python3 -m crossi2p_ros.cli train --data "${caches[@]}" \
       --out /tmp/run --config "${CONFIG:-config/train_gpu.yaml}" --device "${DEVICE:-cuda}" \
