@@ -29,8 +29,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from crossi2p_ros.data.samples import collate  # noqa: E402
+from crossi2p_ros.data.samples import PairDataset, SampleConfig, collate  # noqa: E402
 from crossi2p_ros.evaluation import write_json  # noqa: E402
+from crossi2p_ros.model.config import ModelConfig  # noqa: E402
 from crossi2p_ros.model.point_encoder import group_points  # noqa: E402
 from crossi2p_ros.training.config import build_train_config  # noqa: E402
 from crossi2p_ros.training.trainer import LOSS_NAMES, Trainer  # noqa: E402
@@ -110,6 +111,19 @@ def profile(trainer: Trainer, batches: list[dict], timer: BlockTimer) -> dict[st
     return times
 
 
+def time_samples(data: list[Path], n: int) -> int:
+    """Mean time [ms] to build one augmented training sample from ``data`` (main process)."""
+    if not data:
+        raise SystemExit("--data-only needs --data (KITTI folders or .npz caches)")
+    ds = PairDataset(data, SampleConfig(), ModelConfig(num_points=4096))
+    ds[0]   # warm-up: file handles, undistortion maps
+    t = time.perf_counter()
+    for i in range(n):
+        ds[i % len(ds)]
+    print(f"{1e3 * (time.perf_counter() - t) / n:.1f} ms per sample ({n} samples of {', '.join(p.name for p in data)})")
+    return 0
+
+
 def make_data(root: Path) -> list[Path]:
     dirs = []
     for style, seed in (("urban", 1), ("suburban", 2)):
@@ -132,8 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=8, help="timed steps (default %(default)s)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed first steps (default %(default)s)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--data-only", action="store_true",
+                    help="only time building training samples from --data (folders against caches, say)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.data_only:
+        return time_samples(args.data or [], args.steps * 4)
     torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
