@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=8, help="timed steps (default %(default)s)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed first steps (default %(default)s)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--torch-profile", action="store_true",
+                    help="also print torch's profiler table (self CPU time per op) of the first timed step")
     ap.add_argument("--data-only", action="store_true",
                     help="only time building training samples from --data (folders against caches, say)")
     ap.add_argument("--json", type=Path, default=None)
@@ -166,7 +168,12 @@ def main(argv: list[str] | None = None) -> int:
             idx = [(step * cfg.batch_size + j) % len(ds) for j in range(cfg.batch_size)]
             batch = collate([ds[i] for i in idx])
             data_s = time.perf_counter() - t0
-            times = profile(trainer, [batch], timer)
+            if args.torch_profile and step == args.warmup:   # the first timed step, op by op
+                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                    times = profile(trainer, [batch], timer)
+                print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+            else:
+                times = profile(trainer, [batch], timer)
             if step >= args.warmup:
                 rows["data (batch, main process)"].append(data_s)
                 for k, v in times.items():
