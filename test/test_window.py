@@ -3,6 +3,7 @@ covariance, and real KITTI.
 
 Synthetic frames are ray-cast fresh from seeds used nowhere else (9700-9799).
 """
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -190,6 +191,21 @@ def test_the_converged_window_covers_the_truth(drive, window):
     result = WindowEstimator().solve(window, _step(3.0, 0.15) @ T_gt)
     assert result.converged and not result.unconstrained
     assert within_sigma(result.T_camera_lidar, result.covariance, T_gt)
+
+
+def test_a_window_too_small_to_split_does_not_claim_convergence(drive, window):
+    # one keyframe can sit in a wrong basin with a tight curvature; with no other keyframe to disagree with,
+    # nothing in the window can catch it (benchmarks/window_convergence.py: urban, 2 keyframes, 7 cm off,
+    # 3 of 3 "converged")
+    T_gt = drive[0].T_camera_lidar
+    single = window[3:4]
+    lax = WindowEstimator(replace(WindowConfig(), min_keyframes_converged=1))
+    wrong = lax.solve(single, _step(0.5, 0.02) @ T_gt, global_search=False)
+    assert wrong.converged and not within_sigma(wrong.T_camera_lidar, wrong.covariance, T_gt), \
+        "the fixture no longer shows a false single-frame convergence"
+    est = WindowEstimator().solve(single, _step(0.5, 0.02) @ T_gt, global_search=False)
+    assert est.ok and not est.converged and "1 keyframe(s)" in est.message, est.message
+    assert within_sigma(est.T_camera_lidar, est.covariance, T_gt)   # unconverged: the search region's spread
 
 
 def _line_keyframe(vertical: bool, horizontal: bool) -> Keyframe:

@@ -28,7 +28,8 @@ unknown is solved jointly:
   optima and a floor for the edge model's bias; measured against the truth in
   benchmarks/window.py. Axes with too little information are reported as
   unconstrained, and "converged" is claimed only when every axis is below the
-  configured bounds (short of it, no axis is tighter than the search region).
+  configured bounds and the window has enough keyframes for its halves to
+  disagree (short of it, no axis is tighter than the search region).
 
 Poses are perturbed on the left in the camera frame, ``T <- exp(delta) T``
 with ``delta = (rho [m], phi [rad])`` (:func:`..geometry.se3_exp`), and the
@@ -93,6 +94,9 @@ class WindowConfig:
     floor_trans_m: float = 0.015       # synthetic windows end 0.02-0.11 deg / 0.5-3.8 cm off, docs/benchmarks.md)
     converged_rot_deg: float = 0.2     # "converged": no rotation direction with more sigma than this ...
     converged_trans_m: float = 0.02    # ... and no translation direction with more than this
+    min_keyframes_converged: int = 4   # ... and at least this many keyframes: the halves of the window must be
+                                       # able to disagree (resampled_covariance); 1-2 keyframes can agree on a
+                                       # wrong pose with a tight curvature (benchmarks/window_convergence.py)
     unconstrained_rot_deg: float = 2.0  # an axis with more sigma than this is reported as unconstrained
     unconstrained_trans_m: float = 0.2
     min_score: float = 0.1             # mean per-frame score at the finest level for a result to count
@@ -553,7 +557,7 @@ class WindowEstimator:
         spread is about sqrt(2) times the window's: the covariance is half theirs.
         """
         cfg = self.cfg
-        if len(keyframes) < 4 or cfg.resamples < 2:
+        if len(keyframes) < max(cfg.min_keyframes_converged, 2) or cfg.resamples < 2:
             return np.zeros((6, 6))
         rng = np.random.default_rng(cfg.seed)
         levels = list(range(max(len(cfg.sigma_deg) - cfg.resample_levels, 0), len(cfg.sigma_deg)))
@@ -664,6 +668,11 @@ class WindowEstimator:
                                 "not support a pose"
         if ok and ambiguous:
             message = f"{ambiguous} other pose(s) explain the window almost as well; the covariance spans them"
+        if ok and converged and len(usable) < cfg.min_keyframes_converged:
+            # a keyframe or two cannot show that they disagree: their curvature is no evidence of the right basin
+            converged = False
+            message = (f"{len(usable)} keyframe(s): convergence is claimed from {cfg.min_keyframes_converged} on "
+                       "(a few frames can agree on a wrong pose)")
         if ok and at_bound is not None:
             # the bound, not the data, stopped the search: the optimum may lie outside the region
             converged = False
