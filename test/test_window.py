@@ -18,6 +18,7 @@ from crossi2p_ros.registration.image_edges import (ImageEdgeConfig, detect_edges
 from crossi2p_ros.registration.inputs import undistorted
 from crossi2p_ros.registration.keyframes import KeyframeConfig, KeyframeWindow, thumbnail
 from crossi2p_ros.registration.lidar_edges import depth_edges
+from crossi2p_ros.registration.packed import pack_edges
 from crossi2p_ros.registration.window import Keyframe, WindowConfig, WindowEstimator, prepare_keyframe
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -174,6 +175,32 @@ def test_a_window_recovers_5_deg_20_cm_and_uses_all_its_frames(drive, window):
     # and the window is what makes it work: most of its frames alone, from the same start, do not get there
     alone = [pose_error(est.solve([kf], T0).T_camera_lidar, T_gt) for kf in window]
     assert sum(e.rot_deg < 0.3 and e.trans_m < 0.03 for e in alone) <= len(window) // 2, alone
+
+
+def test_packed_keyframes_score_and_linearise_as_each_keyframe_alone(drive, window):
+    # the optimiser scores all keyframes' points in one pass (registration/packed.py); with two cameras of
+    # different size and intrinsics in one window, every point must still sample its own keyframe's field
+    half = drive[1]
+    image, pinhole = undistorted(half.image, half.camera)
+    small = pinhole.scaled(0.5)
+    other = prepare_keyframe(cv2.resize(image, (small.width, small.height), interpolation=cv2.INTER_AREA),
+                             half.points, small)
+    kfs = [window[0], other, window[2]]
+    est = WindowEstimator()
+    Ts = np.stack([_step(0.3, 0.02) @ drive[0].T_camera_lidar, _step(1.0, 0.05) @ drive[0].T_camera_lidar])
+    for level in (0, 2, len(est.cfg.sigma_deg) - 1):
+        count = est.cfg.points_per_level[level]
+        # packed (one pose) against the per-keyframe path (several poses at once)
+        packed = [est.score(kfs, T, level, count) for T in Ts]
+        np.testing.assert_allclose(packed, est.score_many(kfs, Ts, level, count), rtol=1e-5, atol=1e-7)
+        def linearise(keyframes):
+            pack = pack_edges(keyframes, count)
+            return est._normal_equations(pack, est._evaluate(pack, Ts[0], level)[1], level)
+
+        H, g = linearise(kfs)
+        parts = [linearise([kf]) for kf in kfs]
+        np.testing.assert_allclose(H, sum(p[0] for p in parts), rtol=1e-9)
+        np.testing.assert_allclose(g, sum(p[1] for p in parts), rtol=1e-9, atol=1e-12)
 
 
 def test_global_search_recovers_a_start_outside_the_local_basin(drive, window):

@@ -45,11 +45,19 @@ def pullback_to_pose(K: np.ndarray, points_camera: np.ndarray, d_uv: np.ndarray)
     d/dphi = p x w. Used where only a scalar per point matters (edge
     distance, image brightness).
     """
-    x, y = points_camera[:, 0], points_camera[:, 1]
-    iz = 1.0 / np.where(np.abs(points_camera[:, 2]) < 1e-9, 1e-9, points_camera[:, 2])
-    du, dv = d_uv[:, 0] * K[0, 0], d_uv[:, 1] * K[1, 1]
-    w = np.stack([du * iz, dv * iz, -(du * x + dv * y) * iz * iz], -1)
-    return np.concatenate([w, np.cross(points_camera, w)], 1)
+    return pullback_to_pose_focal(K[0, 0], K[1, 1], points_camera, d_uv)
+
+
+def pullback_to_pose_focal(fx: float | np.ndarray, fy: float | np.ndarray, points_camera: np.ndarray,
+                           d_uv: np.ndarray) -> np.ndarray:
+    """:func:`pullback_to_pose` with the focal lengths [px] given per point (N,) or as scalars (points of
+    several keyframes at once)."""
+    x, y, z = points_camera[:, 0], points_camera[:, 1], points_camera[:, 2]
+    iz = 1.0 / np.where(np.abs(z) < 1e-9, 1e-9, z)
+    du, dv = d_uv[:, 0] * fx * iz, d_uv[:, 1] * fy * iz
+    dz = -(du * x + dv * y) * iz
+    # [w, p x w], the cross product written out (np.cross's axis handling cost more than the arithmetic)
+    return np.stack([du, dv, dz, y * dz - z * dv, z * du - x * dz, x * dv - y * du], -1)
 
 
 def cauchy_weights(residual_norm: np.ndarray, scale: float) -> np.ndarray:

@@ -44,16 +44,19 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ..geometry import CameraModel, PoseError, invert, pose_error, project_pinhole, se3_exp, se3_log, transform_points
+from ..geometry import (CameraModel, PoseError, invert, pose_distance, project_pinhole, se3_exp, se3_log,
+                        transform_points)
 from .image_edges import (EdgeLevel, ImageEdgeConfig, detect_edges, distance_levels, robust_score, sample_level,
                           stack_levels)
 from .lidar_edges import LidarEdgeConfig, depth_edges
+from .packed import PackedEdges, pack_edges
 from .solver import (apply_step, axis_sigmas, covariance_from_hessian, damped_step, normal_equations,
-                     pullback_to_pose)
+                     pullback_to_pose_focal)
 
 # of delta: translation along, and rotation about, the camera optical frame's x (right), y (down), z (forward)
 # axes; for a forward-looking camera, rotation about x tilts it (pitch), about y pans it (yaw), about z rolls it
 AXES = ("x", "y", "z", "pitch", "yaw", "roll")
+_MAX_MAP_ROWS = 16384   # remap's maps are images, each side below 32767: candidate poses are scored this many at once
 
 
 @dataclass(frozen=True)
@@ -229,46 +232,82 @@ class WindowEstimator:
     def score_many(self, keyframes: Sequence[Keyframe], Ts: np.ndarray, level: int, count: int | None = None
                    ) -> np.ndarray:
         """Scores (C,) of candidate poses ``Ts`` (C, 4, 4), vectorised over candidates and points."""
+        if len(Ts) == 1:
+            return np.array([self._score_packed(pack_edges(keyframes, count), Ts[0], level)])
         self.evaluations += len(Ts)
         total = np.zeros(len(Ts))
+        # float32 throughout: grids score thousands of poses on a hundred points a keyframe (memory-bound),
+        # and at the search's scales (sigma >= 0.25 deg, several pixels) float32 pixels are exact enough
+        R = Ts[:, :3, :3].transpose(0, 2, 1).astype(np.float32)
+        t = Ts[:, None, :3, 3].astype(np.float32)
         for kf in keyframes:
             pts, along = (kf.edges, kf.along) if count is None else (kf.edges[:count], kf.along[:count])
             if len(pts) == 0:
                 continue
-            # (C, N, 3) camera-frame points; one pose (the optimiser's calls) is a plain matrix product
-            flat = transform_points(Ts[0], pts) if len(Ts) == 1 else \
-                (np.matmul(pts, Ts[:, :3, :3].transpose(0, 2, 1)) + Ts[:, None, :3, 3]).reshape(-1, 3)
-            uv, front = project_pinhole(kf.K, flat, 0.5)
-            inside = kf.in_image(uv, front)
-            f = kf.sample(level, np.where(inside[:, None], uv, -10.0), np.tile(along, len(Ts)), 1e6)
-            s = robust_score(f[:, 0], self._sigma_px(kf, level))
-            if f.shape[1] > 3:
-                s = s - f[:, 3]
-            s = np.where(inside, s, 0.0).reshape(len(Ts), len(pts))
-            total += s.mean(axis=1)
+            for a in range(0, len(Ts), _MAX_MAP_ROWS):
+                total[a:a + _MAX_MAP_ROWS] += self._score_keyframe(kf, pts, along, R[a:a + _MAX_MAP_ROWS],
+                                                                   t[a:a + _MAX_MAP_ROWS], level)
         return total / max(len(keyframes), 1)
 
-    def _linearise(self, keyframes: Sequence[Keyframe], T: np.ndarray, level: int, count: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
-        """Normal equations (H, g) of the IRLS step at T, each keyframe's points weighted by 1 / their count."""
-        H, g = np.zeros((6, 6)), np.zeros(6)
-        for kf in keyframes:
-            pts, along = kf.edges[:count], kf.along[:count]
-            if len(pts) == 0:
-                continue
-            p = transform_points(T, pts)
-            uv, front = project_pinhole(kf.K, p, 0.5)
-            inside = kf.in_image(uv, front)
-            if not inside.any():
-                continue
-            f = kf.sample(level, uv[inside], along[inside], 1e6)
-            r = f[:, 0]
-            J = pullback_to_pose(kf.K, p[inside], f[:, 1:3])
-            w = robust_score(r, self._sigma_px(kf, level)) ** 2     # Geman-McClure IRLS weight
-            Hf, gf = normal_equations(J[:, None, :], r[:, None], w * (1.0 / len(pts)))
-            H += Hf
-            g += gf
-        return H, g
+    def _score_keyframe(self, kf: Keyframe, pts: np.ndarray, along: np.ndarray, R: np.ndarray, t: np.ndarray,
+                        level: int) -> np.ndarray:
+        """Mean scores (C,) of one keyframe's points ``pts`` (N, 3) at poses given as transposed rotations
+        ``R`` (C, 3, 3) and translations ``t`` (C, 1, 3), float32; the (C, N) samples are one remap."""
+        p = np.matmul(pts.astype(np.float32), R) + t                       # (C, N, 3) camera frame [m]
+        z = p[..., 2]
+        front = z > 0.5
+        iz = 1.0 / np.where(front, z, np.float32(1.0))
+        x, y = p[..., 0] * iz, p[..., 1] * iz
+        K = kf.K.astype(np.float32)
+        u = K[0, 0] * x + K[0, 1] * y + K[0, 2]
+        v = K[1, 1] * y + K[1, 2]
+        inside = front & (u >= 0) & (u <= kf.width - 1) & (v >= 0) & (v <= kf.height - 1)
+        lev = kf.levels[level]
+        scale = np.float32(lev.scale)
+        # level pixel centres sit at (u + 0.5) * scale - 0.5 (image_edges.sample_level); points behind the
+        # camera are clipped so that remap's fixed-point coordinates cannot overflow
+        mx = np.clip((u + 0.5) * scale - 0.5, -2.0, 32000.0)
+        my = (v + 0.5) * scale - 0.5
+        if lev.second_row:
+            my += np.where(along, np.float32(0.0), np.float32(lev.second_row))
+        np.clip(my, -2.0, 32000.0, out=my)
+        f = cv2.remap(lev.field, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)   # (C, N, ch)
+        sigma2 = np.float32(self._sigma_px(kf, level) ** 2)
+        s = sigma2 / (sigma2 + f[..., 0] * f[..., 0])
+        if f.shape[2] > 3:
+            s -= f[..., 3]
+        return np.where(inside, s, np.float32(0.0)).mean(axis=1, dtype=np.float64)
+
+    def _score_packed(self, pack: PackedEdges, T: np.ndarray, level: int) -> float:
+        """:meth:`score` of one pose on packed points."""
+        return self._evaluate(pack, T, level)[0]
+
+    def _evaluate(self, pack: PackedEdges, T: np.ndarray, level: int
+                  ) -> tuple[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Score of pose T on packed points, and the samples behind it (camera-frame points, the in-image
+        mask, the field samples) for :meth:`_normal_equations` at the same pose."""
+        self.evaluations += 1
+        p, uv, inside = pack.project(T)
+        f = pack.sample(level, uv)
+        s = robust_score(f[:, 0], pack.focal * np.radians(self.cfg.sigma_deg[level]))
+        if f.shape[1] > 3:
+            s = s - f[:, 3]
+        score = float(np.where(inside, s, 0.0) @ pack.weight) / max(len(pack.keyframes), 1)
+        return score, (p, inside, f)
+
+    def _normal_equations(self, pack: PackedEdges, samples: tuple[np.ndarray, np.ndarray, np.ndarray], level: int
+                          ) -> tuple[np.ndarray, np.ndarray]:
+        """Normal equations (H, g) of the IRLS step at the pose of ``samples`` (:meth:`_evaluate`), each
+        keyframe's points weighted by 1 / their count."""
+        p, inside, f = samples
+        if not inside.any():
+            return np.zeros((6, 6)), np.zeros(6)
+        f = f[inside]
+        r = f[:, 0]
+        J = pullback_to_pose_focal(pack.K[inside, 0], pack.K[inside, 3], p[inside], f[:, 1:3])
+        sigma = pack.focal[inside] * np.radians(self.cfg.sigma_deg[level])
+        w = robust_score(r, sigma) ** 2 * pack.weight[inside]     # Geman-McClure IRLS weight
+        return normal_equations(J[:, None, :], r[:, None], w)
 
     def _inside_bounds(self, T: np.ndarray, T_center: np.ndarray) -> bool:
         """Within the search region around ``T_center`` (plus one grid step of slack).
@@ -278,7 +317,7 @@ class WindowEstimator:
         at coarse levels): the bound is what keeps the objective honest.
         """
         cfg = self.cfg
-        err = pose_error(T, T_center)
+        err = pose_distance(T, T_center)
         return err.rot_deg <= cfg.search_rot_deg + cfg.grid_rot_step_deg \
             and err.trans_m <= cfg.search_trans_m + cfg.grid_trans_step_m
 
@@ -290,11 +329,13 @@ class WindowEstimator:
         T_center = T if T_center is None else T_center
         score = -1.0
         for level in levels:
-            count = cfg.points_per_level[level]
-            score = self.score(keyframes, T, level, count)
+            pack = pack_edges(keyframes, cfg.points_per_level[level])
+            score, samples = self._evaluate(pack, T, level)
+            H = g = None
             damping = 1e-3
             for _ in range(cfg.iterations_per_level):
-                H, g = self._linearise(keyframes, T, level, count)
+                if H is None:   # linearised once per accepted pose: a rejected step leaves T, H and g as they were
+                    H, g = self._normal_equations(pack, samples, level)
                 if not np.any(H):
                     break
                 if level < cfg.rotation_only_levels:
@@ -302,9 +343,10 @@ class WindowEstimator:
                 else:
                     delta = damped_step(H, g, damping)
                 T_new = apply_step(T, delta)
-                new = self.score(keyframes, T_new, level, count) if self._inside_bounds(T_new, T_center) else -1.0
+                new, new_samples = self._evaluate(pack, T_new, level) if self._inside_bounds(T_new, T_center) \
+                    else (-1.0, samples)
                 if new > score:
-                    T, score = T_new, new
+                    T, score, samples, H = T_new, new, new_samples, None
                     damping = max(damping / 3.0, 1e-6)
                     if np.linalg.norm(delta[:3]) < 1e-4 and np.linalg.norm(delta[3:]) < 1e-5:
                         break
@@ -350,7 +392,7 @@ class WindowEstimator:
         chosen: list[int] = []
         for i in order:
             if all(e.rot_deg > self.cfg.distinct_deg or e.trans_m > 0.9 * step_m
-                   for e in (pose_error(Ts[i], Ts[j]) for j in chosen)):
+                   for e in (pose_distance(Ts[i], Ts[j]) for j in chosen)):
                 chosen.append(int(i))
             if len(chosen) == n:
                 break
@@ -448,7 +490,7 @@ class WindowEstimator:
             if local[1] >= (1.0 - cfg.ambiguity) * score:
                 T, score = local
             passes, origin = 1, T_start
-            while passes < cfg.search_passes and pose_error(T, origin).trans_m > cfg.research_trans_m:
+            while passes < cfg.search_passes and pose_distance(T, origin).trans_m > cfg.research_trans_m:
                 more = self._search(usable, [T], T_start, times)
                 finals += more
                 passes, origin = passes + 1, T
@@ -466,7 +508,7 @@ class WindowEstimator:
             d = se3_log(T_other @ invert(T))
             cov = cov + np.outer(d, d)
         times["covariance"] = 1e3 * (time.perf_counter() - t2)
-        moved = pose_error(T, T_start)
+        moved = pose_distance(T, T_start)
         at_bound = (moved.rot_deg > cfg.search_rot_deg - cfg.grid_rot_step_deg / 2
                     or moved.trans_m > cfg.search_trans_m - cfg.grid_trans_step_m / 2) \
             and self._bound_active(usable, T)
@@ -481,7 +523,7 @@ class WindowEstimator:
         cfg = self.cfg
         levels = list(range(min(cfg.rotation_only_levels, len(cfg.sigma_deg) - 1), len(cfg.sigma_deg)))
         free, _ = self.refine(keyframes, T, levels, T)
-        step = pose_error(free, T)
+        step = pose_distance(free, T)
         return step.rot_deg > cfg.converged_rot_deg or step.trans_m > cfg.converged_trans_m
 
     def mount_hypotheses(self) -> np.ndarray:
@@ -525,7 +567,7 @@ class WindowEstimator:
         ranked.sort(key=lambda r: -r[0])
         chosen: list[np.ndarray] = []
         for _, T in ranked:
-            if all(pose_error(T, C).rot_deg > cfg.search_rot_deg for C in chosen):
+            if all(pose_distance(T, C).rot_deg > cfg.search_rot_deg for C in chosen):
                 chosen.append(T)
             if len(chosen) == cfg.mount_finalists:
                 break
@@ -574,7 +616,7 @@ class WindowEstimator:
         cfg = self.cfg
         out = []
         for T_other, s in finals:
-            err = pose_error(T_other, T)
+            err = pose_distance(T_other, T)
             if s >= (1.0 - cfg.ambiguity) * score and (err.rot_deg > cfg.converged_rot_deg
                                                          or err.trans_m > cfg.converged_trans_m):
                 out.append(T_other)
