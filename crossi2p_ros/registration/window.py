@@ -56,7 +56,7 @@ from .solver import (apply_step, axis_sigmas, covariance_from_hessian, damped_st
 # of delta: translation along, and rotation about, the camera optical frame's x (right), y (down), z (forward)
 # axes; for a forward-looking camera, rotation about x tilts it (pitch), about y pans it (yaw), about z rolls it
 AXES = ("x", "y", "z", "pitch", "yaw", "roll")
-_MAX_MAP_ROWS = 16384   # remap's maps are images, each side below 32767: candidate poses are scored this many at once
+_MAX_MAP_SIDE = 16384   # grids are scored this many poses by this many points at a time (one remap each)
 
 
 @dataclass(frozen=True)
@@ -245,14 +245,16 @@ class WindowEstimator:
             pts, along = (kf.edges, kf.along) if count is None else (kf.edges[:count], kf.along[:count])
             if len(pts) == 0:
                 continue
-            for a in range(0, len(Ts), _MAX_MAP_ROWS):
-                total[a:a + _MAX_MAP_ROWS] += self._score_keyframe(kf, pts, along, R[a:a + _MAX_MAP_ROWS],
-                                                                   t[a:a + _MAX_MAP_ROWS], level)
+            for a in range(0, len(Ts), _MAX_MAP_SIDE):          # remap's maps are images, each side < 32767
+                for b in range(0, len(pts), _MAX_MAP_SIDE):
+                    total[a:a + _MAX_MAP_SIDE] += self._score_keyframe(
+                        kf, pts[b:b + _MAX_MAP_SIDE], along[b:b + _MAX_MAP_SIDE], R[a:a + _MAX_MAP_SIDE],
+                        t[a:a + _MAX_MAP_SIDE], level) / len(pts)
         return total / max(len(keyframes), 1)
 
     def _score_keyframe(self, kf: Keyframe, pts: np.ndarray, along: np.ndarray, R: np.ndarray, t: np.ndarray,
                         level: int) -> np.ndarray:
-        """Mean scores (C,) of one keyframe's points ``pts`` (N, 3) at poses given as transposed rotations
+        """Summed scores (C,) of one keyframe's points ``pts`` (N, 3) at poses given as transposed rotations
         ``R`` (C, 3, 3) and translations ``t`` (C, 1, 3), float32; the (C, N) samples are one remap."""
         p = np.matmul(pts.astype(np.float32), R) + t                       # (C, N, 3) camera frame [m]
         z = p[..., 2]
@@ -277,7 +279,7 @@ class WindowEstimator:
         s = sigma2 / (sigma2 + f[..., 0] * f[..., 0])
         if f.shape[2] > 3:
             s -= f[..., 3]
-        return np.where(inside, s, np.float32(0.0)).mean(axis=1, dtype=np.float64)
+        return np.where(inside, s, np.float32(0.0)).sum(axis=1, dtype=np.float64)
 
     def _score_packed(self, pack: PackedEdges, T: np.ndarray, level: int) -> float:
         """:meth:`score` of one pose on packed points."""
