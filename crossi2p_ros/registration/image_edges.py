@@ -210,6 +210,22 @@ def stack_levels(first: list[EdgeLevel], second: list[EdgeLevel]) -> list[EdgeLe
     return out
 
 
+def field_coordinates(u: np.ndarray, v: np.ndarray, scale: float, row: float | np.ndarray = 0.0
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """``cv2.remap`` coordinates (float32) in a level's field of full-resolution pixels ``u``, ``v`` [px].
+
+    Level pixel centres sit at ``(u + 0.5) * scale - 0.5``; ``row`` (a scalar or one per point) is the
+    row where the point's field starts on a stacked level (:func:`stack_levels`). Computed in the inputs'
+    precision, then clipped: pixels far outside the image (points behind the camera) would overflow
+    remap's fixed-point coordinates.
+    """
+    mx = ((u + 0.5) * scale - 0.5).astype(np.float32, copy=False)
+    my = ((v + 0.5) * scale - 0.5 + row).astype(np.float32, copy=False)
+    np.clip(mx, -2.0, 32000.0, out=mx)
+    np.clip(my, -2.0, 32000.0, out=my)
+    return mx, my
+
+
 def sample_level(level: EdgeLevel, uv: np.ndarray, outside: float, second: np.ndarray | None = None
                  ) -> np.ndarray:
     """(N, C) distance [px], d/du, d/dv (and on contrast levels the score's local mean) at full-resolution
@@ -227,11 +243,9 @@ def sample_level(level: EdgeLevel, uv: np.ndarray, outside: float, second: np.nd
     rows = -(-max(n, 1) // cols)
     mx = np.full(rows * cols, -10.0, np.float32)
     my = np.full(rows * cols, -10.0, np.float32)
-    mx[:n] = (uv[:, 0] + 0.5) * s - 0.5          # level pixel centres sit at (u + 0.5) * s - 0.5
-    my[:n] = (uv[:, 1] + 0.5) * s - 0.5
+    row = np.where(second, level.second_row, 0) if level.second_row and second is not None else 0.0
+    mx[:n], my[:n] = field_coordinates(uv[:, 0], uv[:, 1], s, row)
     off = (uv[:, 0] < -0.5) | (uv[:, 0] > W - 0.5) | (uv[:, 1] < -0.5) | (uv[:, 1] > H - 0.5)
-    if level.second_row and second is not None:
-        my[:n] += np.where(second, level.second_row, 0)
     out = cv2.remap(level.field, mx.reshape(rows, cols), my.reshape(rows, cols), cv2.INTER_LINEAR,
                     borderMode=cv2.BORDER_REPLICATE)
     out = out.reshape(rows * cols, -1)[:n].astype(np.float64)

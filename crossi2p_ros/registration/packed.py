@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Sequence
 import cv2
 import numpy as np
 
+from .image_edges import field_coordinates
+
 if TYPE_CHECKING:
     from .window import Keyframe
 
@@ -45,9 +47,6 @@ class PackedEdges:
     size: np.ndarray                   # (N, 2): the last valid u and v, width - 1 and height - 1 [px]
     focal: np.ndarray                  # (N,) mean focal length [px]
     _levels: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
-
-    def __len__(self) -> int:
-        return len(self.xyz)
 
     def project(self, T: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Camera-frame points (N, 3) [m], pixels (N, 2) and the mask of points in front of the camera
@@ -76,11 +75,7 @@ class PackedEdges:
         (N, 2), each point from its keyframe's field (:func:`.image_edges.sample_level` for points inside
         the image; points outside get meaningless values, which callers mask)."""
         scale, row = self._level(level)
-        mx = ((uv[:, 0] + 0.5) * scale - 0.5).astype(np.float32)
-        my = ((uv[:, 1] + 0.5) * scale - 0.5 + row).astype(np.float32)
-        # far-off pixels (points behind the camera) would overflow remap's fixed-point coordinates
-        np.clip(mx, -2.0, 32000.0, out=mx)
-        np.clip(my, -2.0, 32000.0, out=my)
+        mx, my = field_coordinates(uv[:, 0], uv[:, 1], scale, row)
         channels = self.keyframes[0].levels[level].field.shape[2] if self.keyframes else 3
         out = np.empty((len(uv), channels), np.float32)
         for f, kf in enumerate(self.keyframes):

@@ -46,8 +46,8 @@ import numpy as np
 
 from ..geometry import (CameraModel, PoseError, invert, pose_distance, project_pinhole, se3_exp, se3_log,
                         transform_points)
-from .image_edges import (EdgeLevel, ImageEdgeConfig, detect_edges, distance_levels, robust_score, sample_level,
-                          stack_levels)
+from .image_edges import (EdgeLevel, ImageEdgeConfig, detect_edges, distance_levels, field_coordinates, robust_score,
+                          sample_level, stack_levels)
 from .lidar_edges import LidarEdgeConfig, depth_edges
 from .packed import PackedEdges, pack_edges
 from .solver import (apply_step, axis_sigmas, covariance_from_hessian, damped_step, normal_equations,
@@ -234,7 +234,7 @@ class WindowEstimator:
                    ) -> np.ndarray:
         """Scores (C,) of candidate poses ``Ts`` (C, 4, 4), vectorised over candidates and points."""
         if len(Ts) == 1:
-            return np.array([self._score_packed(pack_edges(keyframes, count), Ts[0], level)])
+            return np.array([self._evaluate(pack_edges(keyframes, count), Ts[0], level)[0]])
         self.evaluations += len(Ts)
         total = np.zeros(len(Ts))
         # float32 throughout: grids score thousands of poses on a hundred points a keyframe (memory-bound),
@@ -266,24 +266,14 @@ class WindowEstimator:
         v = K[1, 1] * y + K[1, 2]
         inside = front & (u >= 0) & (u <= kf.width - 1) & (v >= 0) & (v <= kf.height - 1)
         lev = kf.levels[level]
-        scale = np.float32(lev.scale)
-        # level pixel centres sit at (u + 0.5) * scale - 0.5 (image_edges.sample_level); points behind the
-        # camera are clipped so that remap's fixed-point coordinates cannot overflow
-        mx = np.clip((u + 0.5) * scale - 0.5, -2.0, 32000.0)
-        my = (v + 0.5) * scale - 0.5
-        if lev.second_row:
-            my += np.where(along, np.float32(0.0), np.float32(lev.second_row))
-        np.clip(my, -2.0, 32000.0, out=my)
+        row = np.where(along, np.float32(0.0), np.float32(lev.second_row)) if lev.second_row else 0.0
+        mx, my = field_coordinates(u, v, np.float32(lev.scale), row)
         f = cv2.remap(lev.field, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)   # (C, N, ch)
         sigma2 = np.float32(self._sigma_px(kf, level) ** 2)
         s = sigma2 / (sigma2 + f[..., 0] * f[..., 0])
         if f.shape[2] > 3:
             s -= f[..., 3]
         return np.where(inside, s, np.float32(0.0)).sum(axis=1, dtype=np.float64)
-
-    def _score_packed(self, pack: PackedEdges, T: np.ndarray, level: int) -> float:
-        """:meth:`score` of one pose on packed points."""
-        return self._evaluate(pack, T, level)[0]
 
     def _evaluate(self, pack: PackedEdges, T: np.ndarray, level: int
                   ) -> tuple[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
