@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from crossi2p_ros.data.kitti import open_dataset  # noqa: E402
 from crossi2p_ros.data.synth import SynthConfig, generate  # noqa: E402
@@ -46,6 +47,7 @@ from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig  #
 from crossi2p_ros.registration.image_edges import detect_edges, distance_levels  # noqa: E402
 from crossi2p_ros.registration.lidar_edges import ring_indices  # noqa: E402
 from crossi2p_ros.registration.window import AXES, Keyframe, WindowConfig  # noqa: E402
+from window import window_config  # noqa: E402  (benchmarks/window.py's --set parser)
 
 DEVELOPMENT = (("urban", 9400), ("suburban", 9401), ("highway", 9402))
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -101,7 +103,8 @@ def intensity_keyframe(depth_kf: Keyframe, pinhole_image: np.ndarray, points: np
                     depth_kf.focal_px, "intensity")
 
 
-def offsets(calibrator: Calibrator, ds, window: int, starts: list[int]) -> tuple[dict, dict]:
+def offsets(calibrator: Calibrator, ds, window: int, starts: list[int], with_intensity: bool = True
+            ) -> tuple[dict, dict]:
     """Per variant, the offsets (W, 6) [cm, deg] of each window's optimum from the truth; edge counts."""
     cfg = calibrator.window.cfg
     depth, intensity = [], []
@@ -109,17 +112,20 @@ def offsets(calibrator: Calibrator, ds, window: int, starts: list[int]) -> tuple
         f = ds[i]
         kf, image, _ = calibrator.prepare(f.image, f.points, f.camera)
         depth.append(kf)
-        intensity.append(intensity_keyframe(kf, image, f.points, cfg))
+        if with_intensity:
+            intensity.append(intensity_keyframe(kf, image, f.points, cfg))
     T_true = ds[0].T_camera_lidar
-    out: dict[str, list] = {"depth": [], "depth+intensity": []}
+    out: dict[str, list] = {"depth": [], "depth+intensity": []} if with_intensity else {"depth": []}
     for s in starts:
-        for name, kfs in (("depth", depth[s:s + window]),
-                          ("depth+intensity", depth[s:s + window] + intensity[s:s + window])):
+        variants = [("depth", depth[s:s + window])]
+        if with_intensity:
+            variants.append(("depth+intensity", depth[s:s + window] + intensity[s:s + window]))
+        for name, kfs in variants:
             r = calibrator.window.solve(kfs, T_true, global_search=False)
             d = se3_log(r.T_camera_lidar @ invert(T_true))
             out[name].append(np.r_[100 * d[:3], np.degrees(d[3:])])
     counts = {"depth": float(np.mean([len(k.edges) for k in depth])),
-              "intensity": float(np.mean([len(k.edges) for k in intensity]))}
+              "intensity": float(np.mean([len(k.edges) for k in intensity])) if intensity else 0.0}
     return {k: np.array(v) for k, v in out.items()}, counts
 
 
@@ -139,9 +145,10 @@ def plot(results: dict, path: Path) -> None:
     drives = list(results["drives"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     width = 0.38
+    variants = [v for v in ("depth", "depth+intensity") if v in results["drives"][drives[0]]]
     for ax, block, unit in ((axes[0], AXES[:3], "cm"), (axes[1], AXES[3:], "deg")):
         x = np.arange(len(drives) * 3)
-        for j, variant in enumerate(("depth", "depth+intensity")):
+        for j, variant in enumerate(variants):
             means = [results["drives"][d][variant]["mean"][a] for d in drives for a in block]
             stds = [results["drives"][d][variant]["std"][a] for d in drives for a in block]
             ax.bar(x + (j - 0.5) * width, means, width, yerr=stds, capsize=2, label=variant)
@@ -165,8 +172,12 @@ def main() -> int:
     ap.add_argument("--window", type=int, default=20)
     ap.add_argument("--frames", type=int, default=40, help="frames per synthetic drive")
     ap.add_argument("--starts", type=int, nargs="+", default=[0, 5, 10, 15, 20])
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a WindowConfig field (as benchmarks/window.py)")
+    ap.add_argument("--depth-only", action="store_true", help="skip the intensity-edge variant")
+    ap.add_argument("--drives", nargs="+", default=None, help="only these drives, by any word of their name (e.g. highway kitti)")
     args = ap.parse_args()
-    calibrator = Calibrator(CalibratorConfig(device="cpu"))
+    calibrator = Calibrator(CalibratorConfig(device="cpu", window=window_config(args.set)))
     drives = []
     for style, seed in DEVELOPMENT:
         root = args.cache / f"{style}_{seed}_{args.frames}"
@@ -178,11 +189,15 @@ def main() -> int:
         drives.append(("real KITTI", open_dataset(kitti)))
     else:
         print(f"skipped real KITTI: {kitti} is absent")
-    results: dict = {"host": platform.node(), "window": args.window, "starts": args.starts, "drives": {}}
+    if args.drives:
+        wanted = {w.lower() for w in args.drives}
+        drives = [(n, ds) for n, ds in drives if wanted & set(n.lower().split())]
+    results: dict = {"host": platform.node(), "window": args.window, "starts": args.starts, "overrides": args.set,
+                     "drives": {}}
     for name, ds in drives:
         t = time.perf_counter()
         starts = [s for s in args.starts if s + args.window <= len(ds)]
-        rows, counts = offsets(calibrator, ds, args.window, starts)
+        rows, counts = offsets(calibrator, ds, args.window, starts, not args.depth_only)
         results["drives"][name] = {"edge_points_per_frame": counts, **{k: summary(v) for k, v in rows.items()}}
         for variant, s in ((k, results["drives"][name][k]) for k in rows):
             mean = " ".join(f"{a} {s['mean'][a]:+.2f}" for a in AXES)
