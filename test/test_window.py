@@ -220,17 +220,21 @@ def test_the_converged_window_covers_the_truth(drive, window):
     assert within_sigma(result.T_camera_lidar, result.covariance, T_gt)
 
 
-def test_a_window_too_small_to_split_does_not_claim_convergence(drive, window):
+def test_a_window_too_small_to_split_does_not_claim_convergence(drive):
     # one keyframe can sit in a wrong basin with a tight curvature; with no other keyframe to disagree with,
     # nothing in the window can catch it (benchmarks/window_convergence.py: urban, 2 keyframes, 7 cm off,
-    # 3 of 3 "converged")
+    # 3 of 3 "converged"). With the defaults' finest kernel (0.16 deg) no keyframe of this drive claims
+    # convergence alone; with a narrower one (0.06 deg, the finest level until 2026-12-02) one does, so the
+    # rule is tested under that objective: it must hold whatever the levels are
     T_gt = drive[0].T_camera_lidar
-    single = window[3:4]
-    lax = WindowEstimator(replace(WindowConfig(), min_keyframes_converged=1))
+    narrow = replace(WindowConfig(), sigma_deg=(1.0, 0.5, 0.25, 0.12, 0.06),
+                     points_per_level=(600, 800, 1200, 1600, 2000))
+    single = _keyframes(drive[3:4], narrow)
+    lax = WindowEstimator(replace(narrow, min_keyframes_converged=1))
     wrong = lax.solve(single, _step(0.5, 0.02) @ T_gt, global_search=False)
     assert wrong.converged and not within_sigma(wrong.T_camera_lidar, wrong.covariance, T_gt), \
         "the fixture no longer shows a false single-frame convergence"
-    est = WindowEstimator().solve(single, _step(0.5, 0.02) @ T_gt, global_search=False)
+    est = WindowEstimator(narrow).solve(single, _step(0.5, 0.02) @ T_gt, global_search=False)
     assert est.ok and not est.converged and "1 keyframe(s)" in est.message, est.message
     assert within_sigma(est.T_camera_lidar, est.covariance, T_gt)   # unconverged: the search region's spread
 
@@ -239,7 +243,7 @@ def _line_keyframe(vertical: bool, horizontal: bool) -> Keyframe:
     """A camera looking at bars 6-25 m ahead: LiDAR edge points along them, their image lines drawn."""
     W, H, f = 640, 480, 500.0
     cam = CameraModel.from_intrinsics(W, H, f, f, W / 2 - 0.5, H / 2 - 0.5)
-    s = np.linspace(-4.0, 4.0, 400)
+    s = np.linspace(-8.0, 8.0, 800)   # every bar crosses the whole image: no end of a bar in view
     pts, img = [], np.full((H, W), 200, np.uint8)
     if vertical:   # bars at several depths, so that sideways motion and yaw differ
         for x, z in ((-3.0, 6.0), (-1.0, 10.0), (2.0, 15.0), (3.5, 25.0)):
@@ -250,8 +254,8 @@ def _line_keyframe(vertical: bool, horizontal: bool) -> Keyframe:
     along = np.concatenate([np.full(len(q), k < (4 if vertical else 0)) for k, q in enumerate(pts)])
     pts = np.concatenate(pts)
     uv = pts[:, :2] / pts[:, 2:] * f + cam.K[:2, 2]
-    for a, b in zip(uv[::400], uv[399::400]):
-        cv2.line(img, tuple(np.round(a).astype(int)), tuple(np.round(b).astype(int)), 0, 1)
+    for a, b in zip(uv[::len(s)], uv[len(s) - 1::len(s)]):   # to 1/16 px (shift=4)
+        cv2.line(img, tuple(np.round(16 * a).astype(int)), tuple(np.round(16 * b).astype(int)), 0, 1, shift=4)
     cfg = WindowConfig()
     levels = distance_levels(img < 100, [f * np.radians(x) for x in cfg.sigma_deg], cfg.image)
     order = np.random.default_rng(0).permutation(len(pts))
@@ -288,12 +292,13 @@ def test_covariance_grows_on_the_axis_a_degenerate_window_cannot_constrain():
     T = np.eye(4)   # the points above are already in the camera frame
     only_vertical = est.covariance([_line_keyframe(True, False)], T)
     both = est.covariance([_line_keyframe(True, True)], T)
-    # vertical bars say nothing about moving up/down (camera y) or about tilting (rotation about camera x)
-    assert only_vertical[1, 1] > 1e4 * both[1, 1] and only_vertical[3, 3] > 1e4 * both[3, 3]
+    # vertical bars crossing the whole image say nothing about moving up/down (camera y); tilting still shows
+    # in them (a tilted camera sees them converge), so only y is free
+    assert only_vertical[1, 1] > 1e4 * both[1, 1]
     # given the other parameters, sideways motion is still pinned by the bars (conditional precision)
     assert np.linalg.inv(only_vertical)[0, 0] > 0.1 * np.linalg.inv(both)[0, 0]
     result = est._result(T, only_vertical, 0.9, [_line_keyframe(True, False)], 0, 1600, {})
-    assert {"y", "pitch"} <= set(result.unconstrained) and not result.converged
+    assert result.unconstrained == ["y"] and not result.converged
     assert not est._result(T, both, 0.9, [_line_keyframe(True, True)], 0, 2400, {}).unconstrained
 
 

@@ -21,8 +21,8 @@ unknown is solved jointly:
   by Levenberg-Marquardt (IRLS with the same robust weights), bounded to the
   search region; the best final score wins. A pose found far (in
   translation) from its start gets a second pass from itself.
-* **Uncertainty** (:meth:`WindowEstimator.covariance`): the numerical Hessian
-  of the weighted squared edge distance at the finest level, scaled by the
+* **Uncertainty** (:meth:`WindowEstimator.covariance`): the information
+  (J^T W J from one-sided slopes) of the edge distances at the finest level, scaled by the
   residual variance and by the number of edge points that count as one
   independent sample, plus the spread over random halves of the window, rival
   optima and a floor for the edge model's bias; measured against the truth in
@@ -65,9 +65,13 @@ class WindowConfig:
 
     lidar: LidarEdgeConfig = field(default_factory=LidarEdgeConfig)
     image: ImageEdgeConfig = field(default_factory=ImageEdgeConfig)
-    # coarse to fine: the robust scale of each level as an angle (times the focal length gives pixels)
-    sigma_deg: tuple[float, ...] = (1.0, 0.5, 0.25, 0.12, 0.06)
-    points_per_level: tuple[int, ...] = (600, 800, 1200, 1600, 2000)   # edge points per frame and level
+    # coarse to fine: the robust scale of each level as an angle (times the focal length gives pixels). The
+    # finest is about the LiDAR edges' own localisation (a silhouette lies anywhere within half a beam step,
+    # 0.1-0.2 deg, of its edge point): a narrower kernel only counts lucky hits. From the truth
+    # (benchmarks/window_bias.py) a finest 0.06 deg left the optimum 2.3 / 3.4 / 2.7 cm off (urban, suburban,
+    # real KITTI median), 0.16 deg 0.75 / 2.7 / 2.35 cm (docs/benchmarks.md, "Bias")
+    sigma_deg: tuple[float, ...] = (1.0, 0.5, 0.25, 0.16)
+    points_per_level: tuple[int, ...] = (600, 800, 1200, 2000)   # edge points per frame and level
     iterations_per_level: int = 8
     contrast_levels: int = 3           # the coarsest levels (the search's) score against their local mean
     rotation_only_levels: int = 2      # the coarsest levels solve for rotation alone (translation barely
@@ -627,11 +631,19 @@ class WindowEstimator:
     def covariance(self, keyframes: Sequence[Keyframe], T: np.ndarray) -> np.ndarray:
         """Covariance (6, 6) of delta at T: ``sigma_r^2 * c * H^-1`` at the finest level, plus the floor.
 
-        H is the Hessian of the IRLS-weighted squared edge distance, taken by
-        central differences (steps of ~1.5 px), not as J^T J: at convergence
-        the points sit on the ridge-free minimum of the distance field, where
-        its sampled gradient vanishes (it is V-shaped across an edge), so
-        J^T J would report information missing exactly where it is best.
+        H is ``J^T W J`` of the edge distances with the IRLS weights, J taken
+        from one-sided differences (steps of ~1.5 px of image motion), the
+        outer products of the forward and backward slopes averaged. Not the
+        analytic gradient: at convergence the points sit on the minimum of the
+        distance field, V-shaped across an edge, where the sampled gradient
+        vanishes and J^T J would report information missing exactly where it
+        is best. Not the numerical Hessian of the cost either (as until
+        2026-12-02): its mixed differences are not positive semi-definite,
+        and a slightly negative eigenvalue reads as an unconstrained axis
+        (seen on drawn bars half a pixel off their field's minimum); this H
+        is positive semi-definite by construction and needs 13 poses, not 73.
+        Points that leave the image on a step are left out: leaving the image
+        is not information about the pose.
         """
         cfg = self.cfg
         level = len(cfg.sigma_deg) - 1
@@ -655,35 +667,23 @@ class WindowEstimator:
         focal = float(np.median([f[0].focal_px for f in frames]))
         depth = float(np.median([f[3] for f in frames]))
         h = np.r_[[1.5 * depth / focal] * 3, [1.5 / focal] * 3]      # ~1.5 px of image motion per step
-        steps = [np.zeros(6)]
-        for i in range(6):
-            for j in range(i, 6):
-                for si, sj in ((1, 1), (1, -1), (-1, 1), (-1, -1)) if i != j else ((1, 0), (-1, 0)):
-                    x = np.zeros(6)
-                    x[i] += si * h[i]
-                    x[j] += sj * h[j]
-                    steps.append(x)
-        Ts = se3_exp(np.asarray(steps)) @ T
-        cost = np.zeros(len(Ts))
+        steps = np.concatenate([np.zeros((1, 6)), np.diag(h), -np.diag(h)])
+        Ts = se3_exp(steps) @ T
+        H = np.zeros((6, 6))
         for kf, w, _, _ in frames:
             p = np.matmul(kf.edges, Ts[:, :3, :3].transpose(0, 2, 1)) + Ts[:, None, :3, 3]
             uv, _ = project_pinhole(kf.K, p.reshape(-1, 3), 0.5)
-            d = kf.sample(level, uv, np.tile(kf.along, len(Ts)), 0.0)[:, 0].reshape(len(Ts), len(kf.edges))
-            cost += 0.5 * (d * d) @ w
-        c0 = cost[0]
-        H = np.zeros((6, 6))
-        k = 1
-        for i in range(6):
-            for j in range(i, 6):
-                if i == j:
-                    H[i, i] = (cost[k] - 2 * c0 + cost[k + 1]) / h[i] ** 2
-                    k += 2
-                else:
-                    pp, pm, mp, mm = cost[k:k + 4]
-                    H[i, j] = H[j, i] = (pp - pm - mp + mm) / (4 * h[i] * h[j])
-                    k += 4
-        # a saddle or a flat direction is "no information" there, not negative information: the inverse
-        # floors H's eigenvalues (covariance_from_hessian), so those axes come out huge, never negative
+            d = kf.sample(level, uv, np.tile(kf.along, len(Ts)), np.nan)[:, 0].reshape(len(Ts), len(kf.edges))
+            # a point that leaves the image on a step says nothing about the pose: left out
+            stays = np.isfinite(d).all(axis=0)
+            d, w_in = d[:, stays], w[stays]
+            # one-sided slopes (6, n) of each point's distance: across an edge the distance is V-shaped, so its
+            # central difference vanishes where the point is best placed, while both one-sided ones do not
+            ahead = (d[1:7] - d[0]) / h[:, None]
+            behind = (d[0] - d[7:]) / h[:, None]
+            H += 0.5 * ((ahead * w_in) @ ahead.T + (behind * w_in) @ behind.T)
+        # a flat direction is "no information": the inverse floors H's eigenvalues (covariance_from_hessian),
+        # so those axes come out huge
         cov = covariance_from_hessian(H, var * cfg.correlated_points)
         floor = np.r_[[cfg.floor_trans_m ** 2] * 3, [np.radians(cfg.floor_rot_deg) ** 2] * 3]
         return cov + np.diag(floor)
