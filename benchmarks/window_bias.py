@@ -45,7 +45,7 @@ from crossi2p_ros.evaluation import write_json  # noqa: E402
 from crossi2p_ros.geometry import invert, se3_log  # noqa: E402
 from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig  # noqa: E402
 from crossi2p_ros.registration.image_edges import detect_edges, distance_levels  # noqa: E402
-from crossi2p_ros.registration.lidar_edges import ring_indices  # noqa: E402
+from crossi2p_ros.registration.lidar_edges import ring_indices, ring_neighbours  # noqa: E402
 from crossi2p_ros.registration.window import AXES, Keyframe, WindowConfig  # noqa: E402
 from window import window_config  # noqa: E402  (benchmarks/window.py's --set parser)
 
@@ -71,15 +71,9 @@ def intensity_edges(points: np.ndarray, min_ratio: float = 2.0, min_step: float 
     if len(xyz) < 4:
         return np.zeros((0, 3))
     rings, _ = ring_indices(xyz)
-    az = np.arctan2(xyz[:, 1], xyz[:, 0])
-    order = np.lexsort((az, rings))
-    ring_o, az_o, i_o, r_o = rings[order], az[order], intensity[order], rng[order]
-    d_az = np.diff(az_o)
-    same = ring_o[1:] == ring_o[:-1]
-    if not same.any():
-        return np.zeros((0, 3))
-    step = np.median(d_az[same])
-    flat = same & (d_az <= 2.5 * step) & (np.abs(np.diff(r_o)) <= np.maximum(0.05, 0.01 * r_o[:-1]))
+    order, linked, _ = ring_neighbours(np.arctan2(xyz[:, 1], xyz[:, 0]), rings, max_gap_steps=2.5)
+    i_o, r_o = intensity[order], rng[order]
+    flat = linked & (np.abs(np.diff(r_o)) <= np.maximum(0.05, 0.01 * r_o[:-1]))
     k = np.flatnonzero(flat[1:-1]) + 1                # pair (k, k+1), k-1 -> k and k+1 -> k+2 flat too
     k = k[flat[k - 1] & flat[k + 1]]
     a, b = i_o[k], i_o[k + 1]

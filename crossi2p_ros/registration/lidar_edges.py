@@ -132,6 +132,21 @@ def ring_indices(xyz: np.ndarray, ring: np.ndarray | None = None, min_ring_point
     return rings_from_elevation(xyz), "elevation"
 
 
+def ring_neighbours(az: np.ndarray, rings: np.ndarray, max_gap_steps: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Neighbours along rings, from each point's azimuth ``az`` (N,) [rad] and ring (N,).
+
+    Returns ``order`` (N,), the points sorted by (ring, azimuth); ``linked`` (N - 1,), whether entries k
+    and k + 1 of that order are neighbours (one ring, an azimuth gap of at most ``max_gap_steps`` median
+    steps); and that median step [rad] (0 when no ring has two points).
+    """
+    order = np.lexsort((az, rings))
+    r_o, a_o = rings[order], az[order]
+    d_az = np.diff(a_o)
+    same = r_o[1:] == r_o[:-1]
+    step = float(np.median(d_az[same])) if same.any() else 0.0
+    return order, same & (d_az <= max_gap_steps * max(step, 1e-6)), step
+
+
 def _pair_edges(rng: np.ndarray, i: np.ndarray, j: np.ndarray, prev_step: np.ndarray, next_step: np.ndarray,
                 cfg: LidarEdgeConfig) -> tuple[np.ndarray, np.ndarray]:
     """Edges among neighbour pairs (i, j): (near index, far index) arrays.
@@ -170,13 +185,7 @@ def depth_edges(points: np.ndarray, ring: np.ndarray | None = None, cfg: LidarEd
     rings, source = ring_indices(xyz, ring_in, cfg.min_ring_points)
     az = _azimuth(xyz)
 
-    # along rings: sort by (ring, azimuth); neighbours are consecutive entries of one ring
-    order = np.lexsort((az, rings))
-    r_o, a_o = rings[order], az[order]
-    d_az = np.diff(a_o)
-    same = r_o[1:] == r_o[:-1]
-    step = np.median(d_az[same]) if same.any() else 0.0
-    linked = same & (d_az <= cfg.max_gap_steps * max(step, 1e-6))
+    order, linked, step = ring_neighbours(az, rings, cfg.max_gap_steps)
     range_o = rng[order]
     link_step = np.where(linked, np.abs(np.diff(range_o)), np.inf)      # step k -> k+1
     k = np.flatnonzero(linked)
