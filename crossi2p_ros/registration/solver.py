@@ -43,15 +43,10 @@ def pullback_to_pose(K: np.ndarray, points_camera: np.ndarray, d_uv: np.ndarray)
     without building the (N, 2, 6) Jacobian: w = d/dp (N, 3) through the
     pinhole, and a left step moves p by rho + phi x p, so d/drho = w and
     d/dphi = p x w. Used where only a scalar per point matters (edge
-    distance, image brightness).
+    distance, image brightness; the window objective's compiled form is
+    :func:`.edge_kernels.normal_equations_at`).
     """
-    return pullback_to_pose_focal(K[0, 0], K[1, 1], points_camera, d_uv)
-
-
-def pullback_to_pose_focal(fx: float | np.ndarray, fy: float | np.ndarray, points_camera: np.ndarray,
-                           d_uv: np.ndarray) -> np.ndarray:
-    """:func:`pullback_to_pose` with the focal lengths [px] given per point (N,) or as scalars (points of
-    several keyframes at once)."""
+    fx, fy = K[0, 0], K[1, 1]
     x, y, z = points_camera[:, 0], points_camera[:, 1], points_camera[:, 2]
     iz = 1.0 / np.where(np.abs(z) < 1e-9, 1e-9, z)
     du, dv = d_uv[:, 0] * fx * iz, d_uv[:, 1] * fy * iz

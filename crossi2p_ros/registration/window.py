@@ -46,17 +46,15 @@ import numpy as np
 
 from ..geometry import (CameraModel, PoseError, invert, pose_distance, project_pinhole, se3_exp, se3_log,
                         transform_points)
-from .image_edges import (EdgeLevel, ImageEdgeConfig, detect_edges, distance_levels, field_coordinates, robust_score,
-                          sample_level, stack_levels)
+from .edge_kernels import normal_equations_at, score_poses
+from .image_edges import (EdgeLevel, ImageEdgeConfig, detect_edges, distance_levels, robust_score, sample_level,
+                          stack_levels)
 from .lidar_edges import LidarEdgeConfig, depth_edges
-from .packed import PackedEdges, pack_edges
-from .solver import (apply_step, axis_sigmas, covariance_from_hessian, damped_step, normal_equations,
-                     pullback_to_pose_focal)
+from .solver import apply_step, axis_sigmas, covariance_from_hessian, damped_step
 
 # of delta: translation along, and rotation about, the camera optical frame's x (right), y (down), z (forward)
 # axes; for a forward-looking camera, rotation about x tilts it (pitch), about y pans it (yaw), about z rolls it
 AXES = ("x", "y", "z", "pitch", "yaw", "roll")
-_MAX_MAP_SIDE = 16384   # grids are scored this many poses by this many points at a time (one remap each)
 
 
 @dataclass(frozen=True)
@@ -94,6 +92,8 @@ class WindowConfig:
     distinct_deg: float = 1.5          # candidates closer than this are the same basin
     middle_levels: int = 2             # all searched poses are refined this many levels past the rotation-only ones ...
     finals: int = 3                    # ... and the best this many of them on to the finest level
+    duplicate_rot_deg: float = 0.05    # poses refined to within this of a better one are the same optimum
+    duplicate_trans_m: float = 0.005
     # uncertainty
     resamples: int = 6                 # random halves of the window refined from its pose (resampled_covariance)
     resample_levels: int = 2           # ... at this many of the finest levels
@@ -138,6 +138,13 @@ class Keyframe:
     focal_px: float
     ring_source: str
     stamp: float | None = None
+    intrinsics: np.ndarray = field(init=False, repr=False)   # (5,) fx, skew, cx, fy, cy [px]
+    last_pixel: np.ndarray = field(init=False, repr=False)   # (2,) W - 1, H - 1 [px]
+
+    def __post_init__(self) -> None:
+        K = self.K
+        self.intrinsics = np.array([K[0, 0], K[0, 1], K[0, 2], K[1, 1], K[1, 2]], np.float64)
+        self.last_pixel = np.array([self.width - 1, self.height - 1], np.float64)
 
     @property
     def nbytes(self) -> int:
@@ -171,7 +178,8 @@ def prepare_keyframe(image_pinhole: np.ndarray, points: np.ndarray, camera: Came
         distance_levels(edges.level, sigmas, cfg.image, cfg.contrast_levels, edges.position)
     found = depth_edges(points, ring, cfg.lidar)
     order = np.random.default_rng(cfg.seed).permutation(len(found.xyz))
-    return Keyframe(found.xyz[order], found.along[order], stack_levels(upright, flat), camera.K.astype(np.float64),
+    return Keyframe(np.ascontiguousarray(found.xyz[order], np.float64), found.along[order],
+                    stack_levels(upright, flat), camera.K.astype(np.float64),
                     camera.width, camera.height, focal, found.ring_source, stamp)
 
 
@@ -236,75 +244,57 @@ class WindowEstimator:
 
     def score_many(self, keyframes: Sequence[Keyframe], Ts: np.ndarray, level: int, count: int | None = None
                    ) -> np.ndarray:
-        """Scores (C,) of candidate poses ``Ts`` (C, 4, 4), vectorised over candidates and points."""
-        if len(Ts) == 1:
-            return np.array([self._evaluate(pack_edges(keyframes, count), Ts[0], level)[0]])
-        self.evaluations += len(Ts)
-        total = np.zeros(len(Ts))
-        # float32 throughout: grids score thousands of poses on a hundred points a keyframe (memory-bound),
-        # and at the search's scales (sigma >= 0.25 deg, several pixels) float32 pixels are exact enough
-        R = Ts[:, :3, :3].transpose(0, 2, 1).astype(np.float32)
-        t = Ts[:, None, :3, 3].astype(np.float32)
+        """Scores (C,) of candidate poses ``Ts`` (C, 4, 4) (T_camera_lidar), each the mean over keyframes of
+        the mean score of their first ``count`` edge points (all when None)."""
+        return self._score(self._level_inputs(keyframes, level, count), Ts, len(keyframes))
+
+    def _level_inputs(self, keyframes: Sequence[Keyframe], level: int, count: int | None,
+                      T_order: np.ndarray | None = None) -> list[tuple]:
+        """Per keyframe with edge points: the arguments of :mod:`.edge_kernels` at ``level`` for its first
+        ``count`` points; prepared once per level of a refinement, used by every step.
+
+        With ``T_order`` (a pose near those to be scored) the points are put in the order of the field
+        pixels they project to there: a window's fields are tens of MB a keyframe at the finer levels, far
+        more than the caches, and samples taken in memory order reuse each cache line their neighbours
+        loaded instead of waiting for memory at every point (a sum does not depend on the order).
+        """
+        inputs = []
         for kf in keyframes:
             pts, along = (kf.edges, kf.along) if count is None else (kf.edges[:count], kf.along[:count])
             if len(pts) == 0:
                 continue
-            for a in range(0, len(Ts), _MAX_MAP_SIDE):          # remap's maps are images, each side < 32767
-                for b in range(0, len(pts), _MAX_MAP_SIDE):
-                    total[a:a + _MAX_MAP_SIDE] += self._score_keyframe(
-                        kf, pts[b:b + _MAX_MAP_SIDE], along[b:b + _MAX_MAP_SIDE], R[a:a + _MAX_MAP_SIDE],
-                        t[a:a + _MAX_MAP_SIDE], level) / len(pts)
-        return total / max(len(keyframes), 1)
+            lev = kf.levels[level]
+            if T_order is not None:
+                uv, _ = project_pinhole(kf.K, transform_points(T_order, pts), 0.5)
+                width = lev.field.shape[1]
+                row = np.floor((uv[:, 1] + 0.5) * lev.scale) + np.where(along, 0, lev.second_row)
+                order = np.argsort(row * width + np.clip((uv[:, 0] + 0.5) * lev.scale, 0, width), kind="stable")
+                pts, along = pts[order], along[order]
+            inputs.append((pts, ~along, kf.intrinsics, kf.last_pixel, lev.field, lev.scale, float(lev.second_row),
+                           self._sigma_px(kf, level) ** 2))
+        return inputs
 
-    def _score_keyframe(self, kf: Keyframe, pts: np.ndarray, along: np.ndarray, R: np.ndarray, t: np.ndarray,
-                        level: int) -> np.ndarray:
-        """Summed scores (C,) of one keyframe's points ``pts`` (N, 3) at poses given as transposed rotations
-        ``R`` (C, 3, 3) and translations ``t`` (C, 1, 3), float32; the (C, N) samples are one remap."""
-        p = np.matmul(pts.astype(np.float32), R) + t                       # (C, N, 3) camera frame [m]
-        z = p[..., 2]
-        front = z > 0.5
-        iz = 1.0 / np.where(front, z, np.float32(1.0))
-        x, y = p[..., 0] * iz, p[..., 1] * iz
-        K = kf.K.astype(np.float32)
-        u = K[0, 0] * x + K[0, 1] * y + K[0, 2]
-        v = K[1, 1] * y + K[1, 2]
-        inside = front & (u >= 0) & (u <= kf.width - 1) & (v >= 0) & (v <= kf.height - 1)
-        lev = kf.levels[level]
-        row = np.where(along, np.float32(0.0), np.float32(lev.second_row)) if lev.second_row else 0.0
-        mx, my = field_coordinates(u, v, np.float32(lev.scale), row)
-        f = cv2.remap(lev.field, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)   # (C, N, ch)
-        sigma2 = np.float32(self._sigma_px(kf, level) ** 2)
-        s = sigma2 / (sigma2 + f[..., 0] * f[..., 0])
-        if f.shape[2] > 3:
-            s -= f[..., 3]
-        return np.where(inside, s, np.float32(0.0)).sum(axis=1, dtype=np.float64)
+    def _score(self, inputs: list[tuple], Ts: np.ndarray, n_keyframes: int) -> np.ndarray:
+        """Scores (C,) of poses ``Ts`` (C, 4, 4) on prepared ``inputs`` of a window of ``n_keyframes``; on
+        contrast levels (a field with a fourth channel) less the score's local mean."""
+        self.evaluations += len(Ts)
+        R, t = np.ascontiguousarray(Ts[:, :3, :3]), np.ascontiguousarray(Ts[:, :3, 3])
+        total = np.zeros(len(Ts))
+        for args in inputs:
+            total += score_poses(*args[:4], R, t, *args[4:], args[4].shape[2] > 3) / len(args[0])
+        return total / max(n_keyframes, 1)
 
-    def _evaluate(self, pack: PackedEdges, T: np.ndarray, level: int
-                  ) -> tuple[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Score of pose T on packed points, and the samples behind it (camera-frame points, the in-image
-        mask, the field samples) for :meth:`_normal_equations` at the same pose."""
-        self.evaluations += 1
-        p, uv, inside = pack.project(T)
-        f = pack.sample(level, uv)
-        s = robust_score(f[:, 0], pack.focal * np.radians(self.cfg.sigma_deg[level]))
-        if f.shape[1] > 3:
-            s = s - f[:, 3]
-        score = float(np.where(inside, s, 0.0) @ pack.weight) / max(len(pack.keyframes), 1)
-        return score, (p, inside, f)
-
-    def _normal_equations(self, pack: PackedEdges, samples: tuple[np.ndarray, np.ndarray, np.ndarray], level: int
-                          ) -> tuple[np.ndarray, np.ndarray]:
-        """Normal equations (H, g) of the IRLS step at the pose of ``samples`` (:meth:`_evaluate`), each
-        keyframe's points weighted by 1 / their count."""
-        p, inside, f = samples
-        if not inside.any():
-            return np.zeros((6, 6)), np.zeros(6)
-        f = f[inside]
-        r = f[:, 0]
-        J = pullback_to_pose_focal(pack.K[inside, 0], pack.K[inside, 3], p[inside], f[:, 1:3])
-        sigma = pack.focal[inside] * np.radians(self.cfg.sigma_deg[level])
-        w = robust_score(r, sigma) ** 2 * pack.weight[inside]     # Geman-McClure IRLS weight
-        return normal_equations(J[:, None, :], r[:, None], w)
+    @staticmethod
+    def _linearise(inputs: list[tuple], T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Normal equations (H, g) of the IRLS step at pose T, each keyframe's points weighted by 1 / their
+        count (as in the score)."""
+        H, g = np.zeros((6, 6)), np.zeros(6)
+        R, t = np.ascontiguousarray(T[:3, :3]), np.ascontiguousarray(T[:3, 3])
+        for args in inputs:
+            H_k, g_k = normal_equations_at(*args[:4], R, t, *args[4:])
+            H += H_k / len(args[0])
+            g += g_k / len(args[0])
+        return H, g
 
     def _inside_bounds(self, T: np.ndarray, T_center: np.ndarray) -> bool:
         """Within the search region around ``T_center`` (plus one grid step of slack).
@@ -326,13 +316,13 @@ class WindowEstimator:
         T_center = T if T_center is None else T_center
         score = -1.0
         for level in levels:
-            pack = pack_edges(keyframes, cfg.points_per_level[level])
-            score, samples = self._evaluate(pack, T, level)
+            inputs = self._level_inputs(keyframes, level, cfg.points_per_level[level], T)
+            score = float(self._score(inputs, T[None], len(keyframes))[0])
             H = g = None
             damping = 1e-3
             for _ in range(cfg.iterations_per_level):
                 if H is None:   # linearised once per accepted pose: a rejected step leaves T, H and g as they were
-                    H, g = self._normal_equations(pack, samples, level)
+                    H, g = self._linearise(inputs, T)
                 if not np.any(H):
                     break
                 if level < cfg.rotation_only_levels:
@@ -340,10 +330,10 @@ class WindowEstimator:
                 else:
                     delta = damped_step(H, g, damping)
                 T_new = apply_step(T, delta)
-                new, new_samples = self._evaluate(pack, T_new, level) if self._inside_bounds(T_new, T_center) \
-                    else (-1.0, samples)
+                new = float(self._score(inputs, T_new[None], len(keyframes))[0]) \
+                    if self._inside_bounds(T_new, T_center) else -1.0
                 if new > score:
-                    T, score, samples, H = T_new, new, new_samples, None
+                    T, score, H = T_new, new, None
                     damping = max(damping / 3.0, 1e-6)
                     if np.linalg.norm(delta[:3]) < 1e-4 and np.linalg.norm(delta[3:]) < 1e-5:
                         break
@@ -432,13 +422,29 @@ class WindowEstimator:
 
     def _refine_all(self, usable: Sequence[Keyframe], starts: list[np.ndarray], levels: list[int],
                     T_center: np.ndarray) -> list[tuple[np.ndarray, float]]:
-        """Every start through the middle levels, only the best few on to the finest (most of the cost)."""
+        """Every start through the middle levels, only the best few on to the finest (most of the cost).
+
+        After each middle level, poses that reached the same place as a better-scoring one (within
+        ``duplicate_rot_deg`` / ``duplicate_trans_m``) are dropped: from there they would only be refined
+        to the same optimum again (the translation grid's neighbouring cells often converge together).
+        """
         cfg = self.cfg
         if len(starts) > cfg.finals:
-            middle = levels[: cfg.middle_levels]
-            staged = sorted((self.refine(usable, T, middle, T_center) for T in starts), key=lambda f: -f[1])
+            staged = [(T, 0.0) for T in starts]
+            for level in levels[: cfg.middle_levels]:
+                staged = self._unique(sorted((self.refine(usable, T, [level], T_center) for T, _ in staged),
+                                             key=lambda f: -f[1]))
             starts, levels = [T for T, _ in staged[: cfg.finals]], levels[cfg.middle_levels:]
         return [self.refine(usable, T, levels, T_center) for T in starts]
+
+    def _unique(self, ranked: list[tuple[np.ndarray, float]]) -> list[tuple[np.ndarray, float]]:
+        """``ranked`` (best first) without the poses within the duplicate bounds of a better one."""
+        kept: list[tuple[np.ndarray, float]] = []
+        for T, score in ranked:
+            if all(e.rot_deg > self.cfg.duplicate_rot_deg or e.trans_m > self.cfg.duplicate_trans_m
+                   for e in (pose_distance(T, K) for K, _ in kept)):
+                kept.append((T, score))
+        return kept
 
     def solve(self, keyframes: Sequence[Keyframe], T_start: np.ndarray, global_search: bool = True,
               extra_starts: Sequence[np.ndarray] = ()) -> WindowResult:

@@ -1,0 +1,139 @@
+"""The window objective's inner loop, compiled: project, sample the edge field, score, in one pass.
+
+Every step of every search and refinement scores each keyframe's edge
+points: project them (pinhole, T_camera_lidar), look up the distance field
+bilinearly, apply the Geman-McClure score, sum. Written as numpy calls over
+(poses x points) arrays this was a dozen temporaries per keyframe per step
+plus one ``cv2.remap`` each, and most of a 20-keyframe solve's 14 s on our
+2-core CPU went there (benchmarks/solve_time.py). No library fuses a
+projection, a bilinear lookup and a reduction, so this module does, with
+numba: one loop over poses and points, nothing stored per sample. A grid of
+2,200 poses on 100 points scores 5x faster than in the numpy form; a whole
+solve takes about 0.55 of the time (docs/benchmarks.md, "Window estimator").
+
+Conventions (shared with :mod:`.image_edges`): points [m, LiDAR frame];
+pixels of the keyframe's full-resolution pinhole image; a point is counted
+when in front of the camera (z > 0.5 m) and inside [0, W-1] x [0, H-1];
+level pixel centres sit at ``(u + 0.5) * scale - 0.5``, points of the second
+(stacked) field ``second_row`` rows lower; bilinear with the field's border
+replicated, like ``cv2.remap(..., BORDER_REPLICATE)`` (which quantises the
+sample position to 1/32 pixel; this does not).
+
+Kernels are single-threaded and release the GIL (``nogil``), so solves in
+several threads (the node's worker, tests) run side by side safely. Splitting
+a solve's keyframes or poses over two threads gained at most 10 % on our
+2-core machine (the samples wait on memory), so it is not done. Compiled code
+is cached beside this file (or in numba's user-wide cache where that is not
+writable) after the first call, which takes a few seconds.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_MIN_DEPTH_M = 0.5
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _bilinear(field, ch, j0, j1, i0, i1, ax, ay):
+    return ((1.0 - ay) * ((1.0 - ax) * field[j0, i0, ch] + ax * field[j0, i1, ch])
+            + ay * ((1.0 - ax) * field[j1, i0, ch] + ax * field[j1, i1, ch]))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _cell(u, v, scale, row, h, w):
+    """Bilinear cell (j0, j1, i0, i1) and weights (ax, ay) of full-resolution pixel (u, v) in a level."""
+    mx = (u + 0.5) * scale - 0.5
+    my = (v + 0.5) * scale - 0.5 + row
+    x0 = np.floor(mx)
+    y0 = np.floor(my)
+    ix, iy = int(x0), int(y0)
+    i0 = min(max(ix, 0), w - 1)
+    i1 = min(max(ix + 1, 0), w - 1)
+    j0 = min(max(iy, 0), h - 1)
+    j1 = min(max(iy + 1, 0), h - 1)
+    return j0, j1, i0, i1, mx - x0, my - y0
+
+
+@njit(cache=True, nogil=True)
+def score_poses(points, second, K, size, R, t, field, scale, second_row, sigma2, contrast):
+    """Summed scores (C,) of ``points`` (N, 3) at each pose ``R`` (C, 3, 3), ``t`` (C, 3) (T_camera_lidar).
+
+    ``second`` (N,) bool: points sampled from the stacked level's second field; ``K`` (5,) fx, skew, cx,
+    fy, cy [px]; ``size`` (2,) the last valid u and v [px]; ``field`` (h, w, C>=3) float32 the level
+    (:class:`.image_edges.EdgeLevel`); ``sigma2`` the robust scale squared [px^2]; with ``contrast`` the
+    field's fourth channel (the score's local mean) is subtracted. Points not in the image score 0.
+    """
+    h, w = field.shape[0], field.shape[1]
+    fx, skew, cx, fy, cy = K[0], K[1], K[2], K[3], K[4]
+    out = np.zeros(R.shape[0])
+    # points outer, poses inner: one point under nearby poses reads one neighbourhood of the field, which
+    # stays in cache (a window's fields do not: tens of MB a keyframe at the finer levels)
+    for i in range(points.shape[0]):
+        X, Y, Z = points[i, 0], points[i, 1], points[i, 2]
+        row = second_row if second[i] else 0.0
+        for c in range(R.shape[0]):
+            z = R[c, 2, 0] * X + R[c, 2, 1] * Y + R[c, 2, 2] * Z + t[c, 2]
+            if not z > _MIN_DEPTH_M:   # written so that NaN is left out too
+                continue
+            iz = 1.0 / z
+            x = (R[c, 0, 0] * X + R[c, 0, 1] * Y + R[c, 0, 2] * Z + t[c, 0]) * iz
+            y = (R[c, 1, 0] * X + R[c, 1, 1] * Y + R[c, 1, 2] * Z + t[c, 1]) * iz
+            u = fx * x + skew * y + cx
+            v = fy * y + cy
+            if not (0.0 <= u <= size[0] and 0.0 <= v <= size[1]):
+                continue
+            j0, j1, i0, i1, ax, ay = _cell(u, v, scale, row, h, w)
+            d = _bilinear(field, 0, j0, j1, i0, i1, ax, ay)
+            s = sigma2 / (sigma2 + d * d)
+            if contrast:
+                s -= _bilinear(field, 3, j0, j1, i0, i1, ax, ay)
+            out[c] += s
+    return out
+
+
+@njit(cache=True, nogil=True)
+def normal_equations_at(points, second, K, size, R, t, field, scale, second_row, sigma2):
+    """Gauss-Newton normal equations of the edge distances at one pose: ``H`` (6, 6) = sum w J^T J and
+    ``g`` (6,) = sum w J^T d over the points in the image, with the Geman-McClure IRLS weight
+    ``w = (sigma2 / (sigma2 + d^2))^2``.
+
+    J (6,) is the derivative of a point's distance ``d`` [px] with respect to a left perturbation
+    (rho [m], phi [rad]) in the camera frame, through the field's stored derivatives and the pinhole
+    (the skew term is left out, as in :func:`.solver.pullback_to_pose`). Arguments as
+    :func:`score_poses` with one pose ``R`` (3, 3), ``t`` (3,).
+    """
+    h, w = field.shape[0], field.shape[1]
+    fx, skew, cx, fy, cy = K[0], K[1], K[2], K[3], K[4]
+    n = points.shape[0]
+    J = np.empty((n, 6))
+    r = np.empty(n)
+    wt = np.empty(n)
+    m = 0
+    for i in range(n):
+        X, Y, Z = points[i, 0], points[i, 1], points[i, 2]
+        pz = R[2, 0] * X + R[2, 1] * Y + R[2, 2] * Z + t[2]
+        if not pz > _MIN_DEPTH_M:
+            continue
+        px = R[0, 0] * X + R[0, 1] * Y + R[0, 2] * Z + t[0]
+        py = R[1, 0] * X + R[1, 1] * Y + R[1, 2] * Z + t[1]
+        iz = 1.0 / pz
+        u = fx * px * iz + skew * py * iz + cx
+        v = fy * py * iz + cy
+        if not (0.0 <= u <= size[0] and 0.0 <= v <= size[1]):
+            continue
+        j0, j1, i0, i1, ax, ay = _cell(u, v, scale, second_row if second[i] else 0.0, h, w)
+        d = _bilinear(field, 0, j0, j1, i0, i1, ax, ay)
+        du = _bilinear(field, 1, j0, j1, i0, i1, ax, ay) * fx * iz
+        dv = _bilinear(field, 2, j0, j1, i0, i1, ax, ay) * fy * iz
+        dz = -(du * px + dv * py) * iz
+        # [w, p x w]: a left step moves p by rho + phi x p
+        J[m, 0], J[m, 1], J[m, 2] = du, dv, dz
+        J[m, 3], J[m, 4], J[m, 5] = py * dz - pz * dv, pz * du - px * dz, px * dv - py * du
+        s = sigma2 / (sigma2 + d * d)
+        r[m] = d
+        wt[m] = s * s
+        m += 1
+    # the 6 x 6 products in one BLAS call (accumulated per point here they cost more than the sampling)
+    Jw = J[:m] * wt[:m].reshape(-1, 1)
+    return Jw.T @ J[:m], Jw.T @ r[:m]
