@@ -174,9 +174,13 @@ def test_a_window_recovers_5_deg_20_cm_and_uses_all_its_frames(drive, window):
     # the objective is the mean over keyframes: every frame counts
     per_frame = [est.score([kf], result.T_camera_lidar, 2) for kf in window]
     assert est.score(window, result.T_camera_lidar, 2) == pytest.approx(np.mean(per_frame))
-    # and the window is what makes it work: most of its frames alone, from the same start, do not get there
-    alone = [pose_error(est.solve([kf], T0).T_camera_lidar, T_gt) for kf in window]
-    assert sum(e.rot_deg < 0.3 and e.trans_m < 0.03 for e in alone) <= len(window) // 2, alone
+    # and the pose is the window's optimum, not one frame's: each frame's own solution from the same start
+    # scores lower on the window's objective (single frames often get near the truth too, since 2026-12-02,
+    # but each to its own optimum)
+    finest = len(est.cfg.sigma_deg) - 1
+    best = est.score(window, result.T_camera_lidar, finest)
+    alone = [est.score(window, est.solve([kf], T0).T_camera_lidar, finest) for kf in window]
+    assert all(s < best for s in alone), (best, alone)
 
 
 def _reference_objective(est, keyframes, T, level, count):
