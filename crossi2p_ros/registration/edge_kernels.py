@@ -55,6 +55,22 @@ def _cell(u, v, scale, row, h, w):
     return j0, j1, i0, i1, mx - x0, my - y0
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _project(R, t, c, X, Y, Z, K, size):
+    """Point (X, Y, Z) [m, LiDAR frame] under pose c of ``R`` (C, 3, 3), ``t`` (C, 3): whether it counts
+    (in front, inside the image; NaN never counts), its camera-frame coordinates [m], 1 / depth, pixel (u, v)."""
+    pz = R[c, 2, 0] * X + R[c, 2, 1] * Y + R[c, 2, 2] * Z + t[c, 2]
+    if not pz > _MIN_DEPTH_M:   # written so that NaN is left out too
+        return False, 0.0, 0.0, pz, 0.0, 0.0, 0.0
+    px = R[c, 0, 0] * X + R[c, 0, 1] * Y + R[c, 0, 2] * Z + t[c, 0]
+    py = R[c, 1, 0] * X + R[c, 1, 1] * Y + R[c, 1, 2] * Z + t[c, 1]
+    iz = 1.0 / pz
+    x, y = px * iz, py * iz
+    u = K[0] * x + K[1] * y + K[2]
+    v = K[3] * y + K[4]
+    return (0.0 <= u <= size[0] and 0.0 <= v <= size[1]), px, py, pz, iz, u, v
+
+
 @njit(cache=True, nogil=True)
 def score_poses(points, second, K, size, R, t, field, scale, second_row, sigma2, contrast):
     """Summed scores (C,) of ``points`` (N, 3) at each pose ``R`` (C, 3, 3), ``t`` (C, 3) (T_camera_lidar).
@@ -65,7 +81,6 @@ def score_poses(points, second, K, size, R, t, field, scale, second_row, sigma2,
     field's fourth channel (the score's local mean) is subtracted. Points not in the image score 0.
     """
     h, w = field.shape[0], field.shape[1]
-    fx, skew, cx, fy, cy = K[0], K[1], K[2], K[3], K[4]
     out = np.zeros(R.shape[0])
     # points outer, poses inner: one point under nearby poses reads one neighbourhood of the field, which
     # stays in cache (a window's fields do not: tens of MB a keyframe at the finer levels)
@@ -73,15 +88,8 @@ def score_poses(points, second, K, size, R, t, field, scale, second_row, sigma2,
         X, Y, Z = points[i, 0], points[i, 1], points[i, 2]
         row = second_row if second[i] else 0.0
         for c in range(R.shape[0]):
-            z = R[c, 2, 0] * X + R[c, 2, 1] * Y + R[c, 2, 2] * Z + t[c, 2]
-            if not z > _MIN_DEPTH_M:   # written so that NaN is left out too
-                continue
-            iz = 1.0 / z
-            x = (R[c, 0, 0] * X + R[c, 0, 1] * Y + R[c, 0, 2] * Z + t[c, 0]) * iz
-            y = (R[c, 1, 0] * X + R[c, 1, 1] * Y + R[c, 1, 2] * Z + t[c, 1]) * iz
-            u = fx * x + skew * y + cx
-            v = fy * y + cy
-            if not (0.0 <= u <= size[0] and 0.0 <= v <= size[1]):
+            counts, _, _, _, _, u, v = _project(R, t, c, X, Y, Z, K, size)
+            if not counts:
                 continue
             j0, j1, i0, i1, ax, ay = _cell(u, v, scale, row, h, w)
             d = _bilinear(field, 0, j0, j1, i0, i1, ax, ay)
@@ -101,26 +109,18 @@ def normal_equations_at(points, second, K, size, R, t, field, scale, second_row,
     J (6,) is the derivative of a point's distance ``d`` [px] with respect to a left perturbation
     (rho [m], phi [rad]) in the camera frame, through the field's stored derivatives and the pinhole
     (the skew term is left out, as in :func:`.solver.pullback_to_pose`). Arguments as
-    :func:`score_poses` with one pose ``R`` (3, 3), ``t`` (3,).
+    :func:`score_poses` with one pose ``R`` (1, 3, 3), ``t`` (1, 3).
     """
     h, w = field.shape[0], field.shape[1]
-    fx, skew, cx, fy, cy = K[0], K[1], K[2], K[3], K[4]
+    fx, fy = K[0], K[3]
     n = points.shape[0]
     J = np.empty((n, 6))
     r = np.empty(n)
     wt = np.empty(n)
     m = 0
     for i in range(n):
-        X, Y, Z = points[i, 0], points[i, 1], points[i, 2]
-        pz = R[2, 0] * X + R[2, 1] * Y + R[2, 2] * Z + t[2]
-        if not pz > _MIN_DEPTH_M:
-            continue
-        px = R[0, 0] * X + R[0, 1] * Y + R[0, 2] * Z + t[0]
-        py = R[1, 0] * X + R[1, 1] * Y + R[1, 2] * Z + t[1]
-        iz = 1.0 / pz
-        u = fx * px * iz + skew * py * iz + cx
-        v = fy * py * iz + cy
-        if not (0.0 <= u <= size[0] and 0.0 <= v <= size[1]):
+        counts, px, py, pz, iz, u, v = _project(R, t, 0, points[i, 0], points[i, 1], points[i, 2], K, size)
+        if not counts:
             continue
         j0, j1, i0, i1, ax, ay = _cell(u, v, scale, second_row if second[i] else 0.0, h, w)
         d = _bilinear(field, 0, j0, j1, i0, i1, ax, ay)

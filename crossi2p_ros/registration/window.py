@@ -290,7 +290,7 @@ class WindowEstimator:
         """Normal equations (H, g) of the IRLS step at pose T, each keyframe's points weighted by 1 / their
         count (as in the score)."""
         H, g = np.zeros((6, 6)), np.zeros(6)
-        R, t = np.ascontiguousarray(T[:3, :3]), np.ascontiguousarray(T[:3, 3])
+        R, t = np.ascontiguousarray(T[None, :3, :3]), np.ascontiguousarray(T[None, :3, 3])
         for args in inputs:
             H_k, g_k = normal_equations_at(*args[:4], R, t, *args[4:])
             H += H_k / len(args[0])
@@ -375,11 +375,15 @@ class WindowEstimator:
         z = z[z > 0.5]
         return float(np.median(z)) if len(z) else 10.0
 
-    def _distinct(self, Ts: np.ndarray, order: np.ndarray, n: int, step_m: float = 0.1) -> list[int]:
-        """The first ``n`` of ``order`` that are pairwise farther apart than ``distinct_deg`` or ``step_m``."""
+    def _distinct(self, Ts: np.ndarray, order: np.ndarray, n: int, step_m: float = 0.1,
+                  rot_deg: float | None = None, trans_m: float | None = None) -> list[int]:
+        """The first ``n`` of ``order`` that are pairwise farther apart than ``rot_deg`` or ``trans_m``
+        (default: ``distinct_deg``, and 0.9 of the grid's ``step_m``)."""
+        rot_deg = self.cfg.distinct_deg if rot_deg is None else rot_deg
+        trans_m = 0.9 * step_m if trans_m is None else trans_m
         chosen: list[int] = []
         for i in order:
-            if all(e.rot_deg > self.cfg.distinct_deg or e.trans_m > 0.9 * step_m
+            if all(e.rot_deg > rot_deg or e.trans_m > trans_m
                    for e in (pose_distance(Ts[i], Ts[j]) for j in chosen)):
                 chosen.append(int(i))
             if len(chosen) == n:
@@ -440,12 +444,9 @@ class WindowEstimator:
 
     def _unique(self, ranked: list[tuple[np.ndarray, float]]) -> list[tuple[np.ndarray, float]]:
         """``ranked`` (best first) without the poses within the duplicate bounds of a better one."""
-        kept: list[tuple[np.ndarray, float]] = []
-        for T, score in ranked:
-            if all(e.rot_deg > self.cfg.duplicate_rot_deg or e.trans_m > self.cfg.duplicate_trans_m
-                   for e in (pose_distance(T, K) for K, _ in kept)):
-                kept.append((T, score))
-        return kept
+        keep = self._distinct(np.array([T for T, _ in ranked]), np.arange(len(ranked)), len(ranked),
+                              rot_deg=self.cfg.duplicate_rot_deg, trans_m=self.cfg.duplicate_trans_m)
+        return [ranked[i] for i in keep]
 
     def solve(self, keyframes: Sequence[Keyframe], T_start: np.ndarray, global_search: bool = True,
               extra_starts: Sequence[np.ndarray] = ()) -> WindowResult:
