@@ -14,7 +14,7 @@ from crossi2p_ros.data.kitti import open_dataset
 from crossi2p_ros.data.perturb import CalibProtocol
 from crossi2p_ros.data.synth import SynthConfig, SynthSequence
 from crossi2p_ros.geometry import (CameraModel, pose_error, project_lidar, project_pinhole, se3_exp,
-                                  within_sigma)
+                                  transform_points, within_sigma)
 from crossi2p_ros.registration.image_edges import (ImageEdgeConfig, detect_edges, distance_levels, edge_distance,
                                                    robust_score, sample_level, stack_levels)
 from crossi2p_ros.registration.inputs import undistorted
@@ -189,7 +189,7 @@ def _reference_objective(est, keyframes, T, level, count):
     scores, H, g = [], np.zeros((6, 6)), np.zeros(6)
     for kf in keyframes:
         pts, along = kf.edges[:count], kf.along[:count]
-        p = pts @ T[:3, :3].T + T[:3, 3]
+        p = transform_points(T, pts)
         uv, front = project_pinhole(kf.K, p, 0.5)
         inside = kf.in_image(uv, front)
         f = kf.sample(level, uv[inside], along[inside], 0.0)
