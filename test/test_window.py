@@ -227,6 +227,27 @@ def test_compiled_objective_scores_and_linearises_like_the_plain_numpy_one(drive
             np.testing.assert_allclose(g, g_ref, rtol=0.05, atol=0.02 * np.abs(g_ref).max())
 
 
+def test_nan_edge_points_never_count_in_the_compiled_objective(window, drive):
+    # the kernels are compiled with fast-math contraction and reciprocals but must keep IEEE NaN semantics:
+    # a NaN point (a driver's invalid return that got this far) fails the depth test and adds nothing
+    est = WindowEstimator()
+    kf = window[0]
+    pts = kf.edges.copy()
+    pts[::3] = np.nan
+    poisoned = replace(kf, edges=pts)
+    clean = kf.subset(np.isfinite(pts).all(axis=1))
+    T = drive[0].T_camera_lidar
+    for level in (0, len(est.cfg.sigma_deg) - 1):
+        n = len(pts)
+        got = est.score_many([poisoned], T[None], level, n)[0] * n
+        want = est.score_many([clean], T[None], level, len(clean.edges))[0] * len(clean.edges)
+        assert np.isfinite(got) and got == pytest.approx(want, rel=1e-12)
+        H, g = est._linearise(est._level_inputs([poisoned], level, n), T)
+        H_ref, g_ref = est._linearise(est._level_inputs([clean], level, n), T)
+        np.testing.assert_allclose(H * n, H_ref * len(clean.edges), rtol=1e-10)
+        np.testing.assert_allclose(g * n, g_ref * len(clean.edges), rtol=1e-10)
+
+
 def test_global_search_recovers_a_start_outside_the_local_basin(drive, window):
     T_gt = drive[0].T_camera_lidar
     T0 = _step(8.0, 0.1, axis=(0.3, 0.9, -0.3)) @ T_gt

@@ -33,10 +33,10 @@ from numba import njit
 
 _MIN_DEPTH_M = 0.5
 # compiler options of every kernel: division without Python's zero check (a zero depth is refused before it
-# divides) and floating-point contraction and reciprocals, but no 'nnan' / 'ninf': NaN points must still fail
-# the depth test (test_window's degenerate inputs). With the floor in _cell, one pose's samples (refinement)
-# take 0.55 of the time and its normal equations 0.65 on our CPU; a grid's (many poses) 0.94; results agree to
-# 1e-14 (docs/benchmarks.md, "Window estimator")
+# divides) and floating-point contraction and reciprocals, but no 'nnan' / 'ninf': a NaN point must still fail
+# both the depth and the in-image test (test_nan_edge_points_never_count_in_the_compiled_objective). With the
+# floor in _cell, one pose's samples (refinement) take 0.55 of the time and its normal equations 0.65 on our
+# CPU; a grid's (many poses) 0.94; results agree to 1e-14 (docs/benchmarks.md, "Window estimator")
 _JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "arcp", "nsz", "afn"})
 
 
