@@ -47,14 +47,21 @@ HELD_OUT = (("urban", 9610), ("suburban", 9620), ("highway", 9630))
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def synthetic(cache: Path, frames: int) -> list:
-    out = []
-    for style, seed in HELD_OUT:
-        root = cache / f"{style}_{seed}_{frames}"
-        if not (root / "sequences").is_dir():
-            generate(SynthConfig(frames=frames, seed=seed, style=style), root, progress=False)
-        out.append(open_dataset(root))
-    return out
+def synthetic_drive(cache: Path, style: str, seed: int, frames: int, beams: int = SynthConfig.lidar_beams,
+                    columns: int = SynthConfig.lidar_columns):
+    """A synthetic drive generated into ``cache`` on first use (the LiDAR in its folder name unless the
+    default), opened as a dataset."""
+    sensor = "" if (beams, columns) == (SynthConfig.lidar_beams, SynthConfig.lidar_columns) else f"_{beams}x{columns}"
+    root = cache / f"{style}_{seed}_{frames}{sensor}"
+    if not (root / "sequences").is_dir():
+        generate(SynthConfig(frames=frames, seed=seed, style=style, lidar_beams=beams, lidar_columns=columns),
+                 root, progress=False)
+    return open_dataset(root)
+
+
+def synthetic(cache: Path, frames: int, beams: int = SynthConfig.lidar_beams,
+              columns: int = SynthConfig.lidar_columns) -> list:
+    return [synthetic_drive(cache, style, seed, frames, beams, columns) for style, seed in HELD_OUT]
 
 
 def run(datasets: list, calibrator: Calibrator, cfg: EvalConfig) -> tuple[dict, list]:
@@ -151,10 +158,15 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a WindowConfig field (an ablation)")
     ap.add_argument("--mi", action="store_true", help="with the mutual-information polish of the window's pose")
+    ap.add_argument("--beams", type=int, default=SynthConfig.lidar_beams,
+                    help="the synthetic sequences' LiDAR beams (16, 32, 64 or 128: the usual sensor's field of view)")
+    ap.add_argument("--columns", type=int, default=SynthConfig.lidar_columns,
+                    help="the synthetic sequences' LiDAR columns (points per ring and sweep)")
     args = ap.parse_args()
     calibrator = Calibrator(CalibratorConfig(device="cpu", window=window_config(args.set), use_mi=args.mi))
     results: dict = {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
-                     "window": args.window, "overrides": args.set, "mi": args.mi, "runs": {}}
+                     "window": args.window, "overrides": args.set, "mi": args.mi,
+                     "lidar": {"beams": args.beams, "columns": args.columns}, "runs": {}}
 
     def record(name: str, summary: dict, recs: list) -> None:
         print(line(name, summary), flush=True)
@@ -163,7 +175,7 @@ def main() -> int:
             write_json(args.json, results)
 
     if not args.skip_synthetic:
-        synth = synthetic(args.cache, 40)
+        synth = synthetic(args.cache, 40, args.beams, args.columns)
         for rot, trans in ((10.0, 0.5), (2.0, 0.1)):
             cfg = EvalConfig(samples=args.samples, seed=0, max_rot_deg=rot, max_trans_m=trans,
                              frames_per_estimate=args.window)

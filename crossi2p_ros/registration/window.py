@@ -75,6 +75,13 @@ class WindowConfig:
     rotation_only_levels: int = 2      # the coarsest levels solve for rotation alone (translation barely
                                        # moves far points, and freed it drifts to shrink the projection)
     min_edge_points: int = 30          # keyframes with fewer edge points in the image are skipped
+    # across-ring edges only from sensors whose rings are this close (lidar_edges.ring_gap_deg): the
+    # silhouette lies anywhere within one gap of its point, and from a 32-beam sensor's 1.3 deg they pull the
+    # pose off (from the truth, synthetic 32-beam drives end 0.5-0.7 deg off with them, 0.04 deg without;
+    # real nuScenes single frames 3.5 deg median against 1.3 deg), while from a 64-beam's 0.33-0.43 deg they
+    # pin the vertical (real KITTI without them: 0.22 deg / 3.1 cm against 0.15 deg / 2.1 cm). Set between the
+    # two measured sensors; docs/benchmarks.md, "Coarse rings"
+    max_across_ring_gap_deg: float = 0.8
     # global search around the start: the calib protocol's bounds (DESIGN.md)
     search_rot_deg: float = 10.0
     search_trans_m: float = 0.5
@@ -174,10 +181,12 @@ def prepare_keyframe(image_pinhole: np.ndarray, points: np.ndarray, camera: Came
     focal = float(0.5 * (camera.K[0, 0] + camera.K[1, 1]))
     sigmas = [focal * np.radians(s) for s in cfg.sigma_deg]
     edges = detect_edges(np.ascontiguousarray(grey), cfg.image)
-    upright = distance_levels(edges.upright, sigmas, cfg.image, cfg.contrast_levels, edges.position)
-    flat = upright if edges.level is edges.upright else \
-        distance_levels(edges.level, sigmas, cfg.image, cfg.contrast_levels, edges.position)
     found = depth_edges(points, ring, cfg.lidar)
+    if found.ring_gap_deg > cfg.max_across_ring_gap_deg:   # no across-ring edges: no field for them either
+        found = replace(found, xyz=found.xyz[found.along], along=found.along[found.along])
+    upright = distance_levels(edges.upright, sigmas, cfg.image, cfg.contrast_levels, edges.position)
+    flat = upright if edges.level is edges.upright or found.along.all() else \
+        distance_levels(edges.level, sigmas, cfg.image, cfg.contrast_levels, edges.position)
     order = np.random.default_rng(cfg.seed).permutation(len(found.xyz))
     return Keyframe(np.ascontiguousarray(found.xyz[order], np.float64), found.along[order],
                     stack_levels(upright, flat), camera.K.astype(np.float64),
