@@ -234,7 +234,7 @@ def test_compiled_objective_scores_and_linearises_like_the_plain_numpy_one(drive
 
 def test_nan_edge_points_never_count_in_the_compiled_objective(window, drive):
     # the kernels are compiled with fast-math contraction and reciprocals but must keep IEEE NaN semantics:
-    # a NaN point (a driver's invalid return that got this far) fails the depth test and adds nothing
+    # a NaN point (a driver's invalid return that got this far) fails the depth and in-image tests, adds nothing
     est = WindowEstimator()
     kf = window[0]
     pts = kf.edges.copy()
