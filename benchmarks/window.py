@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crossi2p_ros.data.kitti import open_dataset  # noqa: E402
 from crossi2p_ros.data.perturb import CalibProtocol  # noqa: E402
+from crossi2p_ros.data.sensors import LIDAR_ELEVATIONS_DEG  # noqa: E402
 from crossi2p_ros.data.synth import SynthConfig, generate  # noqa: E402
 from crossi2p_ros.evaluation import EvalConfig, evaluate, summarize, write_json  # noqa: E402
 from crossi2p_ros.geometry import pose_error  # noqa: E402
@@ -47,21 +48,39 @@ HELD_OUT = (("urban", 9610), ("suburban", 9620), ("highway", 9630))
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def sensor_name(beams: int, columns: int, elevations: str | None) -> str:
+    """The LiDAR of a synthetic drive in words ("" for the default sensor)."""
+    if (beams, columns, elevations) == (SynthConfig.lidar_beams, SynthConfig.lidar_columns, None):
+        return ""
+    return f"{elevations or beams}x{columns}"
+
+
 def synthetic_drive(cache: Path, style: str, seed: int, frames: int, beams: int = SynthConfig.lidar_beams,
-                    columns: int = SynthConfig.lidar_columns):
+                    columns: int = SynthConfig.lidar_columns, elevations: str | None = None):
     """A synthetic drive generated into ``cache`` on first use (the LiDAR in its folder name unless the
-    default), opened as a dataset."""
-    sensor = "" if (beams, columns) == (SynthConfig.lidar_beams, SynthConfig.lidar_columns) else f"_{beams}x{columns}"
-    root = cache / f"{style}_{seed}_{frames}{sensor}"
+    default; ``elevations`` a named beam layout of ``sensors.LIDAR_ELEVATIONS_DEG``), opened as a dataset."""
+    sensor = sensor_name(beams, columns, elevations)
+    root = cache / f"{style}_{seed}_{frames}{'_' + sensor if sensor else ''}"
     if not (root / "sequences").is_dir():
-        generate(SynthConfig(frames=frames, seed=seed, style=style, lidar_beams=beams, lidar_columns=columns),
-                 root, progress=False)
+        layout = None if elevations is None else LIDAR_ELEVATIONS_DEG[elevations]
+        generate(SynthConfig(frames=frames, seed=seed, style=style, lidar_beams=len(layout) if layout else beams,
+                             lidar_columns=columns, lidar_elevations_deg=layout), root, progress=False)
     return open_dataset(root)
 
 
 def synthetic(cache: Path, frames: int, beams: int = SynthConfig.lidar_beams,
-              columns: int = SynthConfig.lidar_columns) -> list:
-    return [synthetic_drive(cache, style, seed, frames, beams, columns) for style, seed in HELD_OUT]
+              columns: int = SynthConfig.lidar_columns, elevations: str | None = None) -> list:
+    return [synthetic_drive(cache, style, seed, frames, beams, columns, elevations) for style, seed in HELD_OUT]
+
+
+def add_lidar_options(ap: argparse.ArgumentParser) -> None:
+    """The synthetic drives' LiDAR: --beams, --columns, --elevations."""
+    ap.add_argument("--beams", type=int, default=SynthConfig.lidar_beams,
+                    help="the synthetic drives' LiDAR beams (16, 32, 64 or 128: the usual sensor's field of view)")
+    ap.add_argument("--columns", type=int, default=SynthConfig.lidar_columns,
+                    help="the synthetic drives' LiDAR columns (points per ring and sweep)")
+    ap.add_argument("--elevations", choices=sorted(LIDAR_ELEVATIONS_DEG), default=None,
+                    help="a named, unevenly spaced beam layout instead of --beams evenly spread")
 
 
 def run(datasets: list, calibrator: Calibrator, cfg: EvalConfig) -> tuple[dict, list]:
@@ -158,15 +177,13 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a WindowConfig field (an ablation)")
     ap.add_argument("--mi", action="store_true", help="with the mutual-information polish of the window's pose")
-    ap.add_argument("--beams", type=int, default=SynthConfig.lidar_beams,
-                    help="the synthetic sequences' LiDAR beams (16, 32, 64 or 128: the usual sensor's field of view)")
-    ap.add_argument("--columns", type=int, default=SynthConfig.lidar_columns,
-                    help="the synthetic sequences' LiDAR columns (points per ring and sweep)")
+    add_lidar_options(ap)
     args = ap.parse_args()
     calibrator = Calibrator(CalibratorConfig(device="cpu", window=window_config(args.set), use_mi=args.mi))
     results: dict = {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
                      "window": args.window, "overrides": args.set, "mi": args.mi,
-                     "lidar": {"beams": args.beams, "columns": args.columns}, "runs": {}}
+                     "lidar": {"beams": args.beams, "columns": args.columns, "elevations": args.elevations},
+                     "runs": {}}
 
     def record(name: str, summary: dict, recs: list) -> None:
         print(line(name, summary), flush=True)
@@ -175,7 +192,7 @@ def main() -> int:
             write_json(args.json, results)
 
     if not args.skip_synthetic:
-        synth = synthetic(args.cache, 40, args.beams, args.columns)
+        synth = synthetic(args.cache, 40, args.beams, args.columns, args.elevations)
         for rot, trans in ((10.0, 0.5), (2.0, 0.1)):
             cfg = EvalConfig(samples=args.samples, seed=0, max_rot_deg=rot, max_trans_m=trans,
                              frames_per_estimate=args.window)

@@ -40,14 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from crossi2p_ros.data.kitti import open_dataset  # noqa: E402
-from crossi2p_ros.data.synth import SynthConfig  # noqa: E402
 from crossi2p_ros.evaluation import write_json  # noqa: E402
 from crossi2p_ros.geometry import invert, se3_log  # noqa: E402
 from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig  # noqa: E402
 from crossi2p_ros.registration.image_edges import detect_edges, distance_levels  # noqa: E402
 from crossi2p_ros.registration.lidar_edges import ring_indices, ring_neighbours  # noqa: E402
 from crossi2p_ros.registration.window import AXES, Keyframe, WindowConfig  # noqa: E402
-from window import synthetic_drive, window_config  # noqa: E402  (benchmarks/window.py's helpers)
+from window import add_lidar_options, sensor_name, synthetic_drive, window_config  # noqa: E402  (benchmarks/window.py's helpers)
 
 DEVELOPMENT = (("urban", 9400), ("suburban", 9401), ("highway", 9402))
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -170,18 +169,15 @@ def main() -> int:
                     help="override a WindowConfig field (as benchmarks/window.py)")
     ap.add_argument("--depth-only", action="store_true", help="skip the intensity-edge variant")
     ap.add_argument("--drives", nargs="+", default=None, help="only these drives, by any word of their name (e.g. highway kitti)")
-    ap.add_argument("--beams", type=int, default=SynthConfig.lidar_beams,
-                    help="the synthetic drives' LiDAR beams (16, 32, 64 or 128: the usual sensor's field of view)")
-    ap.add_argument("--columns", type=int, default=SynthConfig.lidar_columns,
-                    help="the synthetic drives' LiDAR columns (points per ring and sweep)")
+    add_lidar_options(ap)
     args = ap.parse_args()
-    sensor = "" if (args.beams, args.columns) == (SynthConfig.lidar_beams, SynthConfig.lidar_columns) \
-        else f" {args.beams}x{args.columns}"
+    sensor = sensor_name(args.beams, args.columns, args.elevations)
     calibrator = Calibrator(CalibratorConfig(device="cpu", window=window_config(args.set)))
     drives = []
     for style, seed in DEVELOPMENT:
-        drives.append((f"{style} {seed}{sensor}",
-                       synthetic_drive(args.cache, style, seed, args.frames, args.beams, args.columns)))
+        drives.append((f"{style} {seed} {sensor}".rstrip(),
+                       synthetic_drive(args.cache, style, seed, args.frames, args.beams, args.columns,
+                                       args.elevations)))
     kitti = SHARED / "kitti_raw_0926"
     if kitti.is_dir():
         drives.append(("real KITTI", open_dataset(kitti)))
@@ -191,7 +187,7 @@ def main() -> int:
         wanted = {w.lower() for w in args.drives}
         drives = [(n, ds) for n, ds in drives if wanted & set(n.lower().split())]
     results: dict = {"host": platform.node(), "window": args.window, "starts": args.starts, "overrides": args.set,
-                     "lidar": {"beams": args.beams, "columns": args.columns}, "drives": {}}
+                     "lidar": {"beams": args.beams, "columns": args.columns, "elevations": args.elevations}, "drives": {}}
     for name, ds in drives:
         t = time.perf_counter()
         starts = [s for s in args.starts if s + args.window <= len(ds)]

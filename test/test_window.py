@@ -12,6 +12,8 @@ import pytest
 
 from crossi2p_ros.data.kitti import open_dataset
 from crossi2p_ros.data.perturb import CalibProtocol
+from crossi2p_ros.data.sensors import VLP32C_ELEVATIONS_DEG
+from crossi2p_ros.errors import CrossI2PError
 from crossi2p_ros.data.synth import SynthConfig, SynthSequence
 from crossi2p_ros.geometry import (CameraModel, pose_error, project_lidar, project_pinhole, se3_exp,
                                   transform_points, within_sigma)
@@ -100,6 +102,19 @@ def test_rings_from_a_field_and_from_elevation_match_the_scan_order():
     by_elevation = depth_edges(frame.points[firing])
     assert by_elevation.ring_source == "elevation" and by_elevation.rings == 32
     assert abs(len(by_elevation.xyz) - len(by_order.xyz)) < 0.1 * len(by_order.xyz)
+
+
+def test_an_uneven_sensors_ring_gap_is_that_of_its_dense_middle():
+    # a VLP-32C packs its beams 0.33 deg apart near the horizon and up to 9.4 deg apart at the ends: the
+    # sweep's beam spacing is its median gap, so the window objective keeps its across-ring edges
+    frame = SynthSequence(SynthConfig(frames=1, seed=9733, style="urban", lidar_beams=32, lidar_columns=2048,
+                                      lidar_elevations_deg=VLP32C_ELEVATIONS_DEG)).frame(0)
+    edges = depth_edges(frame.points)
+    assert edges.rings == 32 and (~edges.along).any()
+    assert edges.ring_gap_deg == pytest.approx(np.median(-np.diff(VLP32C_ELEVATIONS_DEG)), abs=0.06)
+    assert edges.ring_gap_deg < WindowConfig().max_across_ring_gap_deg
+    with pytest.raises(CrossI2PError, match="lidar_elevations_deg"):
+        SynthSequence(SynthConfig(frames=1, lidar_beams=64, lidar_elevations_deg=VLP32C_ELEVATIONS_DEG))
 
 
 @pytest.mark.skipif(not KITTI_RAW.is_dir(), reason=f"real KITTI raw frames not present ({KITTI_RAW})")

@@ -23,6 +23,15 @@ LIDAR_VFOV_DEG: dict[int, tuple[float, float]] = {
     128: (15.0, -25.0),   # VLS-128
 }
 
+# The Velodyne VLP-32C's beam elevations [deg], top first: 0.33 deg apart near the horizon, up to 9.4 deg apart
+# at the ends of its field of view
+VLP32C_ELEVATIONS_DEG: tuple[float, ...] = (
+    15.0, 10.333, 7.0, 4.667, 3.333, 2.333, 1.667, 1.333, 1.0, 0.667, 0.333, 0.0, -0.333, -0.667, -1.0, -1.333,
+    -1.667, -2.0, -2.333, -2.667, -3.0, -3.333, -3.667, -4.0, -4.667, -5.333, -6.148, -7.254, -8.843, -11.31,
+    -15.639, -25.0)
+# named beam layouts (SynthConfig.lidar_elevations_deg; the benchmarks' --elevations)
+LIDAR_ELEVATIONS_DEG: dict[str, tuple[float, ...]] = {"vlp32c": VLP32C_ELEVATIONS_DEG}
+
 _GLASS_DROPOUT = 0.7       # chance a beam passes through glass without a return
 _GRAZING_COS = 0.05        # below this |cos(incidence)| most returns are lost
 _SHADOW_OFFSET_M = 0.02    # shadow-ray origins lift off the surface by this much to avoid acne
@@ -36,7 +45,9 @@ class LidarSpec:
     ``range_noise_m`` is the Gaussian range noise (1 sigma); ``dropout_prob``
     the chance any return is lost; ``intensity_noise`` the relative noise of
     the intensity; ``beam_jitter_deg`` how far each unit's beams sit off the
-    nominal elevation grid (fixed per sensor, as real beams are).
+    nominal elevation grid (fixed per sensor, as real beams are);
+    ``elevations_deg`` the nominal elevations of the beams when they are not
+    spread evenly over ``vfov_deg`` (many sensors pack them near the horizon).
     """
 
     beams: int
@@ -48,6 +59,7 @@ class LidarSpec:
     dropout_prob: float
     intensity_noise: float
     beam_jitter_deg: float = 0.05
+    elevations_deg: tuple[float, ...] | None = None
     divergence_rad: float = 0.003
 
 
@@ -57,7 +69,9 @@ class Lidar:
     def __init__(self, spec: LidarSpec, rng: np.random.Generator):
         self.spec = spec
         top, bottom = spec.vfov_deg
-        elev = np.radians(np.linspace(top, bottom, spec.beams) + rng.uniform(-1, 1, spec.beams) * spec.beam_jitter_deg)
+        nominal = np.linspace(top, bottom, spec.beams) if spec.elevations_deg is None else \
+            np.asarray(spec.elevations_deg, np.float64)
+        elev = np.radians(nominal + rng.uniform(-1, 1, spec.beams) * spec.beam_jitter_deg)
         self._elev = elev
         # Column k fires at azimuth pi - 2 pi (k + 0.5) / columns: the sweep starts behind and turns clockwise.
         self._az0 = np.pi - 2 * np.pi * (np.arange(spec.columns) + 0.5) / spec.columns

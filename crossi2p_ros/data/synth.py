@@ -64,6 +64,8 @@ class SynthConfig:
     lidar_beams: int = 64
     lidar_columns: int = 1024
     lidar_vfov_deg: tuple[float, float] | None = None  # (top, bottom); None: the usual sensor for the beam count
+    lidar_elevations_deg: tuple[float, ...] | None = None  # each beam's elevation, when not evenly spread
+                                                           # (e.g. sensors.LIDAR_ELEVATIONS_DEG)
     lidar_max_range_m: float = 100.0
     lidar_min_range_m: float = 2.0           # closer returns (the ego vehicle's roof) are dropped
     range_noise_m: float = 0.02
@@ -104,7 +106,11 @@ class SynthConfig:
             raise CrossI2PError(f"style {self.style!r} is not a synthetic scene style; use one of {', '.join(STYLES)}")
         if self.frames < 1:
             raise CrossI2PError(f"frames={self.frames}: generate at least one frame")
-        if self.lidar_vfov_deg is None and self.lidar_beams not in LIDAR_VFOV_DEG:
+        if self.lidar_elevations_deg is not None and len(self.lidar_elevations_deg) != self.lidar_beams:
+            raise CrossI2PError(f"lidar_elevations_deg has {len(self.lidar_elevations_deg)} beams, "
+                                f"lidar_beams={self.lidar_beams}")
+        if self.lidar_vfov_deg is None and self.lidar_elevations_deg is None \
+                and self.lidar_beams not in LIDAR_VFOV_DEG:
             raise CrossI2PError(f"lidar_beams={self.lidar_beams} has no default field of view; "
                                 f"use one of {sorted(LIDAR_VFOV_DEG)} or set lidar_vfov_deg")
         if self.lidar_beams < 1 or self.lidar_columns < 8:
@@ -125,7 +131,10 @@ class SynthConfig:
     def lidar_spec(self) -> LidarSpec:
         return LidarSpec(
             beams=self.lidar_beams, columns=self.lidar_columns,
-            vfov_deg=tuple(self.lidar_vfov_deg or LIDAR_VFOV_DEG[self.lidar_beams]),  # type: ignore[arg-type]
+            vfov_deg=tuple(self.lidar_vfov_deg  # type: ignore[arg-type]
+                           or ((max(self.lidar_elevations_deg), min(self.lidar_elevations_deg))
+                               if self.lidar_elevations_deg else LIDAR_VFOV_DEG[self.lidar_beams])),
+            elevations_deg=None if self.lidar_elevations_deg is None else tuple(self.lidar_elevations_deg),
             max_range_m=self.lidar_max_range_m, min_range_m=self.lidar_min_range_m,
             range_noise_m=self.range_noise_m, dropout_prob=self.dropout_prob, intensity_noise=self.intensity_noise,
         )
