@@ -129,12 +129,16 @@ class SynthConfig:
         return make_transform(rot_y(np.radians(self.step_rot_deg)), [self.step_trans_m, 0.0, 0.0])
 
     def lidar_spec(self) -> LidarSpec:
+        elevations = None if self.lidar_elevations_deg is None else tuple(self.lidar_elevations_deg)
+        if self.lidar_vfov_deg:
+            vfov = tuple(self.lidar_vfov_deg)
+        elif elevations:
+            vfov = (max(elevations), min(elevations))
+        else:
+            vfov = LIDAR_VFOV_DEG[self.lidar_beams]
         return LidarSpec(
-            beams=self.lidar_beams, columns=self.lidar_columns,
-            vfov_deg=tuple(self.lidar_vfov_deg  # type: ignore[arg-type]
-                           or ((max(self.lidar_elevations_deg), min(self.lidar_elevations_deg))
-                               if self.lidar_elevations_deg else LIDAR_VFOV_DEG[self.lidar_beams])),
-            elevations_deg=None if self.lidar_elevations_deg is None else tuple(self.lidar_elevations_deg),
+            beams=self.lidar_beams, columns=self.lidar_columns, vfov_deg=vfov,  # type: ignore[arg-type]
+            elevations_deg=elevations,
             max_range_m=self.lidar_max_range_m, min_range_m=self.lidar_min_range_m,
             range_noise_m=self.range_noise_m, dropout_prob=self.dropout_prob, intensity_noise=self.intensity_noise,
         )

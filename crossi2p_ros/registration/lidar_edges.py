@@ -184,7 +184,7 @@ def depth_edges(points: np.ndarray, ring: np.ndarray | None = None, cfg: LidarEd
     if len(xyz) < 4:
         return LidarEdges(np.zeros((0, 3)), np.zeros(0, bool), 0, "none")
     rings, source = ring_indices(xyz, ring_in, cfg.min_ring_points)
-    az = _azimuth(xyz)
+    az, elevation = _azimuth(xyz), _elevation(xyz)
 
     order, linked, step = ring_neighbours(az, rings, cfg.max_gap_steps)
     range_o = rng[order]
@@ -198,7 +198,7 @@ def depth_edges(points: np.ndarray, ring: np.ndarray | None = None, cfg: LidarEd
     along = [np.ones(len(near_a), bool)]
 
     if cfg.across_rings:
-        near_x, far_x = _across_ring_edges(rings, az, _elevation(xyz), rng, max(step, 1e-6), cfg)
+        near_x, far_x = _across_ring_edges(rings, az, elevation, rng, max(step, 1e-6), cfg)
         near.append(near_x)
         far.append(far_x)
         along.append(np.zeros(len(near_x), bool))
@@ -207,12 +207,15 @@ def depth_edges(points: np.ndarray, ring: np.ndarray | None = None, cfg: LidarEd
     if cfg.bisect and len(near_i):
         u = xyz[near_i] / rng[near_i, None] + xyz[far_i] / rng[far_i, None]
         edges = u / np.linalg.norm(u, axis=1, keepdims=True) * rng[near_i, None]
-    return LidarEdges(edges, along_m, int(len(np.unique(rings))), source, ring_gap_deg(xyz, rings))
+    return LidarEdges(edges, along_m, int(len(np.unique(rings))), source,
+                      ring_gap_deg(rings, elevation, np.hypot(xyz[:, 0], xyz[:, 1])))
 
 
-def ring_gap_deg(xyz: np.ndarray, rings: np.ndarray, min_range_m: float = 10.0, min_points: int = 20) -> float:
-    """Median elevation gap [deg] between neighbouring rings of a sweep ``xyz`` (N, 3) [m, LiDAR frame]: how
-    far from its point an across-ring edge may lie; 0 when fewer than two rings can be measured.
+def ring_gap_deg(rings: np.ndarray, elevation: np.ndarray, horizontal_m: np.ndarray, min_range_m: float = 10.0,
+                 min_points: int = 20) -> float:
+    """Median elevation gap [deg] between neighbouring rings of a sweep, from each point's ring, ``elevation``
+    [rad] and horizontal range [m] (N,): how far from its point an across-ring edge may lie; 0 when fewer
+    than two rings can be measured.
 
     Elevations are taken from points beyond ``min_range_m`` (horizontally) on rings with at least
     ``min_points`` of them: near the sensor a point's elevation seen from the frame's origin is smeared by
@@ -220,10 +223,10 @@ def ring_gap_deg(xyz: np.ndarray, rings: np.ndarray, min_range_m: float = 10.0, 
     32 beams into 66 clusters (their near points), whose mean gap reads 0.45 deg; that of the far ones
     1.34 deg (the HDL-32E's 1.33 deg).
     """
-    far = np.hypot(xyz[:, 0], xyz[:, 1]) > min_range_m
+    far = horizontal_m > min_range_m
     ids, dense = np.unique(rings[far], return_inverse=True)
     counts = np.bincount(dense, minlength=len(ids))
-    sums = np.bincount(dense, _elevation(xyz[far]), minlength=len(ids))
+    sums = np.bincount(dense, elevation[far], minlength=len(ids))
     enough = counts >= min_points
     if enough.sum() < 2:
         return 0.0
