@@ -78,6 +78,10 @@ def test_parameter_file_is_the_one_the_dataclasses_define():
     assert doc["keyframes"]["size"] == SessionConfig().keyframes.size == specs["keyframes.size"].default
     assert doc["session"]["min_keyframes"] == SessionConfig().min_keyframes
     assert specs["keyframes.size"].read_only and not specs["monitor.warn_rot_deg"].read_only
+    # a nested group reaches its config: window.* is the calibrator's WindowConfig
+    from crossi2p_ros.ros.params import configs_from
+    values = {name: spec.default for name, spec in specs.items()} | {"window.threads": 1}
+    assert configs_from(values)["calibrator"].window.threads == 1 != specs["window.threads"].default
 
 
 def test_launch_file_declares_its_arguments():

@@ -247,6 +247,23 @@ def test_compiled_objective_scores_and_linearises_like_the_plain_numpy_one(drive
             np.testing.assert_allclose(g, g_ref, rtol=0.05, atol=0.02 * np.abs(g_ref).max())
 
 
+def test_a_solve_split_over_threads_scores_and_ends_exactly_as_on_one(window, drive):
+    # WindowConfig.threads splits the keyframes into runs solved side by side (edge_kernels.map_in_threads);
+    # every keyframe must be counted once, in its own order, so the sums (and the poses) are bit-identical
+    one, three = WindowEstimator(WindowConfig(threads=1)), WindowEstimator(WindowConfig(threads=3))
+    Ts = np.stack([_step(0.3, 0.02) @ drive[0].T_camera_lidar, _step(1.0, 0.05) @ drive[0].T_camera_lidar])
+    for level in (0, len(one.cfg.sigma_deg) - 1):
+        count = one.cfg.points_per_level[level]
+        np.testing.assert_array_equal(three.score_many(window, Ts, level, count),
+                                      one.score_many(window, Ts, level, count))
+        inputs = one._level_inputs(window, level, count, Ts[0])
+        for got, want in zip(three._linearise(inputs, Ts[0]), one._linearise(inputs, Ts[0])):
+            np.testing.assert_array_equal(got, want)
+    start = _step(1.0, 0.05) @ drive[0].T_camera_lidar
+    np.testing.assert_array_equal(three.solve(window, start, global_search=False).T_camera_lidar,
+                                  one.solve(window, start, global_search=False).T_camera_lidar)
+
+
 def test_nan_edge_points_never_count_in_the_compiled_objective(window, drive):
     # the kernels are compiled with fast-math contraction and reciprocals but must keep IEEE NaN semantics:
     # a NaN point (a driver's invalid return that got this far) fails the depth and in-image tests, adds nothing

@@ -21,6 +21,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from ..monitor import MonitorConfig
 from ..registration.calibrator import CalibratorConfig
 from ..registration.keyframes import KeyframeConfig
+from ..registration.window import WindowConfig
 from ..session import SessionConfig
 from ..sync import SyncConfig
 
@@ -71,6 +72,10 @@ _DERIVED: list[tuple[Any, str, dict[str, tuple[str, Any]]]] = [
         "use_mi": ("polish each window's pose by mutual information", None),
         "mount_scan": ("no prior: score the usual mounts besides the network's proposals; false: the "
                        "proposals alone", None),
+    }),
+    (WindowConfig(), "window.", {
+        "threads": ("CPU threads a window solve splits its keyframes over (the same result for any number)",
+                    (1, 64)),
     }),
     (SyncConfig(), "sync.", {
         "max_slop_s": ("largest camera/LiDAR stamp difference of a pair [s]", (0.001, 1.0)),
@@ -174,7 +179,8 @@ def configs_from(values: dict[str, Any]) -> dict[str, Any]:
                          for f in dataclasses.fields(NodeConfig)})
     session = dataclasses.replace(built["session."], mode=node.mode, keyframes=built["keyframes."],
                                   monitor=built["monitor."])
-    return {"node": node, "calibrator": built[""], "sync": built["sync."], "session": session}
+    calibrator = dataclasses.replace(built[""], window=built["window."])
+    return {"node": node, "calibrator": calibrator, "sync": built["sync."], "session": session}
 
 
 def monitor_config(values: dict[str, Any]) -> MonitorConfig:
