@@ -21,9 +21,8 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
-
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -82,6 +81,7 @@ def main() -> int:
         args.json.write_text(json.dumps({"keyframes": len(keyframes), "median_s": medians, "solves": rows},
                                         indent=2))
     return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

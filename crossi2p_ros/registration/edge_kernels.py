@@ -23,7 +23,7 @@ Kernels are single-threaded and release the GIL (``nogil``), so solves in
 several threads (the node's worker, tests) run side by side safely, and one
 solve can split its keyframes over threads (:func:`map_in_threads`): since
 the compiler options below the samples are compute-bound, and a translation
-grid on 20 keyframes takes 0.5 of its time on two threads of our 2-core CPU
+grid on 20 keyframes takes about half its time on two threads of our 2-core CPU
 (before them a split gained at most 10 %). Compiled code is cached beside this
 file (or in numba's user-wide cache where that is not writable) after the
 first call, which takes a few seconds.
@@ -60,8 +60,10 @@ def map_in_threads(fn: Callable[[_In], _Out], items: Sequence[_In], threads: int
         if pool is None:
             pool = _pools[key] = ThreadPoolExecutor(n, thread_name_prefix="crossi2p-kernels")
     bounds = [len(items) * k // n for k in range(n + 1)]
-    runs = [pool.submit(lambda a, b: [fn(item) for item in items[a:b]], a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    runs = [pool.submit(lambda a, b: [fn(item) for item in items[a:b]], a, b)
+            for a, b in zip(bounds[:-1], bounds[1:])]
     return [out for run in runs for out in run.result()]
+
 
 _MIN_DEPTH_M = 0.5
 # compiler options of every kernel: division without Python's zero check (a zero depth is refused before it

@@ -125,8 +125,9 @@ class WindowConfig:
     mount_translation_stages: tuple[tuple[int, float, float], ...] = ((2, 0.2, 1.0), (2, 0.1, 0.3))
     seed: int = 0
     # threads a solve splits its keyframes over (the compiled kernels release the GIL); the result is the same
-    # for any number. On our 2-core CPU two take 0.70 of one's time (9.3 -> 6.5 s medians, real KITTI, 20
-    # keyframes from +-10 deg; search 0.68, refinement 0.72: between kernel calls the work is Python)
+    # for any number. On our 2-core CPU two take 0.70-0.80 of one's time (9.3 -> 6.5 and 8.5 -> 6.8 s medians,
+    # real KITTI, 20 keyframes from +-10 deg; refinement gains less than the grids: between kernel calls it is
+    # Python; docs/benchmarks.md, "Two threads a solve")
     threads: int = 2
 
 
@@ -294,8 +295,9 @@ class WindowEstimator:
         self.evaluations += len(Ts)
         R, t = np.ascontiguousarray(Ts[:, :3, :3]), np.ascontiguousarray(Ts[:, :3, 3])
         total = np.zeros(len(Ts))
-        for args, summed in zip(inputs, map_in_threads(
-                lambda args: score_poses(*args[:4], R, t, *args[4:], args[4].shape[2] > 3), inputs, self.cfg.threads)):
+        sums = map_in_threads(lambda args: score_poses(*args[:4], R, t, *args[4:], args[4].shape[2] > 3),
+                              inputs, self.cfg.threads)
+        for args, summed in zip(inputs, sums):
             total += summed / len(args[0])
         return total / max(n_keyframes, 1)
 
