@@ -46,7 +46,8 @@ from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig  #
 from crossi2p_ros.registration.image_edges import detect_edges, distance_levels  # noqa: E402
 from crossi2p_ros.registration.lidar_edges import ring_indices, ring_neighbours  # noqa: E402
 from crossi2p_ros.registration.window import AXES, Keyframe, WindowConfig  # noqa: E402
-from window import add_lidar_options, sensor_name, synthetic_drive, window_config  # noqa: E402  (benchmarks/window.py's helpers)
+# benchmarks/window.py's helpers
+from window import add_lidar_options, sensor_name, synthetic_drive, window_config  # noqa: E402
 
 DEVELOPMENT = (("urban", 9400), ("suburban", 9401), ("highway", 9402))
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

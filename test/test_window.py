@@ -13,8 +13,8 @@ import pytest
 from crossi2p_ros.data.kitti import open_dataset
 from crossi2p_ros.data.perturb import CalibProtocol
 from crossi2p_ros.data.sensors import VLP32C_ELEVATIONS_DEG
-from crossi2p_ros.errors import CrossI2PError
 from crossi2p_ros.data.synth import SynthConfig, SynthSequence
+from crossi2p_ros.errors import CrossI2PError
 from crossi2p_ros.geometry import (CameraModel, pose_error, project_lidar, project_pinhole, se3_exp,
                                   transform_points, within_sigma)
 from crossi2p_ros.registration.image_edges import (ImageEdgeConfig, detect_edges, distance_levels, edge_distance,

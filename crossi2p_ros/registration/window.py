@@ -306,8 +306,9 @@ class WindowEstimator:
         count (as in the score)."""
         H, g = np.zeros((6, 6)), np.zeros(6)
         R, t = np.ascontiguousarray(T[None, :3, :3]), np.ascontiguousarray(T[None, :3, 3])
-        for args, (H_k, g_k) in zip(inputs, map_in_threads(
-                lambda args: normal_equations_at(*args[:4], R, t, *args[4:]), inputs, self.cfg.threads)):
+        normals = map_in_threads(lambda args: normal_equations_at(*args[:4], R, t, *args[4:]), inputs,
+                                 self.cfg.threads)
+        for args, (H_k, g_k) in zip(inputs, normals):
             H += H_k / len(args[0])
             g += g_k / len(args[0])
         return H, g

@@ -21,7 +21,6 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from ..monitor import MonitorConfig
 from ..registration.calibrator import CalibratorConfig
 from ..registration.keyframes import KeyframeConfig
-from ..registration.window import WindowConfig
 from ..session import SessionConfig
 from ..sync import SyncConfig
 
@@ -73,7 +72,7 @@ _DERIVED: list[tuple[Any, str, dict[str, tuple[str, Any]]]] = [
         "mount_scan": ("no prior: score the usual mounts besides the network's proposals; false: the "
                        "proposals alone", None),
     }),
-    (WindowConfig(), "window.", {
+    (CalibratorConfig().window, "window.", {
         "threads": ("CPU threads a window solve splits its keyframes over (the same result for any number)",
                     (1, 64)),
     }),
