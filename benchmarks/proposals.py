@@ -3,10 +3,15 @@
 A node started without any TF has to find ``T_camera_lidar`` from scratch. The
 window estimator can start from (see ``WindowEstimator.solve_without_prior``)
 
-* **mount scan** (learning-free): a camera level with the LiDAR's horizon at
-  every 10 deg of heading, each scored over its rotation grid, the best two
-  solved with the global search;
-* **network + mounts**: the network's per-frame poses (``Calibrator.proposals``:
+* **motion** (learning-free, the default): the camera's rotation from the
+  window's own motion (``registration/motion.py``: the camera's direction of
+  travel from the images' essential matrices against the LiDAR's from
+  registered sweeps), solved with the global search;
+* **mount scan** (learning-free, the fallback when the window does not
+  travel): a camera level with the LiDAR's horizon at every 10 deg of
+  heading, each scored over its rotation grid, the best two solved with the
+  global search;
+* **network + mounts**: (motion off in this and the next two) the network's per-frame poses (``Calibrator.proposals``:
   coarse matches -> RANSAC PnP -> fine, the best ``max_proposals`` of the
   window) ranked together with the mounts;
 * **network only**: the proposals alone (``mount_scan`` off);
@@ -22,6 +27,7 @@ when present.
 
     .venv/bin/python benchmarks/proposals.py --json docs/results/proposals.json
     .venv/bin/python benchmarks/proposals.py --weights runs/x/model.pt --json out.json
+    .venv/bin/python benchmarks/proposals.py --variants motion "mount scan" --json out.json
 """
 from __future__ import annotations
 
@@ -37,18 +43,22 @@ from scipy.spatial.transform import Rotation
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from dataclasses import replace  # noqa: E402
+
 from crossi2p_ros.data.kitti import open_dataset  # noqa: E402
 from crossi2p_ros.evaluation import window_start, within_sigma, write_json  # noqa: E402
 from crossi2p_ros.geometry import make_transform, pose_error  # noqa: E402
 from crossi2p_ros.model.weights import file_sha256  # noqa: E402
 from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig  # noqa: E402
+from crossi2p_ros.registration.window import WindowEstimator  # noqa: E402
 from window import SHARED, synthetic  # noqa: E402  (benchmarks/window.py: the held-out sequences)
 
-VARIANTS = {   # name: (starts from network proposals, scans the mounts)
-    "mount scan": ("none", True),
-    "network + mounts": ("network", True),
-    "network only": ("network", False),
-    "random poses": ("random", False),
+VARIANTS = {   # name: (starts from network proposals, scans the mounts, uses the window's motion)
+    "motion": ("none", True, True),
+    "mount scan": ("none", True, False),
+    "network + mounts": ("network", True, False),
+    "network only": ("network", False, False),
+    "random poses": ("random", False, False),
 }
 
 
@@ -60,13 +70,17 @@ def random_poses(n: int, rng: np.random.Generator, max_trans_m: float = 1.0) -> 
     return [make_transform(R[i], t[i]) for i in range(n)]
 
 
-def solve_window(calibrator: Calibrator, frames: list, T_gt: np.ndarray, rng: np.random.Generator) -> dict:
-    """Every variant on one window of frames; returns {variant: record} plus the proposals' own errors."""
+def solve_window(calibrator: Calibrator, frames: list, T_gt: np.ndarray, rng: np.random.Generator,
+                 variants: list[str]) -> dict:
+    """The ``variants`` on one window of frames; returns {variant: record} plus the proposals' own errors."""
     prepared = [calibrator.prepare(f.image, f.points, f.camera) for f in frames]
     keyframes = [p[0] for p in prepared]
     t = time.perf_counter()
-    found = calibrator.proposals([(img, f.points, cam) for f, (_, img, cam) in zip(frames, prepared)], None)
+    found = calibrator.proposals([(img, f.points, cam) for f, (_, img, cam) in zip(frames, prepared)], None) \
+        if any(VARIANTS[n][0] != "none" for n in variants) else []
     network_s = time.perf_counter() - t
+    cfg = calibrator.cfg.window
+    without_motion = WindowEstimator(replace(cfg, motion=replace(cfg.motion, enabled=False)))
     proposals = [T for _, T in found[: calibrator.cfg.max_proposals]]
     errors = [pose_error(T, T_gt) for _, T in found]
     out: dict = {"proposals": {
@@ -76,18 +90,21 @@ def solve_window(calibrator: Calibrator, frames: list, T_gt: np.ndarray, rng: np
         # the window search's basin: within its rotation / translation region (WindowConfig search bounds)
         "in_basin": int(sum(e.rot_deg <= calibrator.cfg.window.search_rot_deg
                             and e.trans_m <= calibrator.cfg.window.mount_search_trans_m for e in errors))}}
-    for name, (starts, mounts) in VARIANTS.items():
+    for name in variants:
+        starts, mounts, motion = VARIANTS[name]
         hyps = proposals if starts == "network" else \
             random_poses(max(len(proposals), calibrator.cfg.max_proposals), rng) if starts == "random" else []
         t = time.perf_counter()
-        result = calibrator.window.solve_without_prior(keyframes, hyps, mounts=mounts)
+        result = (calibrator.window if motion else without_motion).solve_without_prior(keyframes, hyps,
+                                                                                       mounts=mounts)
         solve_s = time.perf_counter() - t
         err = pose_error(result.T_camera_lidar, T_gt)
         out[name] = {"rot_deg": err.rot_deg, "trans_m": err.trans_m, "ok": bool(result.ok),
                      "converged": bool(result.converged),
                      "within_3sigma": bool(within_sigma(result.T_camera_lidar, result.covariance, T_gt)),
                      "success": bool(err.rot_deg < 1.0 and err.trans_m < 0.05),
-                     "time_s": solve_s + (network_s if starts == "network" else 0.0), "solve_s": solve_s}
+                     "time_s": solve_s + (network_s if starts == "network" else 0.0), "solve_s": solve_s,
+                     "motion_s": result.timings_ms.get("motion", 0.0) / 1e3}
     return out
 
 
@@ -110,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/crossi2p_window_bench"),
                     help="where the held-out synthetic sequences are generated (shared with window.py)")
     ap.add_argument("--skip-real", action="store_true", help="leave out ../shared/data/kitti_raw_0926")
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                    help="the starts to compare (default: all)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -126,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.windows):
             start = window_start(1000 * k, i, len(ds), args.frames)
             frames = [ds[j] for j in range(start, min(start + args.frames, len(ds)))]
-            rec = solve_window(calibrator, frames, np.asarray(frames[0].T_camera_lidar), rng)
+            rec = solve_window(calibrator, frames, np.asarray(frames[0].T_camera_lidar), rng, args.variants)
             rec["sequence"], rec["start"] = Path(ds.root).name, start
             records.setdefault(group, []).append(rec)
             p = rec["proposals"]
@@ -134,12 +153,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{group} {rec['sequence']} @{start}: {p['found']} proposals of {p['frames']} frames "
                   f"({p['network_s']:.1f} s), best {best}, {p['in_basin']} in the basin | " + " | ".join(
                       f"{n}: {rec[n]['rot_deg']:.2f} deg / {100 * rec[n]['trans_m']:.1f} cm"
-                      f"{' conv' if rec[n]['converged'] else ''} {rec[n]['time_s']:.0f} s" for n in VARIANTS),
+                      f"{' conv' if rec[n]['converged'] else ''} {rec[n]['time_s']:.0f} s" for n in args.variants),
                   flush=True)
-    table = {g: {n: summary(rs, n) for n in VARIANTS} for g, rs in records.items()}
+    table = {g: {n: summary(rs, n) for n in args.variants} for g, rs in records.items()}
     print()
     for g, rows in table.items():
-        print(f"{g} ({rows['mount scan']['windows']} windows of {args.frames}):")
+        print(f"{g} ({rows[args.variants[0]]['windows']} windows of {args.frames}):")
         for n, s in rows.items():
             print(f"  {n:<18} rot med {s['rot_median_deg']:.2f} deg | trans med {100 * s['trans_median_m']:.1f} cm"
                   f" | success {100 * s['success_rate']:.0f} % | converged {100 * s['converged_rate']:.0f} % "

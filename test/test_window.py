@@ -311,6 +311,23 @@ def test_global_search_recovers_a_start_outside_the_local_basin(drive, window):
     assert searched.rot_deg < 0.3 and searched.trans_m < 0.03, searched
 
 
+def test_without_a_prior_the_windows_motion_is_the_start_that_finds_the_truth(drive, window):
+    # no mounts and no proposals: the only start is the camera's rotation from the drive's motion
+    T_gt = drive[0].T_camera_lidar
+    est = WindowEstimator()
+    found = est.solve_without_prior(window, mounts=False)
+    err = pose_error(found.T_camera_lidar, T_gt)
+    assert found.ok and err.rot_deg < 0.3 and err.trans_m < 0.03, err
+    assert found.timings_ms["motion"] > 0
+    # a proposal that contradicts the direction of travel (the camera looking backwards) is not a start
+    backwards = _step(180.0, 0.0, axis=(0.0, 1.0, 0.0)) @ T_gt
+    assert pose_error(est.solve_without_prior(window, [backwards], mounts=False).T_camera_lidar,
+                      T_gt).rot_deg < 0.3
+    # without the keyframes' motion features there is nothing to start from
+    blind = est.solve_without_prior([replace(kf, motion=None) for kf in window], mounts=False)
+    assert not blind.ok and "nothing to start from" in blind.message
+
+
 def test_the_converged_window_covers_the_truth(drive, window):
     T_gt = drive[0].T_camera_lidar
     result = WindowEstimator().solve(window, _step(3.0, 0.15) @ T_gt)

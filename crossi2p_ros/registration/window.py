@@ -50,6 +50,7 @@ from .edge_kernels import map_in_threads, normal_equations_at, score_poses
 from .image_edges import (EdgeLevel, ImageEdgeConfig, detect_edges, distance_levels, robust_score, sample_level,
                           stack_levels)
 from .lidar_edges import LidarEdgeConfig, depth_edges
+from .motion import MotionConfig, MotionFeatures, MotionProposal, motion_features, rotation_from_motion
 from .solver import apply_step, axis_sigmas, covariance_from_hessian, damped_step
 
 # of delta: translation along, and rotation about, the camera optical frame's x (right), y (down), z (forward)
@@ -63,6 +64,7 @@ class WindowConfig:
 
     lidar: LidarEdgeConfig = field(default_factory=LidarEdgeConfig)
     image: ImageEdgeConfig = field(default_factory=ImageEdgeConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
     # coarse to fine: the robust scale of each level as an angle (times the focal length gives pixels). The
     # finest is about the LiDAR edges' own localisation (a silhouette lies anywhere within half a beam step,
     # 0.1-0.2 deg, of its edge point): a narrower kernel only counts lucky hits. From the truth
@@ -123,6 +125,10 @@ class WindowConfig:
     mount_finalists: int = 2           # best-scoring mounts solved with the global search ...
     mount_search_trans_m: float = 1.0  # ... over this translation radius (a camera can sit a metre from the LiDAR)
     mount_translation_stages: tuple[tuple[int, float, float], ...] = ((2, 0.2, 1.0), (2, 0.1, 0.3))
+    # ... unless the window's motion gives the camera's rotation (:mod:`.motion`): then that one is solved,
+    # with the network's proposals within this of it (the mounts, and proposals that contradict the
+    # direction of travel, are not)
+    motion_gate_deg: float = 20.0
     seed: int = 0
     # threads a solve splits its keyframes over (the compiled kernels release the GIL); the result is the same
     # for any number. On our 2-core CPU two take 0.70-0.80 of one's time (9.3 -> 6.5 and 8.5 -> 6.8 s medians,
@@ -151,6 +157,7 @@ class Keyframe:
     focal_px: float
     ring_source: str
     stamp: float | None = None
+    motion: MotionFeatures | None = None    # for the motion proposal without a prior (:mod:`.motion`)
     intrinsics: np.ndarray = field(init=False, repr=False)   # (5,) fx, skew, cx, fy, cy [px]
     last_pixel: np.ndarray = field(init=False, repr=False)   # (2,) W - 1, H - 1 [px]
 
@@ -161,7 +168,8 @@ class Keyframe:
 
     @property
     def nbytes(self) -> int:
-        return int(self.edges.nbytes + sum(level.field.nbytes for level in self.levels))
+        return int(self.edges.nbytes + sum(level.field.nbytes for level in self.levels)
+                   + (self.motion.nbytes if self.motion is not None else 0))
 
     def subset(self, keep: np.ndarray | slice) -> "Keyframe":
         """The same keyframe with only the edge points ``keep`` (a mask or a slice), order kept."""
@@ -193,9 +201,10 @@ def prepare_keyframe(image_pinhole: np.ndarray, points: np.ndarray, camera: Came
     flat = upright if edges.level is edges.upright or found.along.all() else \
         distance_levels(edges.level, sigmas, cfg.image, cfg.contrast_levels, edges.position)
     order = np.random.default_rng(cfg.seed).permutation(len(found.xyz))
+    motion = motion_features(grey, points, cfg.motion) if cfg.motion.enabled else None
     return Keyframe(np.ascontiguousarray(found.xyz[order], np.float64), found.along[order],
                     stack_levels(upright, flat), camera.K.astype(np.float64),
-                    camera.width, camera.height, focal, found.ring_source, stamp)
+                    camera.width, camera.height, focal, found.ring_source, stamp, motion)
 
 
 @dataclass
@@ -566,15 +575,35 @@ class WindowEstimator:
         T[:, :3, :3] = np.swapaxes(R_lidar_camera, 1, 2)
         return T
 
+    def motion_hypothesis(self, keyframes: Sequence[Keyframe]) -> MotionProposal | None:
+        """The camera's rotation from the window's motion (:func:`.motion.rotation_from_motion`), the
+        keyframes taken in stamp order (as given when any lacks a stamp); None when they lack motion
+        features or the motion does not tell."""
+        if not keyframes or any(kf.motion is None for kf in keyframes):
+            return None
+        ordered = list(keyframes)
+        if all(kf.stamp is not None for kf in ordered):
+            ordered.sort(key=lambda kf: kf.stamp)
+        return rotation_from_motion([kf.motion for kf in ordered], ordered[0].K, self.cfg.motion)
+
     def solve_without_prior(self, keyframes: Sequence[Keyframe], hypotheses: Sequence[np.ndarray] = (),
                             mounts: bool = True) -> WindowResult:
-        """The window's ``T_camera_lidar`` with no prior: each hypothesis (network proposals, then, with
-        ``mounts``, :meth:`mount_hypotheses`) is scored at the coarsest level over its rotation grid, and
-        the best ``mount_finalists`` distinct ones are solved by :meth:`solve` (global search around each)."""
+        """The window's ``T_camera_lidar`` with no prior.
+
+        When the window's motion gives the camera's rotation (:meth:`motion_hypothesis`), that pose and the
+        hypotheses (network proposals) within ``motion_gate_deg`` of it are the starts; otherwise the
+        hypotheses and, with ``mounts``, :meth:`mount_hypotheses`. Each start is scored at the coarsest
+        level over its rotation grid, and the best ``mount_finalists`` distinct ones (the motion's always
+        first) are solved by :meth:`solve` (global search around each)."""
         cfg = self.cfg
         t0 = time.perf_counter()
         starts = [np.asarray(T, dtype=np.float64) for T in hypotheses]
-        if mounts:
+        motion = self.motion_hypothesis(keyframes)
+        motion_ms = 1e3 * (time.perf_counter() - t0)
+        if motion is not None:
+            T_motion = motion.T_camera_lidar
+            starts = [T_motion] + [T for T in starts if pose_distance(T, T_motion).rot_deg <= cfg.motion_gate_deg]
+        elif mounts:
             starts += list(self.mount_hypotheses())
         if not starts:
             return self._failure(np.eye(4), len(keyframes), "no prior, no proposals and the mount scan is off: "
@@ -593,6 +622,8 @@ class WindowEstimator:
             return self._failure(np.eye(4), len(keyframes), "no mount hypothesis sees LiDAR depth edges in the "
                                  "image (no overlap, no structure, or no data)", {})
         ranked.sort(key=lambda r: -r[0])
+        if motion is not None:   # the direction of travel outranks any edge score
+            ranked.sort(key=lambda r: r[1] is not T_motion)
         chosen: list[np.ndarray] = []
         for _, T in ranked:
             if all(pose_distance(T, C).rot_deg > cfg.search_rot_deg for C in chosen):
@@ -605,16 +636,25 @@ class WindowEstimator:
         results = [wide.solve(keyframes, T) for T in chosen]
         self.evaluations = sum(r.evaluations for r in results)
         best = max(results, key=lambda r: (r.ok, r.score))
-        best.timings_ms["mounts"] = scan_ms
+        best.timings_ms["mounts"] = scan_ms - motion_ms
+        best.timings_ms["motion"] = motion_ms
         best.timings_ms["total"] = 1e3 * (time.perf_counter() - t0)
         if len(results) > 1 and best.ok:
-            others = [r for r in results if r is not best and r.ok and r.score >= (1 - cfg.ambiguity) * best.score]
+            others = [r for r in results if r is not best and r.ok and r.score >= (1 - cfg.ambiguity) * best.score
+                      and not self._same_optimum(r.T_camera_lidar, best.T_camera_lidar)]
             if others:   # two headings explain the window as well: say so, and do not claim convergence
                 best.converged = False
-                best.message = "another mount explains the window almost as well; drive past more structure"
+                best.message = "another mount explains the window almost as well; drive past more structure" \
+                    if motion is None else "another start within the motion's heading explains the window almost " \
+                    "as well; drive past more structure"
                 best.covariance = best.covariance + np.diag(np.r_[[cfg.search_trans_m ** 2 / 5] * 3,
                                                                   [np.radians(cfg.search_rot_deg) ** 2 / 5] * 3])
         return best
+
+    def _same_optimum(self, T: np.ndarray, T_other: np.ndarray) -> bool:
+        """Within the convergence bounds of each other: two searches that ended in one basin."""
+        err = pose_distance(T, T_other)
+        return err.rot_deg <= self.cfg.converged_rot_deg and err.trans_m <= self.cfg.converged_trans_m
 
     def resampled_covariance(self, keyframes: Sequence[Keyframe], T: np.ndarray, T_center: np.ndarray
                              ) -> np.ndarray:
