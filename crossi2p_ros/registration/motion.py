@@ -27,7 +27,6 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-import open3d as o3d
 from scipy.spatial.transform import Rotation
 
 from ..geometry import invert
@@ -97,6 +96,8 @@ def motion_features(grey: np.ndarray, points: np.ndarray, cfg: MotionConfig = Mo
     orb = cv2.ORB_create(cfg.keypoints)
     found, descriptors = orb.detectAndCompute(grey, None)
     keypoints = np.float32([k.pt for k in found]).reshape(-1, 2)
+    import open3d as o3d   # here, not at the top: the trainer imports this package on machines without open3d
+
     xyz = np.asarray(points, dtype=np.float64)[:, :3]
     xyz = xyz[np.isfinite(xyz).all(axis=1)]
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz)).voxel_down_sample(cfg.voxel_m)
@@ -110,6 +111,8 @@ def lidar_motion(a: MotionFeatures, b: MotionFeatures, cfg: MotionConfig = Motio
     identity), and its fitness (the share of b's points with a correspondence)."""
     if len(a.cloud) < 10 or len(b.cloud) < 10:
         return np.eye(4), 0.0
+    import open3d as o3d   # see motion_features
+
     clouds = []
     for f in (a, b):
         pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(f.cloud.astype(np.float64)))
