@@ -65,7 +65,8 @@ def _covers(msg, T_true: np.ndarray, T_cl: np.ndarray) -> bool:
     return bool(np.all(np.abs(d) <= 3.0 * sd))
 
 
-def run_case(case: str, frames, T_true: np.ndarray, seconds: float, rate: float, tmp: Path, domain: int) -> dict:
+def run_case(case: str, frames, T_true: np.ndarray, seconds: float, rate: float, tmp: Path, domain: int,
+             extra: tuple[str, ...] = ()) -> dict:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseWithCovarianceStamped
@@ -77,6 +78,7 @@ def run_case(case: str, frames, T_true: np.ndarray, seconds: float, rate: float,
     from crossi2p_ros.ros.qos import RELIABLE_QOS
 
     params = ["-p", "device:=cpu", "-p", "qos:=reliable", "-p", "stale_after_s:=30.0"]
+    params += [arg for p in extra for arg in ("-p", p)]
     T_init = None
     if case in ("prior", "kitti"):
         T_init = (demo_knock(5.0, 0.2) if case == "prior" else demo_knock(3.0, 0.1)) @ T_true
@@ -187,9 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=10.0, help="pairs per second (default %(default)s)")
     ap.add_argument("--frames", type=int, default=60, help="frames of the synthetic drive, looped")
     ap.add_argument("--seed", type=int, default=9950)
+    ap.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
+                    help="a node parameter for every case, e.g. motion_proposal:=false (repeatable)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
-    results = {"device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)", "cases": {}}
+    results = {"device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+               "params": list(args.param), "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for i, case in enumerate(args.cases):
             if case == "kitti" and not KITTI_RAW.is_dir():
@@ -198,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             frames, _ = _frames(case, args.seed, args.frames)
             T_true = frames[0].T_camera_lidar
             seconds = args.seconds or (30.0 if case == "prior" else 60.0)
-            results["cases"][case] = run_case(case, frames, T_true, seconds, args.rate, Path(tmp), 225 + i)
+            results["cases"][case] = run_case(case, frames, T_true, seconds, args.rate, Path(tmp), 225 + i,
+                                               tuple(args.param))
     if args.json:
         write_json(args.json, results)
     return 0

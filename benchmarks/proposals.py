@@ -43,14 +43,11 @@ from scipy.spatial.transform import Rotation
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dataclasses import replace  # noqa: E402
-
 from crossi2p_ros.data.kitti import open_dataset  # noqa: E402
 from crossi2p_ros.evaluation import window_start, within_sigma, write_json  # noqa: E402
 from crossi2p_ros.geometry import make_transform, pose_error  # noqa: E402
 from crossi2p_ros.model.weights import file_sha256  # noqa: E402
 from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig  # noqa: E402
-from crossi2p_ros.registration.window import WindowEstimator  # noqa: E402
 from window import SHARED, synthetic  # noqa: E402  (benchmarks/window.py: the held-out sequences)
 
 VARIANTS = {   # name: (starts from network proposals, scans the mounts, uses the window's motion)
@@ -79,8 +76,6 @@ def solve_window(calibrator: Calibrator, frames: list, T_gt: np.ndarray, rng: np
     found = calibrator.proposals([(img, f.points, cam) for f, (_, img, cam) in zip(frames, prepared)], None) \
         if any(VARIANTS[n][0] != "none" for n in variants) else []
     network_s = time.perf_counter() - t
-    cfg = calibrator.cfg.window
-    without_motion = WindowEstimator(replace(cfg, motion=replace(cfg.motion, enabled=False)))
     proposals = [T for _, T in found[: calibrator.cfg.max_proposals]]
     errors = [pose_error(T, T_gt) for _, T in found]
     out: dict = {"proposals": {
@@ -95,8 +90,7 @@ def solve_window(calibrator: Calibrator, frames: list, T_gt: np.ndarray, rng: np
         hyps = proposals if starts == "network" else \
             random_poses(max(len(proposals), calibrator.cfg.max_proposals), rng) if starts == "random" else []
         t = time.perf_counter()
-        result = (calibrator.window if motion else without_motion).solve_without_prior(keyframes, hyps,
-                                                                                       mounts=mounts)
+        result = calibrator.window.solve_without_prior(keyframes, hyps, mounts=mounts, motion=motion)
         solve_s = time.perf_counter() - t
         err = pose_error(result.T_camera_lidar, T_gt)
         out[name] = {"rot_deg": err.rot_deg, "trans_m": err.trans_m, "ok": bool(result.ok),

@@ -17,6 +17,7 @@ from crossi2p_ros.data.synth import SynthConfig, SynthSequence
 from crossi2p_ros.errors import CrossI2PError
 from crossi2p_ros.geometry import (CameraModel, pose_error, project_lidar, project_pinhole, se3_exp,
                                   transform_points, within_sigma)
+from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig
 from crossi2p_ros.registration.image_edges import (ImageEdgeConfig, detect_edges, distance_levels, edge_distance,
                                                    robust_score, sample_level, stack_levels)
 from crossi2p_ros.registration.inputs import undistorted
@@ -323,9 +324,11 @@ def test_without_a_prior_the_windows_motion_is_the_start_that_finds_the_truth(dr
     backwards = _step(180.0, 0.0, axis=(0.0, 1.0, 0.0)) @ T_gt
     assert pose_error(est.solve_without_prior(window, [backwards], mounts=False).T_camera_lidar,
                       T_gt).rot_deg < 0.3
-    # without the keyframes' motion features there is nothing to start from
+    # without the keyframes' motion features, or with the proposal switched off, there is nothing to start from
     blind = est.solve_without_prior([replace(kf, motion=None) for kf in window], mounts=False)
     assert not blind.ok and "nothing to start from" in blind.message
+    off = Calibrator(CalibratorConfig(device="cpu", motion_proposal=False, mount_scan=False, max_proposals=0))
+    assert "nothing to start from" in off.estimate_window(window).message
 
 
 def test_the_converged_window_covers_the_truth(drive, window):

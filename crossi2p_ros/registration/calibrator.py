@@ -103,6 +103,8 @@ class CalibratorConfig:
     proposals_with_prior: bool = False    # run the network for extra starts even when a prior is given
     max_proposals: int = 3                # network poses (most inliers first) handed to the window search
     mount_scan: bool = True               # no prior: also score the usual mounts (off: the proposals alone)
+    motion_proposal: bool = True          # no prior: start from the camera's rotation from the window's motion
+                                          # when it travelled (registration/motion.py); the mounts only otherwise
     use_fine: bool = True                 # proposals: refine each PnP pose at the point level
     use_mi: bool = False                  # polish the window's pose by mutual information (see module doc)
     mi_min_gain: float = 0.01             # mutual information [nats] the MI stage must add to be kept
@@ -255,7 +257,8 @@ class Calibrator:
             return Estimate(fallback, 0.0, np.eye(6) * 1e6, 0, "none", False, "no keyframes; no pose", timer.ms)
         with timer.stage("window"):
             if T_prior is None:   # the global path: proposals and the usual mounts, scored by the window
-                result = self.window.solve_without_prior(keyframes, proposals, mounts=self.cfg.mount_scan)
+                result = self.window.solve_without_prior(keyframes, proposals, mounts=self.cfg.mount_scan,
+                                                         motion=self.cfg.motion_proposal)
             else:
                 result = self.window.solve(keyframes, T_prior, global_search=global_search, extra_starts=proposals)
         for k, v in result.timings_ms.items():

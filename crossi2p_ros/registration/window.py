@@ -587,10 +587,10 @@ class WindowEstimator:
         return rotation_from_motion([kf.motion for kf in ordered], ordered[0].K, self.cfg.motion)
 
     def solve_without_prior(self, keyframes: Sequence[Keyframe], hypotheses: Sequence[np.ndarray] = (),
-                            mounts: bool = True) -> WindowResult:
+                            mounts: bool = True, motion: bool = True) -> WindowResult:
         """The window's ``T_camera_lidar`` with no prior.
 
-        When the window's motion gives the camera's rotation (:meth:`motion_hypothesis`), that pose and the
+        When ``motion`` and the window's motion gives the camera's rotation (:meth:`motion_hypothesis`), that pose and the
         hypotheses (network proposals) within ``motion_gate_deg`` of it are the starts; otherwise the
         hypotheses and, with ``mounts``, :meth:`mount_hypotheses`. Each start is scored at the coarsest
         level over its rotation grid, and the best ``mount_finalists`` distinct ones (the motion's always
@@ -598,7 +598,7 @@ class WindowEstimator:
         cfg = self.cfg
         t0 = time.perf_counter()
         starts = [np.asarray(T, dtype=np.float64) for T in hypotheses]
-        motion = self.motion_hypothesis(keyframes)
+        motion = self.motion_hypothesis(keyframes) if motion else None
         motion_ms = 1e3 * (time.perf_counter() - t0)
         if motion is not None:
             T_motion = motion.T_camera_lidar

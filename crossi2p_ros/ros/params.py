@@ -71,6 +71,8 @@ _DERIVED: list[tuple[Any, str, dict[str, tuple[str, Any]]]] = [
         "use_mi": ("polish each window's pose by mutual information", None),
         "mount_scan": ("no prior: score the usual mounts besides the network's proposals; false: the "
                        "proposals alone", None),
+        "motion_proposal": ("no prior: start from the camera's rotation from the keyframes' own motion once the "
+                            "vehicle has travelled (the mounts only when it has not)", None),
     }),
     (CalibratorConfig().window, "window.", {
         "threads": ("CPU threads a window solve splits its keyframes over (the same result for any number)",
