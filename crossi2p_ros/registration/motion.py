@@ -105,24 +105,32 @@ def motion_features(grey: np.ndarray, points: np.ndarray, cfg: MotionConfig = Mo
                           np.asarray(cloud.points, dtype=np.float32))
 
 
+def _registration_cloud(features: MotionFeatures):
+    """The features' voxel cloud as open3d needs it for generalized ICP (with per-point covariances)."""
+    import open3d as o3d   # see motion_features
+
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(features.cloud.astype(np.float64)))
+    cloud.estimate_covariances(o3d.geometry.KDTreeSearchParamKNN(20))
+    return cloud
+
+
+def _register(cloud_a, cloud_b, cfg: MotionConfig, T_init: np.ndarray) -> tuple[np.ndarray, float]:
+    import open3d as o3d   # see motion_features
+
+    reg = o3d.pipelines.registration
+    result = reg.registration_generalized_icp(cloud_b, cloud_a, cfg.max_correspondence_m, T_init,
+                                              reg.TransformationEstimationForGeneralizedICP(),
+                                              reg.ICPConvergenceCriteria(max_iteration=30))
+    return np.asarray(result.transformation), float(result.fitness)
+
+
 def lidar_motion(a: MotionFeatures, b: MotionFeatures, cfg: MotionConfig = MotionConfig(),
                  T_init: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """``T_lidara_lidarb`` (4x4, maps b's points into a's frame) by generalized ICP from ``T_init`` (default
     identity), and its fitness (the share of b's points with a correspondence)."""
     if len(a.cloud) < 10 or len(b.cloud) < 10:
         return np.eye(4), 0.0
-    import open3d as o3d   # see motion_features
-
-    clouds = []
-    for f in (a, b):
-        pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(f.cloud.astype(np.float64)))
-        pc.estimate_covariances(o3d.geometry.KDTreeSearchParamKNN(20))
-        clouds.append(pc)
-    reg = o3d.pipelines.registration
-    result = reg.registration_generalized_icp(
-        clouds[1], clouds[0], cfg.max_correspondence_m, np.eye(4) if T_init is None else T_init,
-        reg.TransformationEstimationForGeneralizedICP(), reg.ICPConvergenceCriteria(max_iteration=30))
-    return np.asarray(result.transformation), float(result.fitness)
+    return _register(_registration_cloud(a), _registration_cloud(b), cfg, np.eye(4) if T_init is None else T_init)
 
 
 def camera_motion(a: MotionFeatures, b: MotionFeatures, K: np.ndarray, cfg: MotionConfig = MotionConfig()
@@ -153,11 +161,14 @@ def lidar_poses(features: Sequence[MotionFeatures], cfg: MotionConfig = MotionCo
     not register (too little overlap) a new chain starts, and poses of different chains are never
     compared."""
     poses, chains = ([np.eye(4)], [0]) if len(features) else ([], [])
+    clouds = [_registration_cloud(f) if len(f.cloud) >= 10 else None for f in features]
     step = np.eye(4)
     for i in range(1, len(features)):
-        T, fitness = lidar_motion(features[i - 1], features[i], cfg, step)
-        if fitness < cfg.min_fitness:
-            T, fitness = lidar_motion(features[i - 1], features[i], cfg)
+        T, fitness = np.eye(4), 0.0
+        if clouds[i - 1] is not None and clouds[i] is not None:
+            T, fitness = _register(clouds[i - 1], clouds[i], cfg, step)
+            if fitness < cfg.min_fitness:
+                T, fitness = _register(clouds[i - 1], clouds[i], cfg, np.eye(4))
         if fitness < cfg.min_fitness:
             poses.append(np.eye(4))
             chains.append(chains[-1] + 1)
@@ -199,8 +210,8 @@ def rotation_from_motion(features: Sequence[MotionFeatures], K: np.ndarray, cfg:
             weights.append(1.0)
             is_travel.append(True)
             travel = max(travel, float(np.linalg.norm(t_B)))
-        if turn >= cfg.min_turn_deg:
-            turn_A = Rotation.from_matrix(R_A).as_rotvec()
+        turn_A = Rotation.from_matrix(R_A).as_rotvec()
+        if turn >= cfg.min_turn_deg and np.degrees(np.linalg.norm(turn_A)) >= 0.5 * cfg.min_turn_deg:
             a_dirs.append(turn_A / np.linalg.norm(turn_A))
             b_dirs.append(turn_B / np.linalg.norm(turn_B))
             weights.append(min(turn / (3.0 * cfg.min_turn_deg), 1.0))
