@@ -28,6 +28,7 @@ when present.
     .venv/bin/python benchmarks/proposals.py --json docs/results/proposals.json
     .venv/bin/python benchmarks/proposals.py --weights runs/x/model.pt --json out.json
     .venv/bin/python benchmarks/proposals.py --variants motion "mount scan" --json out.json
+    .venv/bin/python benchmarks/proposals.py --camera-pitch 20 --skip-real --json out.json   # a road-facing camera
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ from crossi2p_ros.evaluation import window_start, within_sigma, write_json  # no
 from crossi2p_ros.geometry import make_transform, pose_error  # noqa: E402
 from crossi2p_ros.model.weights import file_sha256  # noqa: E402
 from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig  # noqa: E402
-from window import SHARED, synthetic  # noqa: E402  (benchmarks/window.py: the held-out sequences)
+from window import SHARED, add_camera_options, synthetic  # noqa: E402  (benchmarks/window.py: the held-out sequences)
 
 VARIANTS = {   # name: (starts from network proposals, scans the mounts, uses the window's motion)
     "motion": ("none", True, True),
@@ -121,13 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/crossi2p_window_bench"),
                     help="where the held-out synthetic sequences are generated (shared with window.py)")
     ap.add_argument("--skip-real", action="store_true", help="leave out ../shared/data/kitti_raw_0926")
+    add_camera_options(ap)
     ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                     help="the starts to compare (default: all)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
     calibrator = Calibrator(CalibratorConfig(weights=args.weights, device="cpu"))
-    sets = [("synthetic", ds) for ds in synthetic(args.cache, 40)]
+    sets = [("synthetic", ds) for ds in synthetic(args.cache, 40, camera=(args.camera_heading, args.camera_pitch))]
     kitti = SHARED / "kitti_raw_0926"
     if not args.skip_real and kitti.is_dir():
         sets.append(("KITTI", open_dataset(kitti)))
@@ -161,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.json, {"device": f"cpu ({platform.processor() or platform.machine()})",
                                "weights": f"{calibrator.weights_path.name} sha256 "
                                           f"{file_sha256(calibrator.weights_path)[:16]}",
-                               "frames_per_window": args.frames, "summary": table, "windows": records})
+                               "frames_per_window": args.frames, "summary": table, "windows": records,
+                               "synthetic_camera": {"heading_deg": args.camera_heading,
+                                                    "pitch_deg": args.camera_pitch}})
     return 0
 
 

@@ -56,21 +56,36 @@ def sensor_name(beams: int, columns: int, elevations: str | None) -> str:
 
 
 def synthetic_drive(cache: Path, style: str, seed: int, frames: int, beams: int = SynthConfig.lidar_beams,
-                    columns: int = SynthConfig.lidar_columns, elevations: str | None = None):
-    """A synthetic drive generated into ``cache`` on first use (the LiDAR in its folder name unless the
-    default; ``elevations`` a named beam layout of ``sensors.LIDAR_ELEVATIONS_DEG``), opened as a dataset."""
+                    columns: int = SynthConfig.lidar_columns, elevations: str | None = None,
+                    camera: tuple[float, float] = (0.0, 0.0)):
+    """A synthetic drive generated into ``cache`` on first use (the LiDAR and the camera's mount in its
+    folder name unless the defaults; ``elevations`` a named beam layout of ``sensors.LIDAR_ELEVATIONS_DEG``;
+    ``camera`` its heading and downward pitch [deg], SynthConfig.camera_heading_deg / camera_pitch_deg),
+    opened as a dataset."""
     sensor = sensor_name(beams, columns, elevations)
-    root = cache / f"{style}_{seed}_{frames}{'_' + sensor if sensor else ''}"
+    mount = f"cam{camera[0]:g}h{camera[1]:g}p" if any(camera) else ""
+    root = cache / "_".join(p for p in (f"{style}_{seed}_{frames}", sensor, mount) if p)
     if not (root / "sequences").is_dir():
         layout = None if elevations is None else LIDAR_ELEVATIONS_DEG[elevations]
         generate(SynthConfig(frames=frames, seed=seed, style=style, lidar_beams=len(layout) if layout else beams,
-                             lidar_columns=columns, lidar_elevations_deg=layout), root, progress=False)
+                             lidar_columns=columns, lidar_elevations_deg=layout, camera_heading_deg=camera[0],
+                             camera_pitch_deg=camera[1]), root, progress=False)
     return open_dataset(root)
 
 
 def synthetic(cache: Path, frames: int, beams: int = SynthConfig.lidar_beams,
-              columns: int = SynthConfig.lidar_columns, elevations: str | None = None) -> list:
-    return [synthetic_drive(cache, style, seed, frames, beams, columns, elevations) for style, seed in HELD_OUT]
+              columns: int = SynthConfig.lidar_columns, elevations: str | None = None,
+              camera: tuple[float, float] = (0.0, 0.0)) -> list:
+    return [synthetic_drive(cache, style, seed, frames, beams, columns, elevations, camera)
+            for style, seed in HELD_OUT]
+
+
+def add_camera_options(ap: argparse.ArgumentParser) -> None:
+    """The synthetic drives' camera mount: --camera-heading, --camera-pitch."""
+    ap.add_argument("--camera-heading", type=float, default=0.0,
+                    help="the synthetic camera's view about the LiDAR's z from its +x [deg] (90: left, 180: rear)")
+    ap.add_argument("--camera-pitch", type=float, default=0.0,
+                    help="the synthetic camera tilted down by this [deg]")
 
 
 def add_lidar_options(ap: argparse.ArgumentParser) -> None:

@@ -7,8 +7,9 @@ hardware-triggered camera would be, so ``T_camera_lidar`` is exact.
 
 Per rig (per seed) the camera intrinsics, lens distortion and the mount are
 drawn at random within realistic limits: the optical axis roughly along the
-LiDAR's +x, a few degrees of yaw/pitch/roll, a lever arm of up to ~0.5 m
-horizontally, the camera 0.05-0.4 m below the LiDAR.
+LiDAR's +x (or along ``camera_heading_deg`` and ``camera_pitch_deg``: a side,
+rear or road-facing camera), a few degrees of yaw/pitch/roll, a lever arm of
+up to ~0.5 m horizontally, the camera 0.05-0.4 m below the LiDAR.
 
 Everything is seeded from :class:`SynthConfig`: the same config gives the
 same arrays and the same files, byte for byte. Frame ``i`` of a sequence does
@@ -82,6 +83,8 @@ class SynthConfig:
     tangential_max: float = 5e-4             # |p1|, |p2|
     # camera mount relative to the LiDAR
     mount_rot_jitter_deg: float = 3.0        # yaw, pitch, roll each uniform in +-this
+    camera_heading_deg: float = 0.0          # the view turned about the LiDAR's z from its +x (90: left, 180: rear)
+    camera_pitch_deg: float = 0.0            # ... and tilted down by this (a camera watching the road ahead)
     lever_arm_xy_m: float = 0.5              # |x|, |y| offset of the camera from the LiDAR
     camera_below_lidar_m: tuple[float, float] = (0.05, 0.4)
     # motion and timing
@@ -172,7 +175,8 @@ def random_rig(cfg: SynthConfig, rng: np.random.Generator) -> Rig:
     camera = CameraModel.from_intrinsics(w, h, fx, fy, cx, cy, np.array(dist), "plumb_bob")
     yaw, pitch, roll = np.radians(rng.uniform(-1, 1, 3) * cfg.mount_rot_jitter_deg)
     # jitter about the camera's own axes: yaw about y (down), pitch about x (right), roll about z (forward)
-    R_lidar_camera = R_LIDAR_OPTICAL @ rot_y(yaw) @ rot_x(pitch) @ rot_z(roll)
+    R_lidar_camera = rot_z(np.radians(cfg.camera_heading_deg)) @ R_LIDAR_OPTICAL \
+        @ rot_x(-np.radians(cfg.camera_pitch_deg)) @ rot_y(yaw) @ rot_x(pitch) @ rot_z(roll)
     t_lidar_camera = np.array([rng.uniform(-1, 1) * cfg.lever_arm_xy_m, rng.uniform(-1, 1) * cfg.lever_arm_xy_m,
                                -rng.uniform(*cfg.camera_below_lidar_m)])
     T_lidar_camera = make_transform(R_lidar_camera, t_lidar_camera)

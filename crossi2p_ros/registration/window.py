@@ -590,9 +590,9 @@ class WindowEstimator:
                             mounts: bool = True, motion: bool = True) -> WindowResult:
         """The window's ``T_camera_lidar`` with no prior.
 
-        When ``motion`` and the window's motion gives the camera's rotation (:meth:`motion_hypothesis`), that pose and the
-        hypotheses (network proposals) within ``motion_gate_deg`` of it are the starts; otherwise the
-        hypotheses and, with ``mounts``, :meth:`mount_hypotheses`. Each start is scored at the coarsest
+        When ``motion`` and the window's motion gives the camera's rotation (:meth:`motion_hypothesis`), that
+        pose and the hypotheses (network proposals) within ``motion_gate_deg`` of it are the starts;
+        otherwise the hypotheses and, with ``mounts``, :meth:`mount_hypotheses`. Each start is scored at the coarsest
         level over its rotation grid, and the best ``mount_finalists`` distinct ones (the motion's always
         first) are solved by :meth:`solve` (global search around each)."""
         cfg = self.cfg
