@@ -592,16 +592,16 @@ class WindowEstimator:
 
         When ``motion`` and the window's motion gives the camera's rotation (:meth:`motion_hypothesis`), that
         pose and the hypotheses (network proposals) within ``motion_gate_deg`` of it are the starts;
-        otherwise the hypotheses and, with ``mounts``, :meth:`mount_hypotheses`. Each start is scored at the coarsest
-        level over its rotation grid, and the best ``mount_finalists`` distinct ones (the motion's always
-        first) are solved by :meth:`solve` (global search around each)."""
+        otherwise the hypotheses and, with ``mounts``, :meth:`mount_hypotheses`. Each start is scored at the
+        coarsest level over its rotation grid, and the best ``mount_finalists`` distinct ones (the motion's
+        always first) are solved by :meth:`solve` (global search around each)."""
         cfg = self.cfg
         t0 = time.perf_counter()
         starts = [np.asarray(T, dtype=np.float64) for T in hypotheses]
-        motion = self.motion_hypothesis(keyframes) if motion else None
+        travelled = self.motion_hypothesis(keyframes) if motion else None
         motion_ms = 1e3 * (time.perf_counter() - t0)
-        if motion is not None:
-            T_motion = motion.T_camera_lidar
+        if travelled is not None:
+            T_motion = travelled.T_camera_lidar
             starts = [T_motion] + [T for T in starts if pose_distance(T, T_motion).rot_deg <= cfg.motion_gate_deg]
         elif mounts:
             starts += list(self.mount_hypotheses())
@@ -622,7 +622,7 @@ class WindowEstimator:
             return self._failure(np.eye(4), len(keyframes), "no mount hypothesis sees LiDAR depth edges in the "
                                  "image (no overlap, no structure, or no data)", {})
         ranked.sort(key=lambda r: -r[0])
-        if motion is not None:   # the direction of travel outranks any edge score
+        if travelled is not None:   # the direction of travel outranks any edge score
             ranked.sort(key=lambda r: r[1] is not T_motion)
         chosen: list[np.ndarray] = []
         for _, T in ranked:
@@ -644,9 +644,8 @@ class WindowEstimator:
                       and not self._same_optimum(r.T_camera_lidar, best.T_camera_lidar)]
             if others:   # two headings explain the window as well: say so, and do not claim convergence
                 best.converged = False
-                best.message = "another mount explains the window almost as well; drive past more structure" \
-                    if motion is None else "another start within the motion's heading explains the window almost " \
-                    "as well; drive past more structure"
+                rival = "another mount" if travelled is None else "another start near the motion's rotation"
+                best.message = f"{rival} explains the window almost as well; drive past more structure"
                 best.covariance = best.covariance + np.diag(np.r_[[cfg.search_trans_m ** 2 / 5] * 3,
                                                                   [np.radians(cfg.search_rot_deg) ** 2 / 5] * 3])
         return best
