@@ -11,9 +11,9 @@ window estimator can start from (see ``WindowEstimator.solve_without_prior``)
   travel): a camera level with the LiDAR's horizon at every 10 deg of
   heading, each scored over its rotation grid, the best two solved with the
   global search;
-* **network + mounts**: (motion off in this and the next two) the network's per-frame poses (``Calibrator.proposals``:
-  coarse matches -> RANSAC PnP -> fine, the best ``max_proposals`` of the
-  window) ranked together with the mounts;
+* **network + mounts** (motion off in this and the next two): the network's
+  per-frame poses (``Calibrator.proposals``: coarse matches -> RANSAC PnP ->
+  fine, the best ``max_proposals`` of the window) ranked with the mounts;
 * **network only**: the proposals alone (``mount_scan`` off);
 * **random poses** (control): as many random poses as there are proposals, alone.
 
@@ -49,7 +49,8 @@ from crossi2p_ros.evaluation import window_start, within_sigma, write_json  # no
 from crossi2p_ros.geometry import make_transform, pose_error  # noqa: E402
 from crossi2p_ros.model.weights import file_sha256  # noqa: E402
 from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig  # noqa: E402
-from window import SHARED, add_camera_options, synthetic  # noqa: E402  (benchmarks/window.py: the held-out sequences)
+# benchmarks/window.py: the held-out sequences
+from window import SHARED, add_camera_options, synthetic  # noqa: E402
 
 VARIANTS = {   # name: (starts from network proposals, scans the mounts, uses the window's motion)
     "motion": ("none", True, True),
