@@ -1,4 +1,4 @@
-"""No prior at all: the network's global proposals against the learning-free mount scan, side by side.
+"""No prior at all: the network's global proposals against the learning-free starts (motion, mounts), side by side.
 
 A node started without any TF has to find ``T_camera_lidar`` from scratch. The
 window estimator can start from (see ``WindowEstimator.solve_without_prior``)
@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             rec["sequence"], rec["start"] = Path(ds.root).name, start
             records.setdefault(group, []).append(rec)
             p = rec["proposals"]
-            best = "none" if p["best_rot_deg"] is None else f"{p['best_rot_deg']:.1f} deg / {100 * p['best_trans_m']:.0f} cm"
+            best = "none" if p["best_rot_deg"] is None else \
+                f"{p['best_rot_deg']:.1f} deg / {100 * p['best_trans_m']:.0f} cm"
             print(f"{group} {rec['sequence']} @{start}: {p['found']} proposals of {p['frames']} frames "
                   f"({p['network_s']:.1f} s), best {best}, {p['in_basin']} in the basin | " + " | ".join(
                       f"{n}: {rec[n]['rot_deg']:.2f} deg / {100 * rec[n]['trans_m']:.1f} cm"
