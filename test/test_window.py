@@ -331,6 +331,20 @@ def test_without_a_prior_the_windows_motion_is_the_start_that_finds_the_truth(dr
     assert "nothing to start from" in off.estimate_window(window).message
 
 
+def test_a_motion_start_that_sees_no_lidar_edges_gives_way_to_the_mounts(drive, window):
+    # the sweeps' order reversed reverses the LiDAR's travel, so the motion proposal looks backwards; with
+    # only the edges in front of the true camera kept (a forward-facing LiDAR) it sees none of them
+    T_gt = drive[0].T_camera_lidar
+    front = [replace(kf.subset(transform_points(T_gt, kf.edges)[:, 2] > 0),
+                     motion=replace(kf.motion, cloud=back.motion.cloud)) for kf, back in zip(window, window[::-1])]
+    est = WindowEstimator()
+    backwards = est.motion_hypothesis(front)
+    assert backwards is not None and pose_error(backwards.T_camera_lidar, T_gt).rot_deg > 90.0
+    found = est.solve_without_prior(front)
+    err = pose_error(found.T_camera_lidar, T_gt)
+    assert found.ok and err.rot_deg < 0.3 and err.trans_m < 0.03, (err, found.message)
+
+
 def test_the_converged_window_covers_the_truth(drive, window):
     T_gt = drive[0].T_camera_lidar
     result = WindowEstimator().solve(window, _step(3.0, 0.15) @ T_gt)

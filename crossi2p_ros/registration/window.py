@@ -592,32 +592,28 @@ class WindowEstimator:
 
         When ``motion`` and the window's motion gives the camera's rotation (:meth:`motion_hypothesis`), that
         pose and the hypotheses (network proposals) within ``motion_gate_deg`` of it are the starts;
-        otherwise the hypotheses and, with ``mounts``, :meth:`mount_hypotheses`. Each start is scored at the
-        coarsest level over its rotation grid, and the best ``mount_finalists`` distinct ones (the motion's
-        always first) are solved by :meth:`solve` (global search around each)."""
+        otherwise (or when most keyframes see no LiDAR edges from the motion's pose) the hypotheses and, with
+        ``mounts``, :meth:`mount_hypotheses`. Each start is scored at the coarsest level over its rotation
+        grid, and the best ``mount_finalists`` distinct ones (the motion's always first) are solved by
+        :meth:`solve` (global search around each)."""
         cfg = self.cfg
         t0 = time.perf_counter()
-        starts = [np.asarray(T, dtype=np.float64) for T in hypotheses]
+        proposals = [np.asarray(T, dtype=np.float64) for T in hypotheses]
         travelled = self.motion_hypothesis(keyframes) if motion else None
         motion_ms = 1e3 * (time.perf_counter() - t0)
+        ranked: list[tuple[float, np.ndarray]] = []
         if travelled is not None:
             T_motion = travelled.T_camera_lidar
-            starts = [T_motion] + [T for T in starts if pose_distance(T, T_motion).rot_deg <= cfg.motion_gate_deg]
-        elif mounts:
-            starts += list(self.mount_hypotheses())
-        if not starts:
-            return self._failure(np.eye(4), len(keyframes), "no prior, no proposals and the mount scan is off: "
-                                 "nothing to start from", {})
-        grid = self.rotation_grid()
-        ranked: list[tuple[float, np.ndarray]] = []
-        for H in starts:
-            view = [kf.subset(self._in_view_mask(kf, H)) for kf in keyframes]
-            usable = [kf for kf in view if len(kf.edges) >= cfg.min_edge_points]
-            if len(usable) * 2 < len(keyframes):   # most keyframes see nothing from here: not the mount
-                continue
-            scores = self.score_many(usable, grid @ H, 0, cfg.search_points)
-            # a hypothesis is as good as the best pose of its search region; it stays the region's centre
-            ranked.append((float(scores.max()) * len(usable) / len(keyframes), H))
+            ranked = self._rank_starts(keyframes, [T_motion] + [
+                T for T in proposals if pose_distance(T, T_motion).rot_deg <= cfg.motion_gate_deg])
+            if not any(H is T_motion for _, H in ranked):   # no LiDAR edges in its view: not the mount after all
+                travelled, ranked = None, []
+        if travelled is None:
+            starts = proposals + (list(self.mount_hypotheses()) if mounts else [])
+            if not starts:
+                return self._failure(np.eye(4), len(keyframes), "no prior, no proposals and the mount scan is "
+                                     "off: nothing to start from", {})
+            ranked = self._rank_starts(keyframes, starts)
         if not ranked:
             return self._failure(np.eye(4), len(keyframes), "no mount hypothesis sees LiDAR depth edges in the "
                                  "image (no overlap, no structure, or no data)", {})
@@ -649,6 +645,22 @@ class WindowEstimator:
                 best.covariance = best.covariance + np.diag(np.r_[[cfg.search_trans_m ** 2 / 5] * 3,
                                                                   [np.radians(cfg.search_rot_deg) ** 2 / 5] * 3])
         return best
+
+    def _rank_starts(self, keyframes: Sequence[Keyframe], starts: Sequence[np.ndarray]
+                     ) -> list[tuple[float, np.ndarray]]:
+        """``(score, start)`` of the starts from which most keyframes see LiDAR depth edges, each scored by
+        the best pose of its rotation grid at the coarsest level (a start stays its region's centre)."""
+        cfg = self.cfg
+        grid = self.rotation_grid()
+        ranked = []
+        for H in starts:
+            view = [kf.subset(self._in_view_mask(kf, H)) for kf in keyframes]
+            usable = [kf for kf in view if len(kf.edges) >= cfg.min_edge_points]
+            if len(usable) * 2 < len(keyframes):   # most keyframes see nothing from here: not the mount
+                continue
+            scores = self.score_many(usable, grid @ H, 0, cfg.search_points)
+            ranked.append((float(scores.max()) * len(usable) / len(keyframes), H))
+        return ranked
 
     def _same_optimum(self, T: np.ndarray, T_other: np.ndarray) -> bool:
         """Within the convergence bounds of each other: two searches that ended in one basin."""
