@@ -120,6 +120,8 @@ def _registration_cloud(features: MotionFeatures):
 
 
 def _register(cloud_a, cloud_b, cfg: MotionConfig, T_init: np.ndarray) -> tuple[np.ndarray, float]:
+    """``T_lidara_lidarb`` (4x4, maps b's points into a's frame) by generalized ICP from ``T_init``, and its
+    fitness (the share of b's points with a correspondence)."""
     import open3d as o3d   # see motion_features
 
     reg = o3d.pipelines.registration
@@ -127,15 +129,6 @@ def _register(cloud_a, cloud_b, cfg: MotionConfig, T_init: np.ndarray) -> tuple[
                                               reg.TransformationEstimationForGeneralizedICP(),
                                               reg.ICPConvergenceCriteria(max_iteration=30))
     return np.asarray(result.transformation), float(result.fitness)
-
-
-def lidar_motion(a: MotionFeatures, b: MotionFeatures, cfg: MotionConfig = MotionConfig(),
-                 T_init: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    """``T_lidara_lidarb`` (4x4, maps b's points into a's frame) by generalized ICP from ``T_init`` (default
-    identity), and its fitness (the share of b's points with a correspondence)."""
-    if len(a.cloud) < 10 or len(b.cloud) < 10:
-        return np.eye(4), 0.0
-    return _register(_registration_cloud(a), _registration_cloud(b), cfg, np.eye(4) if T_init is None else T_init)
 
 
 def camera_motion(a: MotionFeatures, b: MotionFeatures, K: np.ndarray, cfg: MotionConfig = MotionConfig()
@@ -203,9 +196,9 @@ def rotation_from_motion(features: Sequence[MotionFeatures], K: np.ndarray, cfg:
         # the partner baseline_m away (a longer baseline pins the direction better), else the nearest one
         # that travelled far enough: weak texture seen close (a road-facing camera) matches only over short
         # baselines
-        partners = [next(((j, B) for j, B in far if np.linalg.norm(B[:3, 3]) >= cfg.baseline_m),
-                         max(far, key=lambda f: np.linalg.norm(f[1][:3, 3]))), far[0]]
-        for j, B in partners[: 1 if partners[0][0] == partners[1][0] else 2]:
+        first = next(((j, B) for j, B in far if np.linalg.norm(B[:3, 3]) >= cfg.baseline_m),
+                     max(far, key=lambda f: np.linalg.norm(f[1][:3, 3])))
+        for j, B in [first] if first[0] == far[0][0] else [first, far[0]]:
             cam = camera_motion(features[i], features[j], K, cfg)
             if cam is not None:
                 break

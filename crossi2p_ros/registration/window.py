@@ -716,9 +716,7 @@ class WindowEstimator:
         cfg = self.cfg
         out = []
         for T_other, s in finals:
-            err = pose_distance(T_other, T)
-            if s >= (1.0 - cfg.ambiguity) * score and (err.rot_deg > cfg.converged_rot_deg
-                                                         or err.trans_m > cfg.converged_trans_m):
+            if s >= (1.0 - cfg.ambiguity) * score and not self._same_optimum(T_other, T):
                 out.append(T_other)
         return out
 
