@@ -215,6 +215,15 @@ def pose_distance(T_pred: np.ndarray, T_gt: np.ndarray) -> PoseError:
     return PoseError(rot_deg=float(np.degrees(np.arccos(cos))), trans_m=trans, rre_deg=float("nan"), rte_m=trans)
 
 
+def pose_distances(Ts: np.ndarray, T_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pose_distance` of each pose of ``Ts`` (C, 4, 4) from ``T_ref``: rotation angles (C,) [deg] and
+    translation distances (C,) [m], as arrays (one call for a batch of poses)."""
+    Ts, T_ref = np.asarray(Ts, dtype=np.float64), np.asarray(T_ref, dtype=np.float64)
+    # trace(R^T R_ref) without the products; |R^T (t_ref - t)| = |t_ref - t|
+    cos = np.clip(0.5 * (np.einsum("cij,ij->c", Ts[:, :3, :3], T_ref[:3, :3]) - 1.0), -1.0, 1.0)
+    return np.degrees(np.arccos(cos)), np.linalg.norm(T_ref[:3, 3] - Ts[:, :3, 3], axis=1)
+
+
 def within_sigma(T_pred: np.ndarray, covariance: np.ndarray, T_gt: np.ndarray, k: float = 3.0) -> bool:
     """Whether ``T_gt`` lies within ``k`` sigma of ``T_pred`` on every axis.
 

@@ -243,7 +243,7 @@ def test_compiled_objective_scores_and_linearises_like_the_plain_numpy_one(drive
             score, H_ref, g_ref = _reference_objective(est, kfs, T, level, count)
             assert est.score(kfs, T, level, count) == pytest.approx(many[k], rel=1e-12)
             assert many[k] == pytest.approx(score, abs=2e-3)
-            H, g = est._linearise(est._level_inputs(kfs, level, count, T), T)
+            H, g = (a[0] for a in est._linearise(est._level_inputs(kfs, level, count, T), T[None]))
             np.testing.assert_allclose(H, H_ref, rtol=0.05, atol=1e-3 * np.abs(H_ref).max())
             np.testing.assert_allclose(g, g_ref, rtol=0.05, atol=0.02 * np.abs(g_ref).max())
 
@@ -258,11 +258,29 @@ def test_a_solve_split_over_threads_scores_and_ends_exactly_as_on_one(window, dr
         np.testing.assert_array_equal(three.score_many(window, Ts, level, count),
                                       one.score_many(window, Ts, level, count))
         inputs = one._level_inputs(window, level, count, Ts[0])
-        for got, want in zip(three._linearise(inputs, Ts[0]), one._linearise(inputs, Ts[0])):
+        for got, want in zip(three._linearise(inputs, Ts), one._linearise(inputs, Ts)):
             np.testing.assert_array_equal(got, want)
     start = _step(1.0, 0.05) @ drive[0].T_camera_lidar
     np.testing.assert_array_equal(three.solve(window, start, global_search=False).T_camera_lidar,
                                   one.solve(window, start, global_search=False).T_camera_lidar)
+
+
+def test_poses_refined_together_end_each_where_it_ends_alone(window, drive):
+    # the search refines its candidates in lockstep (WindowEstimator.refine_many: one kernel call a keyframe and
+    # step for all); each pose keeps its own damping and stopping rule, so the batch must not change where any
+    # of them ends. Starts of different distance converge after different numbers of steps
+    est = WindowEstimator()
+    T_gt = drive[0].T_camera_lidar
+    starts = [_step(0.2, 0.01) @ T_gt, _step(3.0, 0.15, axis=(0, 0, 1)) @ T_gt, _step(1.5, 0.3, taxis=(1, 0, 0)) @ T_gt,
+              _step(6.0, 0.05, axis=(1, 0.2, 0)) @ T_gt]
+    for levels in ([0, 1], [2, 3]):
+        together = est.refine_many(window, starts, levels, T_gt)
+        for T0, (T, score) in zip(starts, together):
+            T_alone, score_alone = est.refine(window, T0, levels, T_gt)
+            np.testing.assert_allclose(T, T_alone, atol=1e-9)
+            assert score == pytest.approx(score_alone, rel=1e-9)
+        assert len({round(pose_error(T, T_gt).rot_deg, 4) for T, _ in together}) == len(starts)
+    assert est.refine_many(window, [], [0], T_gt) == []
 
 
 def test_nan_edge_points_never_count_in_the_compiled_objective(window, drive):
@@ -280,8 +298,8 @@ def test_nan_edge_points_never_count_in_the_compiled_objective(window, drive):
         got = est.score_many([poisoned], T[None], level, n)[0] * n
         want = est.score_many([clean], T[None], level, len(clean.edges))[0] * len(clean.edges)
         assert np.isfinite(got) and got == pytest.approx(want, rel=1e-12)
-        H, g = est._linearise(est._level_inputs([poisoned], level, n), T)
-        H_ref, g_ref = est._linearise(est._level_inputs([clean], level, n), T)
+        H, g = est._linearise(est._level_inputs([poisoned], level, n), T[None])
+        H_ref, g_ref = est._linearise(est._level_inputs([clean], level, n), T[None])
         np.testing.assert_allclose(H * n, H_ref * len(clean.edges), rtol=1e-10)
         np.testing.assert_allclose(g * n, g_ref * len(clean.edges), rtol=1e-10)
 

@@ -142,39 +142,51 @@ def score_poses(points, second, K, size, R, t, field, scale, second_row, sigma2,
 
 
 @njit(**_JIT)
-def normal_equations_at(points, second, K, size, R, t, field, scale, second_row, sigma2):
-    """Gauss-Newton normal equations of the edge distances at one pose: ``H`` (6, 6) = sum w J^T J and
-    ``g`` (6,) = sum w J^T d over the points in the image, with the Geman-McClure IRLS weight
-    ``w = (sigma2 / (sigma2 + d^2))^2``.
+def normal_equations(points, second, K, size, R, t, field, scale, second_row, sigma2):
+    """Gauss-Newton normal equations of the edge distances at each pose ``R`` (C, 3, 3), ``t`` (C, 3):
+    ``H`` (C, 6, 6) = sum w J^T J and ``g`` (C, 6) = sum w J^T d over the points in the image, with the
+    Geman-McClure IRLS weight ``w = (sigma2 / (sigma2 + d^2))^2``.
 
     J (6,) is the derivative of a point's distance ``d`` [px] with respect to a left perturbation
     (rho [m], phi [rad]) in the camera frame, through the field's stored derivatives and the pinhole
-    (the skew term is left out, as in :func:`.solver.pullback_to_pose`). Arguments as
-    :func:`score_poses` with one pose ``R`` (1, 3, 3), ``t`` (1, 3).
+    (the skew term is left out, as in :func:`.solver.pullback_to_pose`). Other arguments as
+    :func:`score_poses`. Each pose's sums run over the points in their order, so a pose's equations do
+    not depend on which other poses share the call (a refinement linearises all its poses in one call).
     """
     h, w = field.shape[0], field.shape[1]
     fx, fy = K[0], K[3]
-    n = points.shape[0]
-    J = np.empty((n, 6))
-    r = np.empty(n)
-    wt = np.empty(n)
-    m = 0
+    n, C = points.shape[0], R.shape[0]
+    J = np.empty((C, n, 6))
+    r = np.empty((C, n))
+    wt = np.empty((C, n))
+    m = np.zeros(C, dtype=np.int64)
+    # points outer, poses inner, as in score_poses: nearby poses read one neighbourhood of the field
     for i in range(n):
-        counts, px, py, pz, iz, u, v = _project(R, t, 0, points[i, 0], points[i, 1], points[i, 2], K, size)
-        if not counts:
-            continue
-        j0, j1, i0, i1, ax, ay = _cell(u, v, scale, second_row if second[i] else 0.0, h, w)
-        d = _bilinear(field, 0, j0, j1, i0, i1, ax, ay)
-        du = _bilinear(field, 1, j0, j1, i0, i1, ax, ay) * fx * iz
-        dv = _bilinear(field, 2, j0, j1, i0, i1, ax, ay) * fy * iz
-        dz = -(du * px + dv * py) * iz
-        # [w, p x w]: a left step moves p by rho + phi x p
-        J[m, 0], J[m, 1], J[m, 2] = du, dv, dz
-        J[m, 3], J[m, 4], J[m, 5] = py * dz - pz * dv, pz * du - px * dz, px * dv - py * du
-        s = sigma2 / (sigma2 + d * d)
-        r[m] = d
-        wt[m] = s * s
-        m += 1
-    # the 6 x 6 products in one BLAS call (accumulated per point here they cost more than the sampling)
-    Jw = J[:m] * wt[:m].reshape(-1, 1)
-    return Jw.T @ J[:m], Jw.T @ r[:m]
+        X, Y, Z = points[i, 0], points[i, 1], points[i, 2]
+        row = second_row if second[i] else 0.0
+        for c in range(C):
+            counts, px, py, pz, iz, u, v = _project(R, t, c, X, Y, Z, K, size)
+            if not counts:
+                continue
+            j0, j1, i0, i1, ax, ay = _cell(u, v, scale, row, h, w)
+            d = _bilinear(field, 0, j0, j1, i0, i1, ax, ay)
+            du = _bilinear(field, 1, j0, j1, i0, i1, ax, ay) * fx * iz
+            dv = _bilinear(field, 2, j0, j1, i0, i1, ax, ay) * fy * iz
+            dz = -(du * px + dv * py) * iz
+            k = m[c]
+            # [w, p x w]: a left step moves p by rho + phi x p
+            J[c, k, 0], J[c, k, 1], J[c, k, 2] = du, dv, dz
+            J[c, k, 3], J[c, k, 4], J[c, k, 5] = py * dz - pz * dv, pz * du - px * dz, px * dv - py * du
+            s = sigma2 / (sigma2 + d * d)
+            r[c, k] = d
+            wt[c, k] = s * s
+            m[c] = k + 1
+    H = np.zeros((C, 6, 6))
+    g = np.zeros((C, 6))
+    for c in range(C):
+        # the 6 x 6 products in one BLAS call a pose (accumulated per point they cost more than the sampling)
+        Jc = J[c, : m[c]]
+        Jw = Jc * wt[c, : m[c]].reshape(-1, 1)
+        H[c] = Jw.T @ Jc
+        g[c] = Jw.T @ r[c, : m[c]]
+    return H, g
