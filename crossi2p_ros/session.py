@@ -163,7 +163,10 @@ class Session:
             self.frames_offered += 1
             if self.window.skip_reason(look, stamp_s) is not None:   # decided before the costly features
                 return False
-        keyframe, image, camera = self.calibrator.prepare(frame.image, frame.points, frame.camera, frame.ring, stamp_s)
+        # the motion proposal's features only serve a solve without a prior
+        keyframe, image, camera = self.calibrator.prepare(frame.image, frame.points, frame.camera, frame.ring, stamp_s,
+                                                          without_prior=self.cfg.mode == "calibrate"
+                                                          and self.T_prior is None)
         with self._lock:
             if self.window.keyframes and (camera.width, camera.height) != (self.window.keyframes[-1].width,
                                                                           self.window.keyframes[-1].height):

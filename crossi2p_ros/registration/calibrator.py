@@ -214,10 +214,15 @@ class Calibrator:
         return self.estimate_many([(image, points, camera)], T_init)
 
     def prepare(self, image: np.ndarray, points: np.ndarray, camera: CameraModel, ring: np.ndarray | None = None,
-                stamp: float | None = None) -> tuple[Keyframe, np.ndarray, CameraModel]:
-        """One frame's window features, with its undistorted image and pinhole camera (for the network and MI)."""
+                stamp: float | None = None, without_prior: bool = True) -> tuple[Keyframe, np.ndarray, CameraModel]:
+        """One frame's window features, with its undistorted image and pinhole camera (for the network and MI).
+
+        ``without_prior``: the keyframe may be solved without a prior, so it keeps the motion proposal's
+        features (when ``motion_proposal``); False where a prior is known saves their cost."""
         pinhole_image, pinhole = undistorted(image, camera)
-        return prepare_keyframe(pinhole_image, points, pinhole, self.cfg.window, ring, stamp), pinhole_image, pinhole
+        keyframe = prepare_keyframe(pinhole_image, points, pinhole, self.cfg.window, ring, stamp,
+                                    motion=without_prior and self.cfg.motion_proposal)
+        return keyframe, pinhole_image, pinhole
 
     def estimate_many(self, frames: Sequence[tuple], T_init: np.ndarray | None = None) -> Estimate:
         """One ``T_camera_lidar`` from frames ``(image, points, camera[, ring])`` of one rig, solved jointly."""
@@ -226,7 +231,8 @@ class Calibrator:
         if not frames:
             raise CrossI2PError("estimate_many needs at least one (image, points, camera) frame")
         with timer.stage("preprocess"):
-            prepared = [self.prepare(f[0], f[1], f[2], f[3] if len(f) > 3 else None) for f in frames]
+            prepared = [self.prepare(f[0], f[1], f[2], f[3] if len(f) > 3 else None, without_prior=T_prior is None)
+                        for f in frames]
         if len({p[2].K.tobytes() for p in prepared}) > 1 or len({(p[2].width, p[2].height) for p in prepared}) > 1:
             raise CrossI2PError("estimate_many: the frames' cameras differ; a window needs one camera of one rig")
         undistorted_frames = [(img, f[1], cam) for f, (_, img, cam) in zip(frames, prepared)]
