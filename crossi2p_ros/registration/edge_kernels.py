@@ -142,7 +142,7 @@ def score_poses(points, second, K, size, R, t, field, scale, second_row, sigma2,
 
 
 @njit(**_JIT)
-def normal_equations(points, second, K, size, R, t, field, scale, second_row, sigma2):
+def linearise_poses(points, second, K, size, R, t, field, scale, second_row, sigma2):
     """Gauss-Newton normal equations of the edge distances at each pose ``R`` (C, 3, 3), ``t`` (C, 3):
     ``H`` (C, 6, 6) = sum w J^T J and ``g`` (C, 6) = sum w J^T d over the points in the image, with the
     Geman-McClure IRLS weight ``w = (sigma2 / (sigma2 + d^2))^2``.

@@ -44,7 +44,7 @@ def pullback_to_pose(K: np.ndarray, points_camera: np.ndarray, d_uv: np.ndarray)
     pinhole, and a left step moves p by rho + phi x p, so d/drho = w and
     d/dphi = p x w. Used where only a scalar per point matters (edge
     distance, image brightness; the window objective's compiled form is
-    :func:`.edge_kernels.normal_equations_at`).
+    :func:`.edge_kernels.linearise_poses`).
     """
     fx, fy = K[0, 0], K[1, 1]
     x, y, z = points_camera[:, 0], points_camera[:, 1], points_camera[:, 2]

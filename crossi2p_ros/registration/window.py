@@ -46,7 +46,7 @@ import numpy as np
 
 from ..geometry import (CameraModel, PoseError, invert, pose_distance, pose_distances, project_pinhole, se3_exp,
                         se3_log, transform_points)
-from .edge_kernels import map_in_threads, normal_equations, score_poses
+from .edge_kernels import linearise_poses, map_in_threads, score_poses
 from .image_edges import (EdgeLevel, ImageEdgeConfig, detect_edges, distance_levels, robust_score, sample_level,
                           stack_levels)
 from .lidar_edges import LidarEdgeConfig, depth_edges
@@ -318,7 +318,7 @@ class WindowEstimator:
         keyframe's points weighted by 1 / their count (as in the score)."""
         H, g = np.zeros((len(Ts), 6, 6)), np.zeros((len(Ts), 6))
         R, t = np.ascontiguousarray(Ts[:, :3, :3]), np.ascontiguousarray(Ts[:, :3, 3])
-        normals = map_in_threads(lambda args: normal_equations(*args[:4], R, t, *args[4:]), inputs,
+        normals = map_in_threads(lambda args: linearise_poses(*args[:4], R, t, *args[4:]), inputs,
                                  self.cfg.threads)
         for args, (H_k, g_k) in zip(inputs, normals):
             H += H_k / len(args[0])
