@@ -465,7 +465,8 @@ class WindowEstimator:
         starts = self._best(usable, np.concatenate([rotations @ T for T in starts]), 0, cfg.candidates)
         starts = [T for T, _ in self.refine_many(usable, starts, rotation_levels, T_center)]
         level = min(cfg.translation_stages[0][0], len(cfg.sigma_deg) - 1) if cfg.translation_stages else 0
-        starts = sorted(starts, key=lambda T: -self.score(usable, T, level, cfg.search_points))[: cfg.finalists]
+        scores = self.score_many(usable, np.asarray(starts), level, cfg.search_points)   # one call for all
+        starts = [starts[i] for i in np.argsort(-scores, kind="stable")[: cfg.finalists]]
         for k, (level, step, radius) in enumerate(cfg.translation_stages):
             level = min(level, len(cfg.sigma_deg) - 1)
             if k:   # a finer stage starts from the best distinct poses of the one before
