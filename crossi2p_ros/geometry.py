@@ -209,10 +209,8 @@ def pose_error(T_pred: np.ndarray, T_gt: np.ndarray) -> PoseError:
 def pose_distance(T_pred: np.ndarray, T_gt: np.ndarray) -> PoseError:
     """:func:`pose_error` without its Euler decomposition (``rre_deg`` is NaN): the window search compares
     thousands of poses, and scipy's Euler angles cost ten times the rest."""
-    T_err = invert(T_pred) @ np.asarray(T_gt, dtype=np.float64)
-    cos = np.clip(0.5 * (np.trace(T_err[:3, :3]) - 1.0), -1.0, 1.0)
-    trans = float(np.linalg.norm(T_err[:3, 3]))
-    return PoseError(rot_deg=float(np.degrees(np.arccos(cos))), trans_m=trans, rre_deg=float("nan"), rte_m=trans)
+    rot, trans = pose_distances(np.asarray(T_pred, dtype=np.float64)[None], T_gt)
+    return PoseError(rot_deg=float(rot[0]), trans_m=float(trans[0]), rre_deg=float("nan"), rte_m=float(trans[0]))
 
 
 def pose_distances(Ts: np.ndarray, T_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
