@@ -15,6 +15,10 @@ turn, the order alternating, in one process on the same keyframes, and the media
 
 ``--one-at-a-time`` adds, for each thread count, the estimator refining its candidates one pose at a time (as
 before 2026-12-03's lockstep refinement, ``WindowEstimator.refine_many``), solved in the same alternation.
+``--set FIELD=VALUE`` (repeatable, as ``benchmarks/window.py``) adds the estimator with those ``WindowConfig``
+overrides of its solve (the keyframes stay prepared with the defaults), e.g.
+
+    .venv/bin/python benchmarks/solve_time.py --set interval_spacing=2.0 --rounds 2
 
 Keyframe preparation is done once, before timing.
 """
@@ -30,12 +34,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path.cwd()))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from crossi2p_ros.data.kitti import open_dataset  # noqa: E402
 from crossi2p_ros.data.perturb import CalibProtocol  # noqa: E402
 from crossi2p_ros.geometry import pose_error  # noqa: E402
 from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig  # noqa: E402
 from crossi2p_ros.registration.window import WindowEstimator  # noqa: E402
+from window import window_config  # noqa: E402  (benchmarks/window.py's --set)
 
 
 class OneAtATime(WindowEstimator):
@@ -58,6 +64,8 @@ def main() -> int:
     ap.add_argument("--one-at-a-time", action="store_true",
                     help="also solve with the candidates refined one pose at a time (the lockstep's comparison)")
     ap.add_argument("--rounds", type=int, default=1, help="times every start is solved with each variant")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="also solve with these WindowConfig overrides (as benchmarks/window.py)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     if not args.data.is_dir():
@@ -75,6 +83,8 @@ def main() -> int:
         estimators[name] = WindowEstimator(replace(calibrator.cfg.window, threads=n))
         if args.one_at_a_time:
             estimators[f"{name}, one at a time"] = OneAtATime(replace(calibrator.cfg.window, threads=n))
+        if args.set:
+            estimators[f"{name}, {' '.join(args.set)}"] = WindowEstimator(replace(window_config(args.set), threads=n))
     rows = []
     for k in range(args.rounds * args.starts):
         s = k % args.starts

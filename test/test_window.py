@@ -89,6 +89,11 @@ def test_depth_edges_of_each_beam_count_lie_on_the_scenes_silhouettes(beams):
     assert across > 0.8 and across > 1.5 * wide, (across, wide)
     # the measured beam spacing decides whether the window objective uses the across-ring edges
     assert edges.ring_gap_deg == pytest.approx(abs(top - bottom) / (beams - 1), rel=0.05)
+    # each edge's interval (where its silhouette may lie) spans its pair: one beam step across rings, one
+    # column step along them
+    span_deg = np.degrees(np.linalg.norm(edges.spans, axis=1) / np.linalg.norm(edges.xyz, axis=1))
+    assert np.median(span_deg[~edges.along]) == pytest.approx(edges.ring_gap_deg, rel=0.1)
+    assert np.median(span_deg[edges.along]) == pytest.approx(360.0 / cfg.lidar_columns, rel=0.1)
 
 
 @pytest.mark.skipif(not KITTI_RAW.is_dir(), reason=f"real KITTI raw frames not present ({KITTI_RAW})")
@@ -545,3 +550,62 @@ def test_near_the_search_regions_edge_only_a_pose_the_bound_holds_back_is_refuse
     assert inside.converged, inside.message
     assert not est._bound_active(window, inside.T_camera_lidar)
     assert est._bound_active(window, _step(0.3, 0.1) @ T_gt)     # held 10 cm short of the optimum
+
+
+def _ring_keyframe(gap_deg: float = 1.0) -> Keyframe:
+    """Drawn bars seen by a coarse-ringed LiDAR: vertical bars give along-ring edges on their lines; each
+    horizontal bar's across-ring edges come from a pair of beams ``gap_deg`` apart, its drawn line somewhere
+    between them (a silhouette lies anywhere between its two beams): the nearest and longest bar's line at
+    0.15 of the way from the near beam, the others' at 0.3 to 0.85, so the bisectors of no two bars agree."""
+    W, H, f = 640, 480, 500.0
+    cam = CameraModel.from_intrinsics(W, H, f, f, W / 2 - 0.5, H / 2 - 0.5)
+    s = np.linspace(-8.0, 8.0, 800)
+    img = np.full((H, W), 200, np.uint8)
+    gap = np.radians(gap_deg)
+    pts, spans, along, lines = [], [], [], []
+    for x, z in ((-3.0, 6.0), (-1.0, 10.0), (2.0, 15.0), (3.5, 25.0)):
+        line = np.c_[np.full_like(s, x * z / 10), s * 0.07 * z, np.full_like(s, z)]
+        pts.append(line), spans.append(np.zeros_like(line)), along.append(np.ones(len(s), bool)), lines.append(line)
+    for y, z, fraction, copies in ((-2.0, 8.0, 0.15, 3), (1.5, 20.0, 0.5, 1), (0.5, 12.0, 0.85, 1),
+                                   (-1.0, 15.0, 0.3, 1), (2.5, 10.0, 0.7, 1)):
+        line = np.tile(np.c_[s * z / 10, np.full_like(s, y * z / 10), np.full_like(s, z)], (copies, 1))
+        near = line + np.r_[0.0, fraction * gap * z, 0.0]        # the beam on the bar, below its top
+        far = line - np.r_[0.0, (1.0 - fraction) * gap * z, 0.0]
+        pts.append(0.5 * (near + far)), spans.append(far - near), along.append(np.zeros(len(line), bool))
+        lines.append(line)
+    for line in lines:
+        a, b = line[0, :2] / line[0, 2] * f + cam.K[:2, 2], line[799, :2] / line[799, 2] * f + cam.K[:2, 2]
+        cv2.line(img, tuple(np.round(16 * a).astype(int)), tuple(np.round(16 * b).astype(int)), 0, 1, shift=4)
+    levels = distance_levels(img < 100, [f * np.radians(x) for x in WindowConfig().sigma_deg], ImageEdgeConfig())
+    pts, spans, along = np.concatenate(pts), np.concatenate(spans), np.concatenate(along)
+    order = np.random.default_rng(0).permutation(len(pts))
+    return Keyframe(pts[order], along[order], levels, cam.K, W, H, f, "field", spans=spans[order])
+
+
+def test_edges_scored_over_their_intervals_leave_the_optimum_on_the_silhouettes():
+    # refined from the truth: scored at their bisectors, the horizontal bars' edges pull the pose until the
+    # most of them sit on lines (0.43 deg / 20 cm off here); scored over the interval between their beams, the
+    # truth lies inside every interval and the pose stays near it (0.15 deg / 2 cm: where in the bars'
+    # common slack the along-ring edges leave it)
+    kf = _ring_keyframe()
+    errors = {}
+    for spacing in (0.0, 2.0):
+        est = WindowEstimator(WindowConfig(interval_spacing=spacing))
+        errors[spacing] = pose_error(est.solve([kf], np.eye(4), global_search=False).T_camera_lidar, np.eye(4))
+    at_bisectors, over_intervals = errors[0.0], errors[2.0]
+    assert at_bisectors.rot_deg > 0.3 and at_bisectors.trans_m > 0.1, \
+        f"the fixture no longer pulls bisector-scored edges off the lines: {at_bisectors}"
+    assert over_intervals.rot_deg < 0.5 * at_bisectors.rot_deg, (over_intervals, at_bisectors)
+    assert over_intervals.trans_m < 0.25 * at_bisectors.trans_m, (over_intervals, at_bisectors)
+
+
+def test_interval_scores_of_the_compiled_objective_match_the_numpy_distances():
+    # the kernels (search, refinement) and the covariance (numpy, _edge_distances) must see one objective
+    kf = _ring_keyframe()
+    est = WindowEstimator(WindowConfig(interval_spacing=2.0))
+    finest = len(est.cfg.sigma_deg) - 1
+    assert est._interval_samples(kf, finest, kf.edges, kf.spans).max() > 1
+    for T in (np.eye(4), se3_exp(np.r_[0.01, -0.02, 0.0, 0.002, -0.003, 0.001])):
+        d = est._edge_distances(kf, finest, T[None])[0]
+        expected = np.nansum(robust_score(d, est._sigma_px(kf, finest))) / len(kf.edges)
+        assert est.score([kf], T, finest) == pytest.approx(expected, rel=1e-3)

@@ -112,13 +112,43 @@ def _project(R, t, c, X, Y, Z, K, size):
     return (0.0 <= u <= size[0] and 0.0 <= v <= size[1]), px, py, pz, iz, u, v
 
 
+@njit(inline="always", **_JIT)
+def _nearest_sample(R, t, c, points, spans, samples, i, K, size, field, scale, row, h, w):
+    """Point ``i`` under pose c: of its ``samples[i]`` positions spread evenly over its interval (``points[i]``
+    plus -1/2 to +1/2 of ``spans[i]``, [m]; one sample: the point itself), the one nearest an image edge.
+    Returns whether any counts, its distance [px], cell, and projection (as :func:`_project`)."""
+    S = samples[i]
+    best = np.inf
+    found = False
+    bj0, bj1, bi0, bi1, bax, bay = 0, 0, 0, 0, 0.0, 0.0
+    bpx, bpy, bpz, biz = 0.0, 0.0, 0.0, 0.0
+    for k in range(S):
+        f = (k + 0.5) / S - 0.5
+        X = points[i, 0] + f * spans[i, 0]
+        Y = points[i, 1] + f * spans[i, 1]
+        Z = points[i, 2] + f * spans[i, 2]
+        counts, px, py, pz, iz, u, v = _project(R, t, c, X, Y, Z, K, size)
+        if not counts:
+            continue
+        j0, j1, i0, i1, ax, ay = _cell(u, v, scale, row, h, w)
+        d = _bilinear(field, 0, j0, j1, i0, i1, ax, ay)
+        if not found or d * d < best * best:
+            found = True
+            best = d
+            bj0, bj1, bi0, bi1, bax, bay = j0, j1, i0, i1, ax, ay
+            bpx, bpy, bpz, biz = px, py, pz, iz
+    return found, best, bj0, bj1, bi0, bi1, bax, bay, bpx, bpy, bpz, biz
+
+
 @njit(**_JIT)
-def score_poses(points, second, K, size, R, t, field, scale, second_row, sigma2, contrast):
+def score_poses(points, second, K, size, R, t, field, scale, second_row, sigma2, spans, samples, contrast):
     """Summed scores (C,) of ``points`` (N, 3) at each pose ``R`` (C, 3, 3), ``t`` (C, 3) (T_camera_lidar).
 
     ``second`` (N,) bool: points sampled from the stacked level's second field; ``K`` (5,) fx, skew, cx,
     fy, cy [px]; ``size`` (2,) the last valid u and v [px]; ``field`` (h, w, C>=3) float32 the level
-    (:class:`.image_edges.EdgeLevel`); ``sigma2`` the robust scale squared [px^2]; with ``contrast`` the
+    (:class:`.image_edges.EdgeLevel`); ``sigma2`` the robust scale squared [px^2]; ``spans`` (N, 3) [m] and
+    ``samples`` (N,) int: a point with more than one sample stands for the interval ``points +- spans / 2``
+    where its silhouette may lie, and scores at its sample nearest an image edge; with ``contrast`` the
     field's fourth channel (the score's local mean) is subtracted. Points not in the image score 0.
     """
     h, w = field.shape[0], field.shape[1]
@@ -129,11 +159,17 @@ def score_poses(points, second, K, size, R, t, field, scale, second_row, sigma2,
         X, Y, Z = points[i, 0], points[i, 1], points[i, 2]
         row = second_row if second[i] else 0.0
         for c in range(R.shape[0]):
-            counts, _, _, _, _, u, v = _project(R, t, c, X, Y, Z, K, size)
-            if not counts:
-                continue
-            j0, j1, i0, i1, ax, ay = _cell(u, v, scale, row, h, w)
-            d = _bilinear(field, 0, j0, j1, i0, i1, ax, ay)
+            if samples[i] == 1:
+                counts, _, _, _, _, u, v = _project(R, t, c, X, Y, Z, K, size)
+                if not counts:
+                    continue
+                j0, j1, i0, i1, ax, ay = _cell(u, v, scale, row, h, w)
+                d = _bilinear(field, 0, j0, j1, i0, i1, ax, ay)
+            else:
+                counts, d, j0, j1, i0, i1, ax, ay, _, _, _, _ = _nearest_sample(
+                    R, t, c, points, spans, samples, i, K, size, field, scale, row, h, w)
+                if not counts:
+                    continue
             s = sigma2 / (sigma2 + d * d)
             if contrast:
                 s -= _bilinear(field, 3, j0, j1, i0, i1, ax, ay)
@@ -142,15 +178,15 @@ def score_poses(points, second, K, size, R, t, field, scale, second_row, sigma2,
 
 
 @njit(**_JIT)
-def linearise_poses(points, second, K, size, R, t, field, scale, second_row, sigma2):
+def linearise_poses(points, second, K, size, R, t, field, scale, second_row, sigma2, spans, samples):
     """Gauss-Newton normal equations of the edge distances at each pose ``R`` (C, 3, 3), ``t`` (C, 3):
     ``H`` (C, 6, 6) = sum w J^T J and ``g`` (C, 6) = sum w J^T d over the points in the image, with the
     Geman-McClure IRLS weight ``w = (sigma2 / (sigma2 + d^2))^2``.
 
     J (6,) is the derivative of a point's distance ``d`` [px] with respect to a left perturbation
     (rho [m], phi [rad]) in the camera frame, through the field's stored derivatives and the pinhole
-    (the skew term is left out, as in :func:`.solver.pullback_to_pose`). Other arguments as
-    :func:`score_poses`. Each pose's sums run over the points in their order, so a pose's equations do
+    (the skew term is left out, as in :func:`.solver.pullback_to_pose`); a point with several samples is
+    linearised at the one nearest an image edge. Other arguments as :func:`score_poses`. Each pose's sums run over the points in their order, so a pose's equations do
     not depend on which other poses share the call (a refinement linearises all its poses in one call).
     """
     h, w = field.shape[0], field.shape[1]
@@ -165,11 +201,17 @@ def linearise_poses(points, second, K, size, R, t, field, scale, second_row, sig
         X, Y, Z = points[i, 0], points[i, 1], points[i, 2]
         row = second_row if second[i] else 0.0
         for c in range(C):
-            counts, px, py, pz, iz, u, v = _project(R, t, c, X, Y, Z, K, size)
-            if not counts:
-                continue
-            j0, j1, i0, i1, ax, ay = _cell(u, v, scale, row, h, w)
-            d = _bilinear(field, 0, j0, j1, i0, i1, ax, ay)
+            if samples[i] == 1:
+                counts, px, py, pz, iz, u, v = _project(R, t, c, X, Y, Z, K, size)
+                if not counts:
+                    continue
+                j0, j1, i0, i1, ax, ay = _cell(u, v, scale, row, h, w)
+                d = _bilinear(field, 0, j0, j1, i0, i1, ax, ay)
+            else:
+                counts, d, j0, j1, i0, i1, ax, ay, px, py, pz, iz = _nearest_sample(
+                    R, t, c, points, spans, samples, i, K, size, field, scale, row, h, w)
+                if not counts:
+                    continue
             du = _bilinear(field, 1, j0, j1, i0, i1, ax, ay) * fx * iz
             dv = _bilinear(field, 2, j0, j1, i0, i1, ax, ay) * fy * iz
             dz = -(du * px + dv * py) * iz

@@ -66,6 +66,13 @@ class LidarEdges:
     rings: int             # rings found in the sweep
     ring_source: str       # "field", "scan order", "elevation" or "none"
     ring_gap_deg: float = 0.0   # the sweep's beam spacing (ring_gap_deg); 0 when it cannot be measured
+    # (M, 3) [m]: from the edge's near-point end of its pair to its far-point end, at the near range; the
+    # silhouette lies anywhere on ``xyz +- spans / 2`` (xyz is the middle when ``bisect``)
+    spans: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.spans is None:
+            self.spans = np.zeros_like(self.xyz)
 
 
 def _azimuth(xyz: np.ndarray) -> np.ndarray:
@@ -210,11 +217,13 @@ def depth_edges(points: np.ndarray, ring: np.ndarray | None = None, cfg: LidarEd
         along.append(np.zeros(len(near_x), bool))
     near_i, far_i, along_m = np.concatenate(near), np.concatenate(far), np.concatenate(along)
     edges = xyz[near_i]
+    near_dir, far_dir = xyz[near_i] / rng[near_i, None], xyz[far_i] / rng[far_i, None]
+    spans = (far_dir - near_dir) * rng[near_i, None]
     if cfg.bisect and len(near_i):
-        u = xyz[near_i] / rng[near_i, None] + xyz[far_i] / rng[far_i, None]
+        u = near_dir + far_dir
         edges = u / np.linalg.norm(u, axis=1, keepdims=True) * rng[near_i, None]
     return LidarEdges(edges, along_m, int(len(np.unique(rings))), source,
-                      ring_gap_deg(rings, elevation, np.hypot(xyz[:, 0], xyz[:, 1])))
+                      ring_gap_deg(rings, elevation, np.hypot(xyz[:, 0], xyz[:, 1])), spans)
 
 
 def ring_gap_deg(rings: np.ndarray, elevation: np.ndarray, horizontal_m: np.ndarray, min_range_m: float = 10.0,
