@@ -150,7 +150,8 @@ class Keyframe:
     """One frame prepared for the window objective.
 
     ``edges`` (M, 3) [m, LiDAR frame] are shuffled once, so the first n of
-    them are a fair subset for any n; ``along`` marks the along-ring ones.
+    them are a fair subset for any n; ``along`` marks the along-ring ones; ``spans`` (M, 3) [m] the
+    interval where each one's silhouette may lie (``WindowConfig.interval_spacing``).
     ``levels`` follow ``WindowConfig.sigma_deg``, each the upright image
     edges' field (for the along-ring points) stacked on the level edges' one
     (for the across-ring points), :func:`.image_edges.stack_levels`.
@@ -179,7 +180,7 @@ class Keyframe:
 
     @property
     def nbytes(self) -> int:
-        return int(self.edges.nbytes + sum(level.field.nbytes for level in self.levels)
+        return int(self.edges.nbytes + self.spans.nbytes + sum(level.field.nbytes for level in self.levels)
                    + (self.motion.nbytes if self.motion is not None else 0))
 
     def subset(self, keep: np.ndarray | slice) -> "Keyframe":
