@@ -112,6 +112,94 @@ def _project(R, t, c, X, Y, Z, K, size):
     return (0.0 <= u <= size[0] and 0.0 <= v <= size[1]), px, py, pz, iz, u, v
 
 
+@njit(**_JIT)
+def score_poses(points, second, K, size, R, t, field, scale, second_row, sigma2, contrast):
+    """Summed scores (C,) of ``points`` (N, 3) at each pose ``R`` (C, 3, 3), ``t`` (C, 3) (T_camera_lidar).
+
+    ``second`` (N,) bool: points sampled from the stacked level's second field; ``K`` (5,) fx, skew, cx,
+    fy, cy [px]; ``size`` (2,) the last valid u and v [px]; ``field`` (h, w, C>=3) float32 the level
+    (:class:`.image_edges.EdgeLevel`); ``sigma2`` the robust scale squared [px^2]; with ``contrast`` the
+    field's fourth channel (the score's local mean) is subtracted. Points not in the image score 0.
+    """
+    h, w = field.shape[0], field.shape[1]
+    out = np.zeros(R.shape[0])
+    # points outer, poses inner: one point under nearby poses reads one neighbourhood of the field, which
+    # stays in cache (a window's fields do not: tens of MB a keyframe at the finer levels)
+    for i in range(points.shape[0]):
+        X, Y, Z = points[i, 0], points[i, 1], points[i, 2]
+        row = second_row if second[i] else 0.0
+        for c in range(R.shape[0]):
+            counts, _, _, _, _, u, v = _project(R, t, c, X, Y, Z, K, size)
+            if not counts:
+                continue
+            j0, j1, i0, i1, ax, ay = _cell(u, v, scale, row, h, w)
+            d = _bilinear(field, 0, j0, j1, i0, i1, ax, ay)
+            s = sigma2 / (sigma2 + d * d)
+            if contrast:
+                s -= _bilinear(field, 3, j0, j1, i0, i1, ax, ay)
+            out[c] += s
+    return out
+
+
+@njit(**_JIT)
+def linearise_poses(points, second, K, size, R, t, field, scale, second_row, sigma2):
+    """Gauss-Newton normal equations of the edge distances at each pose ``R`` (C, 3, 3), ``t`` (C, 3):
+    ``H`` (C, 6, 6) = sum w J^T J and ``g`` (C, 6) = sum w J^T d over the points in the image, with the
+    Geman-McClure IRLS weight ``w = (sigma2 / (sigma2 + d^2))^2``.
+
+    J (6,) is the derivative of a point's distance ``d`` [px] with respect to a left perturbation
+    (rho [m], phi [rad]) in the camera frame, through the field's stored derivatives and the pinhole
+    (the skew term is left out, as in :func:`.solver.pullback_to_pose`). Other arguments as
+    :func:`score_poses`. Each pose's sums run over the points in their order, so a pose's equations do
+    not depend on which other poses share the call (a refinement linearises all its poses in one call).
+    """
+    h, w = field.shape[0], field.shape[1]
+    fx, fy = K[0], K[3]
+    n, C = points.shape[0], R.shape[0]
+    J = np.empty((C, n, 6))
+    r = np.empty((C, n))
+    wt = np.empty((C, n))
+    m = np.zeros(C, dtype=np.int64)
+    # points outer, poses inner, as in score_poses: nearby poses read one neighbourhood of the field
+    for i in range(n):
+        X, Y, Z = points[i, 0], points[i, 1], points[i, 2]
+        row = second_row if second[i] else 0.0
+        for c in range(C):
+            counts, px, py, pz, iz, u, v = _project(R, t, c, X, Y, Z, K, size)
+            if not counts:
+                continue
+            j0, j1, i0, i1, ax, ay = _cell(u, v, scale, row, h, w)
+            d = _bilinear(field, 0, j0, j1, i0, i1, ax, ay)
+            du = _bilinear(field, 1, j0, j1, i0, i1, ax, ay) * fx * iz
+            dv = _bilinear(field, 2, j0, j1, i0, i1, ax, ay) * fy * iz
+            dz = -(du * px + dv * py) * iz
+            k = m[c]
+            # [w, p x w]: a left step moves p by rho + phi x p
+            J[c, k, 0], J[c, k, 1], J[c, k, 2] = du, dv, dz
+            J[c, k, 3], J[c, k, 4], J[c, k, 5] = py * dz - pz * dv, pz * du - px * dz, px * dv - py * du
+            s = sigma2 / (sigma2 + d * d)
+            r[c, k] = d
+            wt[c, k] = s * s
+            m[c] = k + 1
+    return _normal_equations(J, r, wt, m)
+
+
+@njit(**_JIT)
+def _normal_equations(J, r, wt, m):
+    """H (C, 6, 6) = sum w J^T J and g (C, 6) = sum w J^T r over each pose's first ``m[c]`` rows of J (C, n, 6),
+    r, wt (C, n)."""
+    C = J.shape[0]
+    H = np.zeros((C, 6, 6))
+    g = np.zeros((C, 6))
+    for c in range(C):
+        # the 6 x 6 products in one BLAS call a pose (accumulated per point they cost more than the sampling)
+        Jc = J[c, : m[c]]
+        Jw = Jc * wt[c, : m[c]].reshape(-1, 1)
+        H[c] = Jw.T @ Jc
+        g[c] = Jw.T @ r[c, : m[c]]
+    return H, g
+
+
 @njit(inline="always", **_JIT)
 def _nearest_sample(R, t, c, points, spans, samples, i, K, size, field, scale, row, h, w):
     """Point ``i`` under pose c: of its ``samples[i]`` positions spread evenly over its interval (``points[i]``
@@ -141,28 +229,22 @@ def _nearest_sample(R, t, c, points, spans, samples, i, K, size, field, scale, r
 
 
 @njit(**_JIT)
-def score_poses(points, second, K, size, R, t, field, scale, second_row, sigma2, spans, samples, contrast):
-    """Summed scores (C,) of ``points`` (N, 3) at each pose ``R`` (C, 3, 3), ``t`` (C, 3) (T_camera_lidar).
+def score_poses_intervals(points, second, K, size, R, t, field, scale, second_row, sigma2, spans, samples,
+                          contrast):
+    """:func:`score_poses` of points that stand for intervals: ``spans`` (N, 3) [m] and ``samples`` (N,) int,
+    point i scoring at the best of its ``samples[i]`` positions over ``points[i] +- spans[i] / 2`` (where its
+    silhouette may lie; ``WindowConfig.interval_spacing``).
 
-    ``second`` (N,) bool: points sampled from the stacked level's second field; ``K`` (5,) fx, skew, cx,
-    fy, cy [px]; ``size`` (2,) the last valid u and v [px]; ``field`` (h, w, C>=3) float32 the level
-    (:class:`.image_edges.EdgeLevel`); ``sigma2`` the robust scale squared [px^2]; ``spans`` (N, 3) [m] and
-    ``samples`` (N,) int: a point with more than one sample stands for the interval ``points +- spans / 2``
-    where its silhouette may lie, and scores at its sample nearest an image edge; with ``contrast`` the
-    field's fourth channel (the score's local mean) is subtracted. Points not in the image score 0.
+    A kernel of its own, not a branch in :func:`score_poses`: with the extra arguments and a per-point branch
+    there, default solves (one sample a point) took 1.5x their time (benchmarks/solve_time.py, 3.2 s -> 4.9 s).
     """
     h, w = field.shape[0], field.shape[1]
     out = np.zeros(R.shape[0])
-    # points outer, poses inner: one point under nearby poses reads one neighbourhood of the field, which
-    # stays in cache (a window's fields do not: tens of MB a keyframe at the finer levels)
-    for i in range(points.shape[0]):
-        X, Y, Z = points[i, 0], points[i, 1], points[i, 2]
+    for i in range(points.shape[0]):   # points outer, poses inner, as in score_poses
         row = second_row if second[i] else 0.0
         for c in range(R.shape[0]):
-            # the one-sample case written out here and in linearise_poses: folded into _nearest_sample (one
-            # helper for both kernels), a default solve took 8.4 s instead of 5.1 s (benchmarks/solve_time.py)
-            if samples[i] == 1:
-                counts, _, _, _, _, u, v = _project(R, t, c, X, Y, Z, K, size)
+            if samples[i] == 1:   # written out: through _nearest_sample's loop a solve took 8.6 s, not 4.5
+                counts, _, _, _, _, u, v = _project(R, t, c, points[i, 0], points[i, 1], points[i, 2], K, size)
                 if not counts:
                     continue
                 j0, j1, i0, i1, ax, ay = _cell(u, v, scale, row, h, w)
@@ -180,18 +262,9 @@ def score_poses(points, second, K, size, R, t, field, scale, second_row, sigma2,
 
 
 @njit(**_JIT)
-def linearise_poses(points, second, K, size, R, t, field, scale, second_row, sigma2, spans, samples):
-    """Gauss-Newton normal equations of the edge distances at each pose ``R`` (C, 3, 3), ``t`` (C, 3):
-    ``H`` (C, 6, 6) = sum w J^T J and ``g`` (C, 6) = sum w J^T d over the points in the image, with the
-    Geman-McClure IRLS weight ``w = (sigma2 / (sigma2 + d^2))^2``.
-
-    J (6,) is the derivative of a point's distance ``d`` [px] with respect to a left perturbation
-    (rho [m], phi [rad]) in the camera frame, through the field's stored derivatives and the pinhole
-    (the skew term is left out, as in :func:`.solver.pullback_to_pose`); a point with several samples is
-    linearised at the one nearest an image edge. Other arguments as :func:`score_poses`. Each pose's sums
-    run over the points in their order, so a pose's equations do not depend on which other poses share the
-    call (a refinement linearises all its poses in one call).
-    """
+def linearise_poses_intervals(points, second, K, size, R, t, field, scale, second_row, sigma2, spans, samples):
+    """:func:`linearise_poses` of points that stand for intervals (as :func:`score_poses_intervals`), each
+    linearised at its sample nearest an image edge."""
     h, w = field.shape[0], field.shape[1]
     fx, fy = K[0], K[3]
     n, C = points.shape[0], R.shape[0]
@@ -199,13 +272,11 @@ def linearise_poses(points, second, K, size, R, t, field, scale, second_row, sig
     r = np.empty((C, n))
     wt = np.empty((C, n))
     m = np.zeros(C, dtype=np.int64)
-    # points outer, poses inner, as in score_poses: nearby poses read one neighbourhood of the field
     for i in range(n):
-        X, Y, Z = points[i, 0], points[i, 1], points[i, 2]
         row = second_row if second[i] else 0.0
         for c in range(C):
-            if samples[i] == 1:
-                counts, px, py, pz, iz, u, v = _project(R, t, c, X, Y, Z, K, size)
+            if samples[i] == 1:   # as in score_poses_intervals
+                counts, px, py, pz, iz, u, v = _project(R, t, c, points[i, 0], points[i, 1], points[i, 2], K, size)
                 if not counts:
                     continue
                 j0, j1, i0, i1, ax, ay = _cell(u, v, scale, row, h, w)
@@ -219,19 +290,10 @@ def linearise_poses(points, second, K, size, R, t, field, scale, second_row, sig
             dv = _bilinear(field, 2, j0, j1, i0, i1, ax, ay) * fy * iz
             dz = -(du * px + dv * py) * iz
             k = m[c]
-            # [w, p x w]: a left step moves p by rho + phi x p
             J[c, k, 0], J[c, k, 1], J[c, k, 2] = du, dv, dz
             J[c, k, 3], J[c, k, 4], J[c, k, 5] = py * dz - pz * dv, pz * du - px * dz, px * dv - py * du
             s = sigma2 / (sigma2 + d * d)
             r[c, k] = d
             wt[c, k] = s * s
             m[c] = k + 1
-    H = np.zeros((C, 6, 6))
-    g = np.zeros((C, 6))
-    for c in range(C):
-        # the 6 x 6 products in one BLAS call a pose (accumulated per point they cost more than the sampling)
-        Jc = J[c, : m[c]]
-        Jw = Jc * wt[c, : m[c]].reshape(-1, 1)
-        H[c] = Jw.T @ Jc
-        g[c] = Jw.T @ r[c, : m[c]]
-    return H, g
+    return _normal_equations(J, r, wt, m)

@@ -46,7 +46,8 @@ import numpy as np
 
 from ..geometry import (CameraModel, PoseError, invert, pose_distance, pose_distances, project_pinhole, se3_exp,
                         se3_log, transform_points)
-from .edge_kernels import linearise_poses, map_in_threads, score_poses
+from .edge_kernels import (linearise_poses, linearise_poses_intervals, map_in_threads, score_poses,
+                           score_poses_intervals)
 from .image_edges import (EdgeLevel, ImageEdgeConfig, detect_edges, distance_levels, robust_score, sample_level,
                           stack_levels)
 from .lidar_edges import LidarEdgeConfig, depth_edges
@@ -88,7 +89,7 @@ class WindowConfig:
     # silhouette may lie anywhere: it then scores at the best of samples spread over it at most this many robust
     # scales apart (only where the interval is longer than the level's kernel). 0, the default: at its bisector
     # alone. Measured at 2.0 (docs/benchmarks.md, "Edge intervals"): synthetic +-10 deg 1.28 -> 0.92 cm, real
-    # nuScenes frames 33 -> 18 cm, but real KITTI windows 0.66 -> 1.53 cm and solves ~16 % slower; off until a
+    # nuScenes frames 33 -> 18 cm, but real KITTI windows 0.66 -> 1.53 cm and solves 1.56x as long; off until a
     # second real drive says which way it goes
     interval_spacing: float = 0.0
     max_interval_samples: int = 8      # ... and at most this many
@@ -259,6 +260,12 @@ def _ball_grid(step: float, radius: float, slack: float) -> np.ndarray:
     return g[np.linalg.norm(g, axis=1) <= radius + slack]
 
 
+def _has_intervals(level_inputs: tuple) -> bool:
+    """Whether one keyframe's prepared level inputs (WindowEstimator._level_inputs) carry spans and samples,
+    for the interval kernels; without them (every point at its bisector) the plain kernels, which are faster."""
+    return len(level_inputs) == 10
+
+
 def covariance_within(cov: np.ndarray, rot_deg: float, trans_m: float) -> bool:
     """Every direction of the (rho [m], phi [rad]) covariance's translation block within ``trans_m`` and of its
     rotation block within ``rot_deg`` (one sigma): the largest eigenvalues, invariant to the frame."""
@@ -312,9 +319,12 @@ class WindowEstimator:
                 row = np.floor((uv[:, 1] + 0.5) * lev.scale) + np.where(along, 0, lev.second_row)
                 order = np.argsort(row * width + np.clip((uv[:, 0] + 0.5) * lev.scale, 0, width), kind="stable")
                 pts, along, spans = pts[order], along[order], spans[order]
+            args = (pts, ~along, kf.intrinsics, kf.last_pixel, lev.field, lev.scale, float(lev.second_row),
+                    self._sigma_px(kf, level) ** 2)
             samples = self._interval_samples(kf, level, pts, spans)
-            inputs.append((pts, ~along, kf.intrinsics, kf.last_pixel, lev.field, lev.scale, float(lev.second_row),
-                           self._sigma_px(kf, level) ** 2, np.ascontiguousarray(spans), samples.astype(np.int64)))
+            if samples.max() > 1:     # for the interval kernels (_has_intervals)
+                args += (np.ascontiguousarray(spans), samples)
+            inputs.append(args)
         return inputs
 
     def _interval_samples(self, kf: Keyframe, level: int, pts: np.ndarray, spans: np.ndarray) -> np.ndarray:
@@ -332,8 +342,8 @@ class WindowEstimator:
         self.evaluations += len(Ts)
         R, t = np.ascontiguousarray(Ts[:, :3, :3]), np.ascontiguousarray(Ts[:, :3, 3])
         total = np.zeros(len(Ts))
-        sums = map_in_threads(lambda args: score_poses(*args[:4], R, t, *args[4:], args[4].shape[2] > 3),
-                              inputs, self.cfg.threads)
+        sums = map_in_threads(lambda args: (score_poses_intervals if _has_intervals(args) else score_poses)(
+            *args[:4], R, t, *args[4:], args[4].shape[2] > 3), inputs, self.cfg.threads)
         for args, summed in zip(inputs, sums):
             total += summed / len(args[0])
         return total / max(n_keyframes, 1)
@@ -343,7 +353,8 @@ class WindowEstimator:
         keyframe's points weighted by 1 / their count (as in the score)."""
         H, g = np.zeros((len(Ts), 6, 6)), np.zeros((len(Ts), 6))
         R, t = np.ascontiguousarray(Ts[:, :3, :3]), np.ascontiguousarray(Ts[:, :3, 3])
-        normals = map_in_threads(lambda args: linearise_poses(*args[:4], R, t, *args[4:]), inputs,
+        normals = map_in_threads(lambda args: (linearise_poses_intervals if _has_intervals(args) else
+                                               linearise_poses)(*args[:4], R, t, *args[4:]), inputs,
                                  self.cfg.threads)
         for args, (H_k, g_k) in zip(inputs, normals):
             H += H_k / len(args[0])
