@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from crossi2p_ros.data.synth import SynthConfig, generate
 from crossi2p_ros.errors import CrossI2PError
 from crossi2p_ros.model.weights import load_model
 from crossi2p_ros.training import Trainer, TrainConfig, build_train_config, load_train_config
+from crossi2p_ros.training.budget import ProbeTiming, fit_epochs
 from crossi2p_ros.training.checkpoint import load_checkpoint
 from crossi2p_ros.training.trainer import epoch_indices, warmup_cosine
 from crossi2p_ros.training.validation import validate
@@ -231,8 +233,37 @@ def test_training_from_caches_needs_neither_open3d_nor_ros(tmp_path, data, confi
                                             "for m in ('open3d', 'rosbags', 'rclpy'):\n    sys.modules[m] = None\n")
     env = dict(os.environ, PYTHONPATH=f"{block}{os.pathsep}{REPO}")
     cache = tmp_path / "caches" / f"{data.name}.npz"
+    started = time.time()
     proc = subprocess.run([sys.executable, "-m", "crossi2p_ros.cli", "train", "--data", str(cache),
                            "--out", str(tmp_path / "run"), "--config", str(config_file), "--device", "cpu",
                            "--epochs", "1"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert load_model(tmp_path / "run" / "model.pt")[0] is not None
+    # scripts/gpu_train.sh's other two steps there: the run as a probe that sizes the schedule, and a
+    # time-limited run's last checkpoint as weights
+    budget = [sys.executable, "-m", "crossi2p_ros.training.budget"]
+    fit = subprocess.run(budget + ["fit", "--minutes", "10", "--started", str(started), "--configs", str(config_file),
+                                   "--probes", str(tmp_path / "run"), "--json", str(tmp_path / "fit.json")],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert fit.returncode == 0, fit.stderr[-2000:]
+    timing = json.loads((tmp_path / "fit.json").read_text())["probes"]["run"]
+    assert 0 < timing["step_s"] < 60 and timing["epoch_overhead_s"] >= 0 and timing["startup_s"] >= 0
+    assert int(fit.stdout.split()[-1]) == json.loads((tmp_path / "fit.json").read_text())["epochs"] >= 1
+    weights = subprocess.run(budget + ["weights", str(tmp_path / "run" / "checkpoints" / "last.pt"),
+                                       str(tmp_path / "last.pt")], cwd=REPO, env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert weights.returncode == 0, weights.stderr[-2000:]
+    model, meta = load_model(tmp_path / "last.pt")
+    final, _ = load_model(tmp_path / "run" / "model.pt")
+    assert meta["step"] == 3
+    for name, value in final.state_dict().items():
+        assert torch.equal(model.state_dict()[name], value), name
+
+
+def test_a_time_budget_holds_the_slowest_runs_epochs_with_their_fixed_costs():
+    quick = ProbeTiming(step_s=0.1, epoch_overhead_s=5.0, startup_s=10.0)
+    slow = ProbeTiming(step_s=0.2, epoch_overhead_s=5.0, startup_s=30.0)
+    # 480 s, a tenth kept spare, less the start-up: epochs of 250 steps and their validation
+    assert fit_epochs([quick], 250, 480.0) == (432 - 10) // 30
+    assert fit_epochs([quick, slow], 250, 480.0) == (432 - 30) // 55
+    assert fit_epochs([slow], 250, 30.0) == 1
