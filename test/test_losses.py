@@ -1,5 +1,6 @@
 """Self-supervised losses and GradNorm balancing."""
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -72,6 +73,26 @@ def test_losses_are_finite_and_reach_every_part_of_the_network():
         assert any(g is not None and g.abs().sum() > 0 for g in grads), f"{name} does not reach the shared layer"
 
 
+def test_a_sample_with_fewer_visible_points_than_the_fine_losses_sample_keeps_every_loss_finite():
+    # an i2p sample shifted metres away can leave a handful of points in the image: the fine losses then pad
+    # with invisible points, whose windows lie outside the image (all logits -inf); left in the sums they
+    # made `corr` NaN (0 * inf) and with it the GradNorm statistics of the whole run
+    batch = _batch()
+    pts = batch["points"].clone()
+    pts[1, 40:, 2] = -5.0                                  # behind the camera: 40 points left to see
+    batch["points"] = pts
+    model = CrossI2P(TINY)
+    out = model(batch["image"], batch["points"])
+    loss_fn = CrossI2PLoss(TINY)
+    assert loss_fn.cfg.fine_points > 40
+    result = loss_fn(model, out, batch)
+    for name, value in result.losses.items():
+        assert torch.isfinite(value), (name, value)
+    sum(result.losses.values()).backward()
+    for name, param in model.named_parameters():
+        assert param.grad is None or torch.isfinite(param.grad).all(), name
+
+
 def _toy_problem(scale_a: float, scale_b: float, steps: int, rate_b: float = 1.0):
     """Two losses on one shared parameter vector; returns the final GradNorm weights."""
     torch.manual_seed(0)
@@ -111,3 +132,16 @@ def test_gradnorm_raises_the_weight_of_the_loss_that_trains_slower():
     w = dict(zip(gn.names, gn.weights.tolist()))
     assert w["slow"] > 1.0 > w["fast"], w
     assert gn.last_stats["train_rate/slow"] > 1.0 > gn.last_stats["train_rate/fast"]
+
+
+def test_a_step_with_a_non_finite_loss_leaves_the_gradnorm_balance_as_it_is():
+    x = torch.nn.Parameter(torch.randn(8, generator=torch.Generator().manual_seed(0)))
+    gn = GradNorm(["a", "b"], alpha=1.5, lr=0.05)
+    for broken in (True, False, True, False):
+        la = ((x - 1) ** 2).mean()
+        lb = (x ** 2).mean() * (float("nan") if broken else 3.0)
+        before = gn.weights.clone()
+        gn.combine({"a": la, "b": lb}, [x])
+        assert torch.isfinite(gn.weights).all() and torch.isfinite(gn.initial_losses).all()
+        assert torch.equal(gn.weights, before) == broken     # a finite step still moves the balance
+    assert gn.initial_losses[1] == pytest.approx(float((x ** 2).mean() * 3.0), rel=1e-6)

@@ -51,7 +51,10 @@ class GradNorm(nn.Module):
         if all_reduce is not None:
             grad_norms = all_reduce(grad_norms)
             loss_now = all_reduce(loss_now)
-        self._update(grad_norms, loss_now)
+        # a non-finite loss or gradient (the trainer skips that step's update) would make the weights and
+        # the initial losses NaN for the rest of the run: such a step leaves the balance as it is
+        if bool(torch.isfinite(grad_norms).all() and torch.isfinite(loss_now).all()):
+            self._update(grad_norms, loss_now)
         w = self.weights.detach().to(values[0].device)
         return sum(w[i] * values[i] for i in range(len(values)))
 

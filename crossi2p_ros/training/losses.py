@@ -196,13 +196,14 @@ class CrossI2PLoss(nn.Module):
         w = self.model_cfg.fine_window
         local = (f - fine.window_origin).clamp(0, w - 1)
         target = local[..., 1] * w + local[..., 0]
-        ce = F.cross_entropy(fine.logits.flatten(0, 1), target.flatten(), reduction="none").view_as(target)
-        err = (fine.uv - uv).norm(dim=-1)
-        l1 = F.smooth_l1_loss(fine.uv, uv, reduction="none", beta=1.0).sum(-1) / self.model_cfg.fine_stride
-        vf = valid.float()
-        loss = ((ce + self.cfg.fine_position_weight * l1) * vf).sum() / vf.sum().clamp_min(1)
+        # only the valid points' rows: a padded (invisible) point's window may lie wholly outside the image,
+        # its logits all -inf and its loss infinite, which a 0 weight would turn into NaN, not 0
+        ce = F.cross_entropy(fine.logits[valid], target[valid], reduction="sum")
+        l1 = F.smooth_l1_loss(fine.uv[valid], uv[valid], reduction="sum", beta=1.0) / self.model_cfg.fine_stride
+        loss = (ce + self.cfg.fine_position_weight * l1) / valid.sum().clamp_min(1)
         with torch.no_grad():
-            metrics["fine_error_px"] = float(err[valid].median()) if valid.any() else float("nan")
+            err = (fine.uv[valid] - uv[valid]).norm(dim=-1)
+            metrics["fine_error_px"] = float(err.median()) if valid.any() else float("nan")
         return loss, fine
 
     # ------------------------------------------------------------------ pose
