@@ -48,35 +48,37 @@ HELD_OUT = (("urban", 9610), ("suburban", 9620), ("highway", 9630))
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def sensor_name(beams: int, columns: int, elevations: str | None) -> str:
+def sensor_name(beams: int, columns: int, elevations: str | None, foliage_free_path_m: float = 0.0) -> str:
     """The LiDAR of a synthetic drive in words ("" for the default sensor)."""
+    porous = f"foliage{foliage_free_path_m:g}" if foliage_free_path_m else ""
     if (beams, columns, elevations) == (SynthConfig.lidar_beams, SynthConfig.lidar_columns, None):
-        return ""
-    return f"{elevations or beams}x{columns}"
+        return porous
+    return "_".join(p for p in (f"{elevations or beams}x{columns}", porous) if p)
 
 
 def synthetic_drive(cache: Path, style: str, seed: int, frames: int, beams: int = SynthConfig.lidar_beams,
                     columns: int = SynthConfig.lidar_columns, elevations: str | None = None,
-                    camera: tuple[float, float] = (0.0, 0.0)):
+                    camera: tuple[float, float] = (0.0, 0.0), foliage_free_path_m: float = 0.0):
     """A synthetic drive generated into ``cache`` on first use (the LiDAR and the camera's mount in its
     folder name unless the defaults; ``elevations`` a named beam layout of ``sensors.LIDAR_ELEVATIONS_DEG``;
-    ``camera`` its heading and downward pitch [deg], SynthConfig.camera_heading_deg / camera_pitch_deg),
-    opened as a dataset."""
-    sensor = sensor_name(beams, columns, elevations)
+    ``camera`` its heading and downward pitch [deg], SynthConfig.camera_heading_deg / camera_pitch_deg;
+    ``foliage_free_path_m`` porous crowns, SynthConfig.foliage_free_path_m), opened as a dataset."""
+    sensor = sensor_name(beams, columns, elevations, foliage_free_path_m)
     mount = f"cam{camera[0]:g}h{camera[1]:g}p" if any(camera) else ""
     root = cache / "_".join(p for p in (f"{style}_{seed}_{frames}", sensor, mount) if p)
     if not (root / "sequences").is_dir():
         layout = None if elevations is None else LIDAR_ELEVATIONS_DEG[elevations]
         generate(SynthConfig(frames=frames, seed=seed, style=style, lidar_beams=len(layout) if layout else beams,
                              lidar_columns=columns, lidar_elevations_deg=layout, camera_heading_deg=camera[0],
-                             camera_pitch_deg=camera[1]), root, progress=False)
+                             camera_pitch_deg=camera[1], foliage_free_path_m=foliage_free_path_m), root,
+                 progress=False)
     return open_dataset(root)
 
 
 def synthetic(cache: Path, frames: int, beams: int = SynthConfig.lidar_beams,
               columns: int = SynthConfig.lidar_columns, elevations: str | None = None,
-              camera: tuple[float, float] = (0.0, 0.0)) -> list:
-    return [synthetic_drive(cache, style, seed, frames, beams, columns, elevations, camera)
+              camera: tuple[float, float] = (0.0, 0.0), foliage_free_path_m: float = 0.0) -> list:
+    return [synthetic_drive(cache, style, seed, frames, beams, columns, elevations, camera, foliage_free_path_m)
             for style, seed in HELD_OUT]
 
 
@@ -89,13 +91,16 @@ def add_camera_options(ap: argparse.ArgumentParser) -> None:
 
 
 def add_lidar_options(ap: argparse.ArgumentParser) -> None:
-    """The synthetic drives' LiDAR: --beams, --columns, --elevations."""
+    """The synthetic drives' LiDAR: --beams, --columns, --elevations, --foliage-free-path."""
     ap.add_argument("--beams", type=int, default=SynthConfig.lidar_beams,
                     help="the synthetic drives' LiDAR beams (16, 32, 64 or 128: the usual sensor's field of view)")
     ap.add_argument("--columns", type=int, default=SynthConfig.lidar_columns,
                     help="the synthetic drives' LiDAR columns (points per ring and sweep)")
     ap.add_argument("--elevations", choices=sorted(LIDAR_ELEVATIONS_DEG), default=None,
                     help="a named, unevenly spaced beam layout instead of --beams evenly spread")
+    ap.add_argument("--foliage-free-path", type=float, default=0.0, metavar="M",
+                    help="porous crowns and hedges: beams return from inside them with this mean free path [m] "
+                         "or pass through (default 0: solid foliage)")
 
 
 def run(datasets: list, calibrator: Calibrator, cfg: EvalConfig) -> tuple[dict, list]:
@@ -197,7 +202,8 @@ def main() -> int:
     calibrator = Calibrator(CalibratorConfig(device="cpu", window=window_config(args.set), use_mi=args.mi))
     results: dict = {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
                      "window": args.window, "overrides": args.set, "mi": args.mi,
-                     "lidar": {"beams": args.beams, "columns": args.columns, "elevations": args.elevations},
+                     "lidar": {"beams": args.beams, "columns": args.columns, "elevations": args.elevations,
+                               "foliage_free_path_m": args.foliage_free_path},
                      "runs": {}}
 
     def record(name: str, summary: dict, recs: list) -> None:
@@ -207,7 +213,8 @@ def main() -> int:
             write_json(args.json, results)
 
     if not args.skip_synthetic:
-        synth = synthetic(args.cache, 40, args.beams, args.columns, args.elevations)
+        synth = synthetic(args.cache, 40, args.beams, args.columns, args.elevations,
+                          foliage_free_path_m=args.foliage_free_path)
         for rot, trans in ((10.0, 0.5), (2.0, 0.1)):
             cfg = EvalConfig(samples=args.samples, seed=0, max_rot_deg=rot, max_trans_m=trans,
                              frames_per_estimate=args.window)

@@ -172,13 +172,13 @@ def main() -> int:
     ap.add_argument("--drives", nargs="+", default=None, help="only these drives, by any word of their name (e.g. highway kitti)")
     add_lidar_options(ap)
     args = ap.parse_args()
-    sensor = sensor_name(args.beams, args.columns, args.elevations)
+    sensor = sensor_name(args.beams, args.columns, args.elevations, args.foliage_free_path)
     calibrator = Calibrator(CalibratorConfig(device="cpu", window=window_config(args.set)))
     drives = []
     for style, seed in DEVELOPMENT:
         drives.append((f"{style} {seed} {sensor}".rstrip(),
                        synthetic_drive(args.cache, style, seed, args.frames, args.beams, args.columns,
-                                       args.elevations)))
+                                       args.elevations, foliage_free_path_m=args.foliage_free_path)))
     kitti = SHARED / "kitti_raw_0926"
     if kitti.is_dir():
         drives.append(("real KITTI", open_dataset(kitti)))
@@ -188,7 +188,8 @@ def main() -> int:
         wanted = {w.lower() for w in args.drives}
         drives = [(n, ds) for n, ds in drives if wanted & set(n.lower().split())]
     results: dict = {"host": platform.node(), "window": args.window, "starts": args.starts, "overrides": args.set,
-                     "lidar": {"beams": args.beams, "columns": args.columns, "elevations": args.elevations}, "drives": {}}
+                     "lidar": {"beams": args.beams, "columns": args.columns, "elevations": args.elevations,
+                               "foliage_free_path_m": args.foliage_free_path}, "drives": {}}
     for name, ds in drives:
         t = time.perf_counter()
         starts = [s for s in args.starts if s + args.window <= len(ds)]

@@ -35,6 +35,9 @@ def _add_synth_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lidar-beams", type=int, default=defaults.lidar_beams, help="LiDAR beams (default %(default)s)")
     p.add_argument("--lidar-columns", type=int, default=defaults.lidar_columns,
                    help="LiDAR columns per revolution (default %(default)s)")
+    p.add_argument("--foliage-free-path", type=float, default=defaults.foliage_free_path_m, metavar="M",
+                   help="porous trees and hedges: LiDAR beams return from inside them with this mean free path "
+                        "[m] or pass through, as real crowns scatter returns (default %(default)s: solid)")
     p.add_argument("--width", type=int, default=defaults.image_width, help="image width [px] (default %(default)s)")
     p.add_argument("--decalibrate-at", type=float, default=None, metavar="T",
                    help="knock the camera at T seconds: from then on the true extrinsic differs from the one in "
@@ -50,8 +53,8 @@ def _synth_config(args: argparse.Namespace):
 
     return SynthConfig(
         frames=args.frames, seed=args.seed, style=args.style, lidar_beams=args.lidar_beams,
-        lidar_columns=args.lidar_columns, image_width=args.width, image_height=args.height,
-        compressed_images=args.compressed, bag_storage=args.bag_storage,
+        lidar_columns=args.lidar_columns, foliage_free_path_m=args.foliage_free_path, image_width=args.width,
+        image_height=args.height, compressed_images=args.compressed, bag_storage=args.bag_storage,
         decalibrate_at_s=args.decalibrate_at, step_rot_deg=args.step_deg if args.decalibrate_at is not None else 0.0,
         step_trans_m=args.step_m if args.decalibrate_at is not None else 0.0,
     )

@@ -10,7 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
+from crossi2p_ros.data.sensors import _porous_foliage
 from crossi2p_ros.data.synth import SynthConfig, SynthSequence, generate, iter_frames
+from crossi2p_ros.data.textures import Mat
 from crossi2p_ros.errors import CrossI2PError
 from crossi2p_ros.geometry import invert, make_transform, project_lidar, random_unit_vectors, rotation_angle_deg, so3_exp
 
@@ -161,6 +163,29 @@ def test_lidar_intensity_follows_reflectivity(frames):
     road = pts[(np.abs(pts[:, 2] + 1.8) < 0.3) & (np.linalg.norm(pts[:, :2], axis=1) < 20)]
     assert len(road) > 100
     assert np.percentile(road[:, 3], 99) > 3 * np.median(road[:, 3])
+
+
+def test_porous_foliage_returns_from_inside_crowns_or_beyond_them(sequences):
+    # real crowns scatter LiDAR returns over their depth and let beams through their gaps
+    seq = sequences["suburban"]
+    T_world_lidar, _ = seq.poses(1)
+    dirs = seq.lidar.directions()
+    rays = np.concatenate([np.broadcast_to(T_world_lidar[:3, 3], dirs.shape), dirs @ T_world_lidar[:3, :3].T],
+                          1).astype(np.float32)
+    solid = seq.scene.cast(rays)
+    porous = _porous_foliage(seq.scene, rays, solid, 0.5, np.random.default_rng(0))
+    hit = np.isfinite(solid["t_hit"])
+    crown = np.zeros(len(rays), bool)
+    crown[hit] = seq.scene.mesh.tri_material[solid["primitive_ids"][hit]] == Mat.FOLIAGE
+    assert crown.sum() > 100, crown.sum()
+    assert np.array_equal(porous["t_hit"][~crown], solid["t_hit"][~crown])      # nothing else moves
+    t0, t1 = solid["t_hit"][crown], porous["t_hit"][crown]
+    assert (t1 >= t0).all()                                                         # never nearer
+    inside = porous["primitive_ids"][crown] == solid["primitive_ids"][crown]
+    assert 0.2 < inside.mean() < 0.95, inside.mean()                                # some stop inside ...
+    assert 0.1 < float(np.median(t1[inside] - t0[inside])) < 0.5                    # ... over the crown's depth
+    assert (~inside).mean() > 0.05                                                  # ... and some pass through
+    assert small(style="suburban", seed=3, foliage_free_path_m=0.5).lidar_spec().foliage_free_path_m == 0.5
 
 
 def test_bad_config_is_rejected():

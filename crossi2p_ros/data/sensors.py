@@ -47,7 +47,10 @@ class LidarSpec:
     the intensity; ``beam_jitter_deg`` how far each unit's beams sit off the
     nominal elevation grid (fixed per sensor, as real beams are);
     ``elevations_deg`` the nominal elevations of the beams when they are not
-    spread evenly over ``vfov_deg`` (many sensors pack them near the horizon).
+    spread evenly over ``vfov_deg`` (many sensors pack them near the horizon);
+    ``foliage_free_path_m``: crowns and hedges are porous to the beams, which
+    return from a depth inside them drawn with this mean free path, or pass
+    through to what lies behind (0: solid foliage, every return on its skin).
     """
 
     beams: int
@@ -61,6 +64,7 @@ class LidarSpec:
     beam_jitter_deg: float = 0.05
     elevations_deg: tuple[float, ...] | None = None
     divergence_rad: float = 0.003
+    foliage_free_path_m: float = 0.0
 
 
 class Lidar:
@@ -92,6 +96,8 @@ class Lidar:
         rays[:, :3] = T_world_lidar[:3, 3]
         rays[:, 3:] = dirs @ R.T
         hit = scene.cast(rays)
+        if spec.foliage_free_path_m > 0:
+            hit = _porous_foliage(scene, rays, hit, spec.foliage_free_path_m, rng)
         rng_m = hit["t_hit"]
         keep = np.flatnonzero((rng_m >= spec.min_range_m) & (rng_m <= spec.max_range_m))
         r = rng_m[keep]
@@ -109,6 +115,45 @@ class Lidar:
         pts[:, :3] = dirs[keep[ok]] * r_noisy[:, None]
         pts[:, 3] = np.clip(intensity[ok], 0.0, 1.0)
         return pts
+
+
+def _porous_foliage(scene: Scene, rays: np.ndarray, hit: dict[str, np.ndarray], free_path_m: float,
+                    rng: np.random.Generator, max_layers: int = 3) -> dict[str, np.ndarray]:
+    """First returns of beams ``rays`` (n, 6) through porous foliage: a beam entering a crown (its first hit
+    ``hit`` on a FOLIAGE triangle) returns from a depth inside it drawn from an exponential distribution of
+    mean ``free_path_m`` [m], or, if that lies beyond the crown's far side, goes on to whatever is behind it
+    (through at most ``max_layers`` crowns). An inside return keeps the entry's surface (for its intensity)
+    at the drawn range. Real crowns scatter returns over their depth and let beams through their gaps,
+    which is what makes LiDAR silhouettes of trees unlike their image outlines."""
+    from .textures import Mat
+
+    out = {k: v.copy() for k, v in hit.items()}
+    valid = np.isfinite(out["t_hit"])
+    active = np.flatnonzero(valid)
+    active = active[scene.mesh.tri_material[out["primitive_ids"][active]] == Mat.FOLIAGE]
+    for _ in range(max_layers):
+        if not len(active):
+            break
+        entry = out["t_hit"][active]
+        depth = rng.exponential(free_path_m, len(active)).astype(np.float32)
+        # from just inside the crown: the next hit is its far side (the blobs are closed meshes)
+        inside = rays[active].copy()
+        inside[:, :3] += inside[:, 3:] * (entry + 1e-3)[:, None]
+        thickness = scene.cast(inside)["t_hit"] + 1e-3
+        stop = depth < thickness
+        out["t_hit"][active[stop]] = entry[stop] + depth[stop]
+        through = active[~stop]
+        beyond = rays[through].copy()
+        beyond[:, :3] += beyond[:, 3:] * (entry[~stop] + thickness[~stop] + 1e-3)[:, None]
+        behind = scene.cast(beyond)
+        offset = entry[~stop] + thickness[~stop] + 1e-3
+        for key in ("primitive_ids", "primitive_uvs", "primitive_normals"):
+            out[key][through] = behind[key]
+        out["t_hit"][through] = behind["t_hit"] + offset    # inf stays inf: nothing behind
+        again = np.isfinite(behind["t_hit"])
+        again[again] = scene.mesh.tri_material[behind["primitive_ids"][again]] == Mat.FOLIAGE
+        active = through[again]
+    return out
 
 
 class CameraRenderer:

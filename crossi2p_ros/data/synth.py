@@ -72,6 +72,9 @@ class SynthConfig:
     range_noise_m: float = 0.02
     dropout_prob: float = 0.02
     intensity_noise: float = 0.03
+    # > 0: crowns and hedges are porous to the LiDAR, returning from inside them with this mean free path [m]
+    # or letting the beam through (sensors.LidarSpec); 0, the default: solid, as every dataset before it
+    foliage_free_path_m: float = 0.0
     lidar_height_m: tuple[float, float] = (1.6, 2.0)  # above the road
     # camera
     image_width: int = 1241
@@ -124,6 +127,8 @@ class SynthConfig:
             raise CrossI2PError(f"rate_hz={self.rate_hz} must be positive")
         if self.bag_storage not in ("mcap", "sqlite3"):
             raise CrossI2PError(f"bag_storage={self.bag_storage!r}: use mcap or sqlite3")
+        if self.foliage_free_path_m < 0:
+            raise CrossI2PError(f"foliage_free_path_m={self.foliage_free_path_m}: must be >= 0 metres")
         if self.decalibrate_at_s is not None and self.decalibrate_at_s < 0:
             raise CrossI2PError(f"decalibrate_at_s={self.decalibrate_at_s}: must be >= 0 seconds")
 
@@ -144,6 +149,7 @@ class SynthConfig:
             elevations_deg=elevations,
             max_range_m=self.lidar_max_range_m, min_range_m=self.lidar_min_range_m,
             range_noise_m=self.range_noise_m, dropout_prob=self.dropout_prob, intensity_noise=self.intensity_noise,
+            foliage_free_path_m=self.foliage_free_path_m,
         )
 
 
