@@ -143,10 +143,10 @@ def _porous_foliage(scene: Scene, rays: np.ndarray, hit: dict[str, np.ndarray], 
         stop = depth < thickness
         out["t_hit"][active[stop]] = entry[stop] + depth[stop]
         through = active[~stop]
+        offset = entry[~stop] + thickness[~stop] + 1e-3     # just past the crown's far side
         beyond = rays[through].copy()
-        beyond[:, :3] += beyond[:, 3:] * (entry[~stop] + thickness[~stop] + 1e-3)[:, None]
+        beyond[:, :3] += beyond[:, 3:] * offset[:, None]
         behind = scene.cast(beyond)
-        offset = entry[~stop] + thickness[~stop] + 1e-3
         for key in ("primitive_ids", "primitive_uvs", "primitive_normals"):
             out[key][through] = behind[key]
         out["t_hit"][through] = behind["t_hit"] + offset    # inf stays inf: nothing behind
