@@ -97,7 +97,9 @@ class Lidar:
         rays[:, 3:] = dirs @ R.T
         hit = scene.cast(rays)
         if spec.foliage_free_path_m > 0:
-            hit = _porous_foliage(scene, rays, hit, spec.foliage_free_path_m, rng)
+            # a stream of its own: the sweep's noise stays the one it has with solid foliage, so that a
+            # comparison of the two differs only in the foliage
+            hit = _porous_foliage(scene, rays, hit, spec.foliage_free_path_m, rng.spawn(1)[0])
         rng_m = hit["t_hit"]
         keep = np.flatnonzero((rng_m >= spec.min_range_m) & (rng_m <= spec.max_range_m))
         r = rng_m[keep]
