@@ -240,6 +240,16 @@ def test_without_prior_and_without_mount_scan_nothing_to_start_from_is_a_clean_f
     assert not est.ok and not est.converged and "nothing to start from" in est.message
 
 
+def test_no_network_proposals_means_the_network_is_not_run(synth_frames):
+    # max_proposals 0 (a node parameter): a CPU without a GPU skips ~0.3 s of network a keyframe
+    frame = synth_frames[0]
+    for wanted, ran in ((0, False), (1, True)):
+        calibrator = Calibrator(CalibratorConfig(device="cpu", mount_scan=False, motion_proposal=False,
+                                                 max_proposals=wanted))
+        est = calibrator.estimate(frame.image, frame.points, frame.camera)
+        assert ("network" in est.timings_ms) == ran, (wanted, est.timings_ms)
+
+
 @pytest.mark.parametrize("case", ["no_overlap", "ten_points", "all_nan", "empty", "sky"])
 def test_degenerate_inputs_give_a_clean_low_confidence_result(calibrator, synth_frames, case):
     frame = synth_frames[0]

@@ -101,7 +101,8 @@ class CalibratorConfig:
     fine: FineConfig = field(default_factory=FineConfig)
     mi: MIConfig = field(default_factory=MIConfig)
     proposals_with_prior: bool = False    # run the network for extra starts even when a prior is given
-    max_proposals: int = 3                # network poses (most inliers first) handed to the window search
+    max_proposals: int = 3                # network poses (most inliers first) handed to the window search;
+                                          # 0: the network is not run (it costs ~0.3 s a keyframe on our CPU)
     mount_scan: bool = True               # no prior: also score the usual mounts (off: the proposals alone)
     motion_proposal: bool = True          # no prior: start from the camera's rotation from the window's motion
                                           # when it travelled (registration/motion.py); the mounts only otherwise
@@ -314,6 +315,8 @@ class Calibrator:
         """
         timer = timer or _Timer(self.device)
         found: list[tuple[int, np.ndarray]] = []
+        if self.cfg.max_proposals <= 0:
+            return found
         for image, points, camera in frames:
             with timer.stage("network"), torch.inference_mode():
                 x = prepare_input(image, points, camera, self.model.cfg, self.cfg.inputs, T_prior, self.device)

@@ -73,6 +73,8 @@ _DERIVED: list[tuple[Any, str, dict[str, tuple[str, Any]]]] = [
                        "proposals alone", None),
         "motion_proposal": ("no prior: start from the camera's rotation from the keyframes' own motion once the "
                             "vehicle has travelled (the mounts only when it has not)", None),
+        "max_proposals": ("no prior: network poses kept as global starts of the window search; 0: the network "
+                          "is not run (about 0.3 s a keyframe on a 2-core CPU)", (0, 32)),
     }),
     (CalibratorConfig().window, "window.", {
         "threads": ("CPU threads a window solve splits its keyframes over (the same result for any number)",
