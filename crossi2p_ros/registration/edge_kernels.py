@@ -141,6 +141,24 @@ def score_poses(points, second, K, size, R, t, field, scale, second_row, sigma2,
     return out
 
 
+@njit(inline="always", **_JIT)
+def _add_row(J, r, wt, m, c, field, j0, j1, i0, i1, ax, ay, d, px, py, pz, iz, K, sigma2):
+    """Pose c's next row of the normal equations' inputs: the point's Jacobian J (6,) of its distance ``d`` [px]
+    (at camera point p = (px, py, pz), 1 / pz = iz, the field cell of :func:`_cell`), the residual and its
+    Geman-McClure IRLS weight. The one reprojection Jacobian of both linearise kernels."""
+    du = _bilinear(field, 1, j0, j1, i0, i1, ax, ay) * K[0] * iz
+    dv = _bilinear(field, 2, j0, j1, i0, i1, ax, ay) * K[3] * iz
+    dz = -(du * px + dv * py) * iz
+    k = m[c]
+    # [w, p x w]: a left step moves p by rho + phi x p
+    J[c, k, 0], J[c, k, 1], J[c, k, 2] = du, dv, dz
+    J[c, k, 3], J[c, k, 4], J[c, k, 5] = py * dz - pz * dv, pz * du - px * dz, px * dv - py * du
+    s = sigma2 / (sigma2 + d * d)
+    r[c, k] = d
+    wt[c, k] = s * s
+    m[c] = k + 1
+
+
 @njit(**_JIT)
 def linearise_poses(points, second, K, size, R, t, field, scale, second_row, sigma2):
     """Gauss-Newton normal equations of the edge distances at each pose ``R`` (C, 3, 3), ``t`` (C, 3):
@@ -154,7 +172,6 @@ def linearise_poses(points, second, K, size, R, t, field, scale, second_row, sig
     not depend on which other poses share the call (a refinement linearises all its poses in one call).
     """
     h, w = field.shape[0], field.shape[1]
-    fx, fy = K[0], K[3]
     n, C = points.shape[0], R.shape[0]
     J = np.empty((C, n, 6))
     r = np.empty((C, n))
@@ -170,17 +187,7 @@ def linearise_poses(points, second, K, size, R, t, field, scale, second_row, sig
                 continue
             j0, j1, i0, i1, ax, ay = _cell(u, v, scale, row, h, w)
             d = _bilinear(field, 0, j0, j1, i0, i1, ax, ay)
-            du = _bilinear(field, 1, j0, j1, i0, i1, ax, ay) * fx * iz
-            dv = _bilinear(field, 2, j0, j1, i0, i1, ax, ay) * fy * iz
-            dz = -(du * px + dv * py) * iz
-            k = m[c]
-            # [w, p x w]: a left step moves p by rho + phi x p
-            J[c, k, 0], J[c, k, 1], J[c, k, 2] = du, dv, dz
-            J[c, k, 3], J[c, k, 4], J[c, k, 5] = py * dz - pz * dv, pz * du - px * dz, px * dv - py * du
-            s = sigma2 / (sigma2 + d * d)
-            r[c, k] = d
-            wt[c, k] = s * s
-            m[c] = k + 1
+            _add_row(J, r, wt, m, c, field, j0, j1, i0, i1, ax, ay, d, px, py, pz, iz, K, sigma2)
     return _normal_equations(J, r, wt, m)
 
 
@@ -266,7 +273,6 @@ def linearise_poses_intervals(points, second, K, size, R, t, field, scale, secon
     """:func:`linearise_poses` of points that stand for intervals (as :func:`score_poses_intervals`), each
     linearised at its sample nearest an image edge."""
     h, w = field.shape[0], field.shape[1]
-    fx, fy = K[0], K[3]
     n, C = points.shape[0], R.shape[0]
     J = np.empty((C, n, 6))
     r = np.empty((C, n))
@@ -286,14 +292,5 @@ def linearise_poses_intervals(points, second, K, size, R, t, field, scale, secon
                     R, t, c, points, spans, samples, i, K, size, field, scale, row, h, w)
                 if not counts:
                     continue
-            du = _bilinear(field, 1, j0, j1, i0, i1, ax, ay) * fx * iz
-            dv = _bilinear(field, 2, j0, j1, i0, i1, ax, ay) * fy * iz
-            dz = -(du * px + dv * py) * iz
-            k = m[c]
-            J[c, k, 0], J[c, k, 1], J[c, k, 2] = du, dv, dz
-            J[c, k, 3], J[c, k, 4], J[c, k, 5] = py * dz - pz * dv, pz * du - px * dz, px * dv - py * du
-            s = sigma2 / (sigma2 + d * d)
-            r[c, k] = d
-            wt[c, k] = s * s
-            m[c] = k + 1
+            _add_row(J, r, wt, m, c, field, j0, j1, i0, i1, ax, ay, d, px, py, pz, iz, K, sigma2)
     return _normal_equations(J, r, wt, m)
