@@ -65,5 +65,5 @@ case "${1:-}" in
       else echo "[$name] no checkpoint was reached: nothing to bring back" | tee -a "$OUT/log.txt"; fi
     done
     echo "done in $(($(date +%s) - t0)) s" | tee -a "$OUT/log.txt" ;;
-  *) sed -n 2,12p "$0"; exit 2 ;;
+  *) sed -n 2,15p "$0"; exit 2 ;;
 esac

@@ -72,12 +72,13 @@ def checkpoint_to_weights(checkpoint: str | Path, out: str | Path, note: str) ->
     cfg = TrainConfig.from_dict(ckpt["config"])
     model = CrossI2P(cfg.model)
     model.load_state_dict(ckpt["model"])
-    return save_weights(out, model, {"step": ckpt["step"], "epoch": ckpt["epoch"], "train_config": cfg.to_dict(),
-                                     "note": note})
+    return save_weights(out, model, {"step": ckpt["step"], "epoch": ckpt["epoch"], "num_frames": ckpt["num_frames"],
+                                     "train_config": cfg.to_dict(), "note": note})
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m crossi2p_ros.training.budget", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m crossi2p_ros.training.budget",
+                                     description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     fit = sub.add_parser("fit", help="print the epochs that the probed runs finish in the budget")
     fit.add_argument("--probes", nargs="+", required=True, help="finished probe run folders (metrics.jsonl)")
@@ -105,9 +106,9 @@ def main(argv: list[str] | None = None) -> None:
               f"{t.startup_s:.1f} s start-up")
     print(f"{left:.0f} s left: {epochs} epochs of {steps_per_epoch} steps")
     if args.json:
-        Path(args.json).write_text(json.dumps({"probes": {Path(p).name: asdict(t) for p, t in zip(args.probes, timings)},
-                                               "seconds_left": left, "steps_per_epoch": steps_per_epoch,
-                                               "epochs": epochs}, indent=1))
+        probes = {Path(p).name: asdict(t) for p, t in zip(args.probes, timings)}
+        Path(args.json).write_text(json.dumps({"probes": probes, "seconds_left": left,
+                                               "steps_per_epoch": steps_per_epoch, "epochs": epochs}, indent=1))
     print(epochs)
 
 
