@@ -22,7 +22,7 @@ from crossi2p_ros.registration.image_edges import (ImageEdgeConfig, detect_edges
                                                    robust_score, sample_level, stack_levels)
 from crossi2p_ros.registration.inputs import undistorted
 from crossi2p_ros.registration.keyframes import KeyframeConfig, KeyframeWindow, thumbnail
-from crossi2p_ros.registration.lidar_edges import depth_edges
+from crossi2p_ros.registration.lidar_edges import LidarEdgeConfig, depth_edges
 from crossi2p_ros.registration.solver import pullback_to_pose
 from crossi2p_ros.registration.window import Keyframe, WindowConfig, WindowEstimator, prepare_keyframe
 
@@ -112,6 +112,48 @@ def test_leaving_the_lower_silhouettes_out_brings_a_real_windows_optimum_nearer_
     assert not WindowConfig().lidar.across_bottoms
     assert offsets[False].trans_m < 0.02 and offsets[False].rot_deg < 0.25, offsets
     assert offsets[False].trans_m < offsets[True].trans_m - 0.004, offsets
+
+
+def test_edges_among_many_discontinuities_on_their_ring_are_marked_cluttered():
+    # one ring of a wall 10 m away (0.25 deg a step): a box 6 m away, 20 steps wide (two clean silhouettes), and
+    # a crown seen through (leaves at 6 m, the wall behind them, alternating every two steps)
+    az = np.radians(np.arange(0.0, 360.0, 0.25))
+    rng = np.full(len(az), 10.0)
+    box = (az > np.radians(20)) & (az < np.radians(25))
+    crown = (az > np.radians(60)) & (az < np.radians(75))
+    rng[box] = 6.0
+    rng[crown] = np.where(np.arange(crown.sum()) // 2 % 2 == 0, 6.0, 10.0)
+    rings = np.repeat(np.arange(3), len(az))
+    el = np.radians(np.repeat([-1.0, 0.0, 1.0], len(az)))
+    az3, r3 = np.tile(az, 3), np.tile(rng, 3)
+    pts = np.c_[r3 * np.cos(el) * np.cos(az3), r3 * np.cos(el) * np.sin(az3), r3 * np.sin(el)]
+    edges = depth_edges(pts, rings, LidarEdgeConfig(across_rings=False))
+    heading = np.degrees(np.arctan2(edges.xyz[:, 1], edges.xyz[:, 0]))
+    at_box, in_crown = (heading > 19) & (heading < 26), (heading > 59) & (heading < 76)
+    assert at_box.sum() == 6 and in_crown.sum() > 20            # both sides of the box on each ring
+    assert not edges.cluttered[at_box].any() and edges.cluttered[in_crown].all()
+    assert not depth_edges(pts, rings, LidarEdgeConfig(across_rings=False, clutter_window=0)).cluttered.any()
+
+
+def test_a_coarse_ring_sensor_under_porous_crowns_leaves_their_clutter_out():
+    # a 32-beam sensor looking into street trees it sees through: its window has along-ring edges only, and the
+    # crowns' clutter outweighs them (benchmarks: +-10 deg success 33 % with it, 73 % without); measured here
+    # from two 3 deg / 10 cm starts 0.28 deg / 7.1 cm without the clutter, 0.46-0.69 deg / 12-18 cm with it
+    seq = SynthSequence(SynthConfig(frames=20, seed=9741, style="urban", lidar_beams=32, lidar_columns=2048,
+                                    foliage_free_path_m=0.5))
+    frames = [seq.frame(i) for i in range(0, 20, 2)]
+    T_gt = frames[0].T_camera_lidar
+    errors = {}
+    for window in (6, 0):
+        cfg = WindowConfig(lidar=replace(WindowConfig().lidar, clutter_window=window))
+        keyframes = _keyframes(frames, cfg)
+        result = WindowEstimator(cfg).solve(keyframes, _step(3.0, 0.1) @ T_gt)
+        errors[window] = pose_error(result.T_camera_lidar, T_gt)
+    assert errors[6].trans_m < 0.7 * errors[0].trans_m and errors[6].rot_deg < 0.8 * errors[0].rot_deg, errors
+    # a fine-ring sensor keeps its along-ring edges whatever their neighbours (real KITTI lost windows without)
+    fine = SynthSequence(SynthConfig(frames=1, seed=9741, style="urban", foliage_free_path_m=0.5)).frame(0)
+    found = depth_edges(fine.points)
+    assert found.cluttered.any() and len(_keyframes([fine])[0].edges) == len(found.xyz)
 
 
 def test_rings_from_a_field_and_from_elevation_match_the_scan_order():

@@ -23,7 +23,9 @@ far point is at least ``max(min_jump_m, min_jump_ratio * range)`` farther;
 its near point is the edge, and only when its other neighbour continues the
 near surface smoothly (a step at most ``smooth_fraction`` of the jump): that
 rejects foliage (ranges scattered in every direction) and grazing ground
-(ranges growing steadily from ring to ring), which have no image edge.
+(ranges growing steadily from ring to ring), which have no image edge. Along a
+ring, an edge among many other discontinuities is marked ``cluttered``: beams
+that pass through a crown's gaps alternate between leaves and what lies behind.
 
 Bias. The true silhouette lies between the near point and its far neighbour,
 not on the near point: sampled silhouettes are half a beam step too small on
@@ -47,6 +49,10 @@ class LidarEdgeConfig:
     min_jump_m: float = 0.3           # a discontinuity: the far neighbour at least this much farther ...
     min_jump_ratio: float = 0.1       # ... and at least this fraction of the near range
     smooth_fraction: float = 0.3      # the near point's other neighbour steps at most this part of the jump
+    # an along-ring edge with more than clutter_max other discontinuities within clutter_window steps either side
+    # is marked cluttered (LidarEdges.cluttered): beams alternating between a crown's leaves and what lies behind
+    clutter_window: int = 6
+    clutter_max: int = 2
     max_gap_steps: float = 3.0        # azimuth gap (in the sweep's median steps) beyond which points are not neighbours
     across_rings: bool = True
     # across rings, also lower silhouettes (the beam below passes underneath). Off: on real KITTI only 14 % of them
@@ -69,10 +75,15 @@ class LidarEdges:
     # (M, 3) [m]: from the edge's near-point end of its pair to its far-point end, at the near range; the
     # silhouette lies anywhere on ``xyz +- spans / 2`` (xyz is the middle when ``bisect``)
     spans: np.ndarray | None = None
+    # (M,) bool: along-ring edges among many others on their ring (LidarEdgeConfig.clutter_window), as in porous
+    # foliage; the window estimator leaves them out where along-ring edges are all it has
+    cluttered: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.spans is None:
             self.spans = np.zeros_like(self.xyz)
+        if self.cluttered is None:
+            self.cluttered = np.zeros(len(self.xyz), bool)
 
 
 def _azimuth(xyz: np.ndarray) -> np.ndarray:
@@ -209,12 +220,14 @@ def depth_edges(points: np.ndarray, ring: np.ndarray | None = None, cfg: LidarEd
     near = [order[near_a]]
     far = [order[far_a]]
     along = [np.ones(len(near_a), bool)]
+    cluttered = [_cluttered(range_o, linked, k, np.minimum(near_a, far_a), cfg)]
 
     if cfg.across_rings:
         near_x, far_x = _across_ring_edges(rings, az, elevation, rng, max(step, 1e-6), cfg)
         near.append(near_x)
         far.append(far_x)
         along.append(np.zeros(len(near_x), bool))
+        cluttered.append(np.zeros(len(near_x), bool))
     near_i, far_i, along_m = np.concatenate(near), np.concatenate(far), np.concatenate(along)
     edges = xyz[near_i]
     near_dir, far_dir = xyz[near_i] / rng[near_i, None], xyz[far_i] / rng[far_i, None]
@@ -223,7 +236,23 @@ def depth_edges(points: np.ndarray, ring: np.ndarray | None = None, cfg: LidarEd
         u = near_dir + far_dir
         edges = u / np.linalg.norm(u, axis=1, keepdims=True) * rng[near_i, None]
     return LidarEdges(edges, along_m, int(len(np.unique(rings))), source,
-                      ring_gap_deg(rings, elevation, np.hypot(xyz[:, 0], xyz[:, 1])), spans)
+                      ring_gap_deg(rings, elevation, np.hypot(xyz[:, 0], xyz[:, 1])), spans, np.concatenate(cluttered))
+
+
+def _cluttered(range_o: np.ndarray, linked: np.ndarray, k: np.ndarray, edge_links: np.ndarray,
+               cfg: LidarEdgeConfig) -> np.ndarray:
+    """Whether each along-ring edge (its link index into the ring-sorted ranges ``range_o``) has more than
+    ``clutter_max`` other discontinuities within ``clutter_window`` links either side. ``linked`` (N - 1,) and
+    ``k`` (the linked links) as in :func:`depth_edges`; a window may reach into the next ring (a few links at
+    its ends: ignored). A silhouette is one step with smooth surfaces on both sides; a crown seen through
+    alternates between leaves and what lies behind them."""
+    if cfg.clutter_window <= 0 or not len(edge_links):
+        return np.zeros(len(edge_links), bool)
+    near = np.minimum(range_o[k], range_o[k + 1])
+    jumps = np.zeros(len(linked))
+    jumps[k] = np.abs(range_o[k + 1] - range_o[k]) > np.maximum(cfg.min_jump_m, cfg.min_jump_ratio * near)
+    nearby = np.convolve(jumps, np.ones(2 * cfg.clutter_window + 1), mode="same")   # the edge's own included
+    return nearby[edge_links] > cfg.clutter_max + 1
 
 
 def ring_gap_deg(rings: np.ndarray, elevation: np.ndarray, horizontal_m: np.ndarray, min_range_m: float = 10.0,
