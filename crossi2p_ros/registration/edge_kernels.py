@@ -142,6 +142,12 @@ def score_poses(points, second, K, size, R, t, field, scale, second_row, sigma2,
 
 
 @njit(inline="always", **_JIT)
+def _rows(C, n):
+    """Room for C poses' rows of n points: Jacobians (C, n, 6), residuals and weights (C, n), rows filled (C,)."""
+    return np.empty((C, n, 6)), np.empty((C, n)), np.empty((C, n)), np.zeros(C, dtype=np.int64)
+
+
+@njit(inline="always", **_JIT)
 def _add_row(J, r, wt, m, c, field, j0, j1, i0, i1, ax, ay, d, px, py, pz, iz, K, sigma2):
     """Pose c's next row of the normal equations' inputs: the point's Jacobian J (6,) of its distance ``d`` [px]
     (at camera point p = (px, py, pz), 1 / pz = iz, the field cell of :func:`_cell`), the residual and its
@@ -173,10 +179,7 @@ def linearise_poses(points, second, K, size, R, t, field, scale, second_row, sig
     """
     h, w = field.shape[0], field.shape[1]
     n, C = points.shape[0], R.shape[0]
-    J = np.empty((C, n, 6))
-    r = np.empty((C, n))
-    wt = np.empty((C, n))
-    m = np.zeros(C, dtype=np.int64)
+    J, r, wt, m = _rows(C, n)
     # points outer, poses inner, as in score_poses: nearby poses read one neighbourhood of the field
     for i in range(n):
         X, Y, Z = points[i, 0], points[i, 1], points[i, 2]
@@ -274,10 +277,7 @@ def linearise_poses_intervals(points, second, K, size, R, t, field, scale, secon
     linearised at its sample nearest an image edge."""
     h, w = field.shape[0], field.shape[1]
     n, C = points.shape[0], R.shape[0]
-    J = np.empty((C, n, 6))
-    r = np.empty((C, n))
-    wt = np.empty((C, n))
-    m = np.zeros(C, dtype=np.int64)
+    J, r, wt, m = _rows(C, n)
     for i in range(n):
         row = second_row if second[i] else 0.0
         for c in range(C):
