@@ -373,8 +373,9 @@ def test_a_coarse_ring_sensor_window_leaves_the_across_ring_edges_out_and_stays_
     # a 32-beam sensor's rings are 1.3 deg apart: its across-ring edges lie anywhere within that of the
     # silhouette and pull the window's optimum off the truth; its along-ring edges alone hold it. Two drives,
     # since one window's optimum moves by a few hundredths of a degree between machines (ray casting and
-    # edge detection are not bit-identical across CPUs): 0.09 / 0.05 deg, 4.3 / 0.2 cm along-ring only,
-    # against 0.23 / 0.46 deg with across-ring edges (seeds 9734 and 9735: 0.21 / 0.17 against 0.74 / 0.40)
+    # edge detection are not bit-identical across CPUs): 0.05 / 0.06 deg, 2.7 / 0.4 cm along-ring only (their
+    # clutter left out; 0.09 / 0.05 deg, 4.3 / 0.2 cm with it), against 0.23 / 0.46 deg with across-ring edges
+    # (seeds 9734 and 9735, before the clutter rule: 0.21 / 0.17 against 0.74 / 0.40)
     errors = {"default": [], "across": []}
     for seed, style in ((9732, "suburban"), (9733, "urban")):
         seq = SynthSequence(SynthConfig(frames=20, seed=seed, style=style, lidar_beams=32, lidar_columns=2048))
