@@ -172,6 +172,12 @@ def ring_neighbours(az: np.ndarray, rings: np.ndarray, max_gap_steps: float) -> 
     return order, same & (d_az <= max_gap_steps * max(step, 1e-6)), step
 
 
+def _is_jump(ri: np.ndarray, rj: np.ndarray, cfg: LidarEdgeConfig) -> np.ndarray:
+    """Whether neighbours at ranges ``ri``, ``rj`` [m] are a depth discontinuity: the far one at least
+    ``max(min_jump_m, min_jump_ratio * near range)`` farther."""
+    return np.abs(rj - ri) > np.maximum(cfg.min_jump_m, cfg.min_jump_ratio * np.minimum(ri, rj))
+
+
 def _pair_edges(rng: np.ndarray, i: np.ndarray, j: np.ndarray, prev_step: np.ndarray, next_step: np.ndarray,
                 cfg: LidarEdgeConfig) -> tuple[np.ndarray, np.ndarray]:
     """Edges among neighbour pairs (i, j): (near index, far index) arrays.
@@ -180,9 +186,8 @@ def _pair_edges(rng: np.ndarray, i: np.ndarray, j: np.ndarray, prev_step: np.nda
     other neighbour and from j to its other neighbour (inf when none).
     """
     ri, rj = rng[i], rng[j]
-    near = np.minimum(ri, rj)
     jump = np.abs(rj - ri)
-    big = jump > np.maximum(cfg.min_jump_m, cfg.min_jump_ratio * near)
+    big = _is_jump(ri, rj, cfg)
     i_near = big & (ri < rj) & (prev_step <= cfg.smooth_fraction * jump)
     j_near = big & (rj < ri) & (next_step <= cfg.smooth_fraction * jump)
     return np.concatenate([i[i_near], j[j_near]]), np.concatenate([j[i_near], i[j_near]])
@@ -248,9 +253,8 @@ def _cluttered(range_o: np.ndarray, linked: np.ndarray, k: np.ndarray, edge_link
     alternates between leaves and what lies behind them."""
     if cfg.clutter_window <= 0 or not len(edge_links):
         return np.zeros(len(edge_links), bool)
-    near = np.minimum(range_o[k], range_o[k + 1])
     jumps = np.zeros(len(linked))
-    jumps[k] = np.abs(range_o[k + 1] - range_o[k]) > np.maximum(cfg.min_jump_m, cfg.min_jump_ratio * near)
+    jumps[k] = _is_jump(range_o[k], range_o[k + 1], cfg)
     nearby = np.convolve(jumps, np.ones(2 * cfg.clutter_window + 1), mode="same")   # the edge's own included
     return nearby[edge_links] > cfg.clutter_max + 1
 
