@@ -35,7 +35,7 @@ bisecting ray of the pair, at the near point's range.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -84,6 +84,11 @@ class LidarEdges:
             self.spans = np.zeros_like(self.xyz)
         if self.cluttered is None:
             self.cluttered = np.zeros(len(self.xyz), bool)
+
+    def subset(self, keep: np.ndarray) -> "LidarEdges":
+        """The same edges with only the points ``keep`` (a mask), order kept."""
+        return replace(self, xyz=self.xyz[keep], along=self.along[keep], spans=self.spans[keep],
+                       cluttered=self.cluttered[keep])
 
 
 def _azimuth(xyz: np.ndarray) -> np.ndarray:

@@ -216,9 +216,7 @@ def prepare_keyframe(image_pinhole: np.ndarray, points: np.ndarray, camera: Came
         # synthetic crowns, 32 beams, +-10 deg: success 33 -> 73 %; real nuScenes frames 1.28 -> 0.94 deg median
         # (mixed per camera). On real KITTI (64 beams, across-ring edges kept) leaving them out cost 100 -> 70 %
         # from +-10 deg with 2 false convergences (docs/benchmarks.md, "Porous foliage")
-        keep = found.along & ~found.cluttered
-        found = replace(found, xyz=found.xyz[keep], along=found.along[keep], spans=found.spans[keep],
-                        cluttered=found.cluttered[keep])
+        found = found.subset(found.along & ~found.cluttered)
     upright = distance_levels(edges.upright, sigmas, cfg.image, cfg.contrast_levels, edges.position)
     flat = upright if edges.level is edges.upright or found.along.all() else \
         distance_levels(edges.level, sigmas, cfg.image, cfg.contrast_levels, edges.position)
