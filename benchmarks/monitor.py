@@ -39,6 +39,11 @@ from crossi2p_ros.session import SessionConfig  # noqa: E402
 CASES = {"calm": (0.0, 0.0), "rot_1deg": (1.0, 0.0), "trans_2cm": (0.0, 0.02)}
 
 
+def _median(values) -> float | None:
+    v = [x for x in values if x is not None]
+    return float(np.median(v)) if v else None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=60, help="frames per bag (10 Hz)")
@@ -81,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
                 "final_offset_trans_m": result.records[-1].offset_trans_m,
                 "calibrated_estimate_rot_sd_deg": float(np.sqrt(np.mean([e.rot_deg ** 2 for e in errors]))) if errors else None,
                 "calibrated_estimate_trans_sd_m": float(np.sqrt(np.mean([e.trans_m ** 2 for e in errors]))) if errors else None,
+                # OK solves whose test could have seen a drift at the ERROR thresholds (DriftStatus.checked)
+                "ok_solves": sum(r.level == "OK" for r in result.records),
+                "ok_solves_checked": sum(r.level == "OK" and bool(r.checked) for r in result.records),
+                "detectable_rot_deg_median": _median(r.detectable_rot_deg for r in result.records),
+                "detectable_trans_m_median": _median(r.detectable_trans_m for r in result.records),
                 "seconds": elapsed,
             }
             c = results["cases"][name]
@@ -88,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"delay {c['detection_delay_s'] if c['detection_delay_s'] is not None else '-'}  "
                   f"final {c['final_level']} ({c['final_offset_rot_deg']:.2f} deg, {100 * c['final_offset_trans_m']:.1f} cm)  "
                   f"solve error before the step {c['calibrated_estimate_rot_sd_deg']:.2f} deg / "
-                  f"{100 * c['calibrated_estimate_trans_sd_m']:.1f} cm  ({elapsed:.0f} s)", flush=True)
+                  f"{100 * c['calibrated_estimate_trans_sd_m']:.1f} cm  OK and checked {c['ok_solves_checked']} of "
+                  f"{c['ok_solves']}  ({elapsed:.0f} s)", flush=True)
     if args.json:
         write_json(args.json, results)
     return 0

@@ -14,6 +14,14 @@ unlucky solve does not either.
 Window solves share keyframes, so they are not independent: the default
 tests each solve alone (``window = 1``), whose covariance already covers the
 window's data, and asks for ``persistence`` consecutive solves.
+
+"OK" needs evidence. A stretch of road that constrains the extrinsic poorly
+(a highway with guard rails and few upright structures) gives estimates with
+large covariances, against which no offset is significant: the test would
+pass while blind. Each status therefore states the smallest offset the test
+could have flagged along its worst direction (``detectable_rot_deg`` /
+``detectable_trans_m``), and calls the calibration *checked* only when a
+decalibration at the ERROR thresholds would have shown.
 """
 from __future__ import annotations
 
@@ -81,6 +89,11 @@ class DriftStatus:
     trans_statistic: float
     estimates: int
     axis: str = ""                # the dominant component of the offset (e.g. "yaw, about camera y")
+    # the smallest offset the test flags along its least constrained direction [deg, m] (inf: unconstrained) ...
+    detectable_rot_deg: float = float("inf")
+    detectable_trans_m: float = float("inf")
+    checked: bool = False         # ... both within the ERROR thresholds (a decalibration that size would show),
+                                  # or a drift raised: the status rests on evidence
 
 
 class DriftMonitor:
@@ -114,13 +127,17 @@ class DriftMonitor:
             self.status = self._stale(n)
             return self.status
         xi, info = np.stack(self._xi), np.stack(self._info)
-        stats, offset = [], np.zeros(6)
+        stats, detectable, offset = [], [], np.zeros(6)
         for block in (slice(3, 6), slice(0, 3)):
             I = info[:, block, block]
             H = I.sum(0)
             m = np.linalg.solve(H, np.einsum("kij,kj->i", I, xi[:, block]))
             offset[block] = m
             stats.append(float(m @ H @ m))     # GLR statistic of "mean offset m" against "no offset"
+            # an offset d along H's weakest eigenvector has statistic d^2 * lambda_min: flagged from this size on
+            weakest = float(np.linalg.eigvalsh(0.5 * (H + H.T))[0])
+            detectable.append(float(np.sqrt(cfg.chi2_threshold / weakest)) if weakest > 0 else float("inf"))
+        detectable_rot_deg, detectable_trans_m = float(np.degrees(detectable[0])), detectable[1]
         rot_deg = float(np.degrees(np.linalg.norm(offset[3:])))
         trans_m = float(np.linalg.norm(offset[:3]))
         rot_sig, trans_sig = stats[0] > cfg.chi2_threshold, stats[1] > cfg.chi2_threshold
@@ -133,11 +150,19 @@ class DriftMonitor:
         self._streak = self._streak + 1 if level != "OK" else 0
         if self._streak < cfg.persistence:
             level = "OK"
+        # a raised drift is evidence itself; an OK needs the power to have seen one at the ERROR thresholds
+        checked = level != "OK" or (detectable_rot_deg <= cfg.error_rot_deg
+                                    and detectable_trans_m <= cfg.error_trans_m)
         axis = dominant_axis(offset)
         what = (f"live extrinsic differs from the installed one by {rot_deg:.2f} deg / {100 * trans_m:.1f} cm"
                 + (f", mostly {axis}" if level != "OK" else ""))
-        message = {"OK": f"calibration OK ({what}, {n} estimates)",
+        hidden = f"{detectable_rot_deg:.2f} deg / {100 * detectable_trans_m:.1f} cm"
+        message = {"OK": (f"calibration OK ({what}; a drift of {hidden} or more would show, {n} estimates)" if checked
+                          else f"calibration unchecked: these windows could hide a drift of up to {hidden} (too few "
+                               f"constraints on this stretch, e.g. a straight road); installed calibration assumed "
+                               f"({what})"),
                    "WARN": f"possible decalibration: {what}",
                    "ERROR": f"DECALIBRATED: {what}; recalibrate or check the sensor mounts"}[level]
-        self.status = DriftStatus(level, message, offset, rot_deg, trans_m, stats[0], stats[1], n, axis)
+        self.status = DriftStatus(level, message, offset, rot_deg, trans_m, stats[0], stats[1], n, axis,
+                                  detectable_rot_deg, detectable_trans_m, checked)
         return self.status

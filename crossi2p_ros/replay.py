@@ -198,6 +198,9 @@ class EstimateRecord:
     offset_rot_deg: float | None = None
     offset_trans_m: float | None = None
     axis: str | None = None
+    checked: bool | None = None   # monitor runs: the test could have seen a decalibration (DriftStatus.checked)
+    detectable_rot_deg: float | None = None
+    detectable_trans_m: float | None = None
 
     @classmethod
     def of(cls, update: Update, t0_ns: int) -> "EstimateRecord":
@@ -209,6 +212,9 @@ class EstimateRecord:
         if update.drift is not None:
             d = update.drift
             rec.level, rec.offset_rot_deg, rec.offset_trans_m, rec.axis = d.level, d.rot_deg, d.trans_m, d.axis
+            if d.level != "STALE":
+                rec.checked, rec.detectable_rot_deg, rec.detectable_trans_m = \
+                    d.checked, d.detectable_rot_deg, d.detectable_trans_m
         return rec
 
     def to_json(self) -> dict:

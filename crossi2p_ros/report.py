@@ -128,6 +128,14 @@ def summary_text(result: RunResult, bag: Path, reference: np.ndarray | None = No
                          f"{100 * r.offset_trans_m:.1f} cm, mostly {r.axis}); final level {levels[-1]}")
         else:
             lines.append(f"monitor: no alarm over {result.records[-1].time_s:.1f} s; final level {levels[-1]}")
+        tested = [r for r in result.records if r.checked is not None]
+        unchecked = [r for r in tested if not r.checked]
+        if unchecked:
+            rot = max(r.detectable_rot_deg for r in unchecked)
+            trans = max(r.detectable_trans_m for r in unchecked)
+            lines.append(f"monitor: {len(unchecked)} of {len(tested)} solves could not check the calibration (they "
+                         f"could hide a drift of up to {rot:.2f} deg / {100 * trans:.1f} cm): this stretch "
+                         f"constrains it too little")
     return "\n".join(lines) + "\n"
 
 

@@ -66,3 +66,27 @@ def test_the_drift_names_its_axis(offset, axis):
     for _ in range(3):
         status = monitor.add(se3_exp(offset) @ T_TRUE, cov)
     assert status.level in ("WARN", "ERROR") and axis in status.message and status.axis == axis
+
+
+def test_an_ok_needs_estimates_that_could_have_shown_a_decalibration():
+    # the same calibrated pose twice: tight estimates check it; estimates that leave roll free (a highway's
+    # guard rails and few upright structures) pass the test too, but must say that they could not see a drift
+    tight = np.diag([0.01 ** 2] * 3 + [np.radians(0.1) ** 2] * 3)
+    loose_roll = tight.copy()
+    loose_roll[5, 5] = np.radians(3.0) ** 2
+    for cov, checked in ((tight, True), (loose_roll, False)):
+        monitor = DriftMonitor(T_TRUE)
+        status = monitor.add(T_TRUE, cov)
+        assert status.level == "OK" and status.checked is checked, status.message
+        assert ("unchecked" in status.message) is not checked, status.message
+    # the threshold of the chi-square test (16.27 for 3 dof) along the weakest axis: 4.03 sigma
+    assert status.detectable_rot_deg == pytest.approx(np.sqrt(16.266) * 3.0, rel=1e-3)
+    assert status.detectable_trans_m == pytest.approx(np.sqrt(16.266) * 0.01, rel=1e-3)
+
+
+def test_a_raised_drift_counts_as_checked_even_where_another_axis_is_free():
+    cov = np.diag([0.005 ** 2] * 3 + [np.radians(0.05) ** 2, np.radians(0.05) ** 2, np.radians(5.0) ** 2])
+    monitor = DriftMonitor(T_TRUE, MonitorConfig(persistence=1))
+    status = monitor.add(se3_exp(np.array([0, 0, 0, 0, np.radians(3.0), 0])) @ T_TRUE, cov)
+    assert status.level == "ERROR" and status.checked
+    assert status.detectable_rot_deg > 2.0       # roll alone could not have been checked

@@ -328,3 +328,24 @@ def test_a_signal_ends_the_node_cleanly(tmp_path, ros_environment, sig):
     time.sleep(0.2)
     log = "".join(lines)
     assert "Traceback" not in log and "Exception" not in log, log
+
+
+def test_monitor_mode_warns_when_its_windows_cannot_check_the_calibration(harness, frames, tmp_path):
+    """Windows of two keyframes never constrain the extrinsic (min_keyframes_converged): their OK is no evidence,
+    so after ``no_estimate_warn_s`` the node says the installed calibration has not been checked."""
+    h = harness(mode="monitor", installed_calibration=_write_initial(tmp_path, frames[0].T_camera_lidar),
+                no_estimate_warn_s=3.0, **{"keyframes.size": 2, "session.min_keyframes": 2, "session.solve_every": 1})
+    h.spin(1.0)
+    solved = lambda: h.node.session.last is not None and h.node.session.last.drift is not None  # noqa: E731
+    assert h.feed(frames, 150.0, solved, period_s=0.15)
+    drift = h.node.session.last.drift
+    assert drift.level == "OK" and not drift.checked, drift.message
+    unchecked = lambda: level(h.last_status()) == 1 and "not been checked" in h.last_status().message  # noqa: E731
+    assert h.feed(frames, 20.0, unchecked, period_s=0.15), h.last_status().message
+    # solves keep coming (one a keyframe) and succeed, yet none checks: the warning stays
+    n = h.node.session.solves
+    assert h.feed(frames, 30.0, lambda: h.node.session.solves >= n + 3, period_s=0.15)
+    assert h.node.session.last.estimate.ok
+    h.spin(1.5)                                            # the next diagnostics after those solves
+    assert unchecked(), h.last_status().message
+    assert "could hide a drift" in h.last_status().message and h.values()["checked"] == "False"

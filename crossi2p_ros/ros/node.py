@@ -333,7 +333,9 @@ class CalibrationNode(Node):
         est = update.estimate
         lidar, camera = self._frames
         stamp = time_msg(update.stamp_ns)
-        if est.ok:
+        # monitor mode counts a solve only when it checked the installed calibration (DriftStatus.checked): a
+        # stretch that cannot reveal a decalibration is no evidence that there is none
+        if est.ok and (self.mode != "monitor" or (update.drift is not None and update.drift.checked)):
             self._last_success_time = time.monotonic()
         self.calibration_pub.publish(pose_message(est.T_camera_lidar, est.covariance, lidar, stamp))
         if update.publish and self.mode == "calibrate":
@@ -409,10 +411,17 @@ class CalibrationNode(Node):
                 return "ERROR", ("monitor mode needs the installed extrinsic: set installed_calibration or "
                                  f"installed_transform, or publish {self._frames[0]} -> {self._frames[1]} on "
                                  "/tf_static"), values
-            if now - self._last_success_time > self.cfg.no_estimate_warn_s:
-                return "WARN", (f"no window solve has succeeded for {now - self._last_success_time:.0f} s "
-                                f"({last.estimate.message if last else held})"), values
             drift = last.drift if last is not None else None
+            if drift is not None and drift.level != "STALE":
+                values.update({"drift_detectable_rot_deg": f"{drift.detectable_rot_deg:.3f}",
+                               "drift_detectable_trans_m": f"{drift.detectable_trans_m:.4f}",
+                               "checked": drift.checked})
+            if now - self._last_success_time > self.cfg.no_estimate_warn_s:
+                unchecked = drift is not None and drift.level == "OK" and not drift.checked
+                return "WARN", (f"the installed calibration has not been checked for "
+                                f"{now - self._last_success_time:.0f} s: "
+                                + (drift.message if unchecked else
+                                   f"no window solve succeeded ({last.estimate.message if last else held})")), values
             if drift is None or drift.level == "STALE":
                 return "OK", f"warming up: {held} (installed calibration assumed until checked)", values
             values.update({"offset_rot_deg": f"{drift.rot_deg:.3f}", "offset_trans_m": f"{drift.trans_m:.4f}",

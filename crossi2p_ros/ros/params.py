@@ -57,7 +57,9 @@ class NodeConfig:
     autostart: bool = _opt(True, "start at once; false: wait for ~/start")
     stale_after_s: float = _opt(5.0, "diagnostics turn STALE after this long without a pair [s]", (0.1, 3600.0))
     no_estimate_warn_s: float = _opt(30.0, "monitor mode: WARN when pairs arrive but no window solve has "
-                                           "succeeded for this long [s]", (1.0, 3600.0))
+                                           "checked the installed calibration for this long (succeeded, and "
+                                           "constrained enough to reveal a drift at the error thresholds) [s]",
+                                     (1.0, 3600.0))
 
 
 # (dataclass, group prefix, {field: (description, allowed)}) of the other configs the node exposes
