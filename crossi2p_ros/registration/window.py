@@ -263,10 +263,38 @@ def _ball_grid(step: float, radius: float, slack: float) -> np.ndarray:
     return g[np.linalg.norm(g, axis=1) <= radius + slack]
 
 
-def _has_intervals(level_inputs: tuple) -> bool:
-    """Whether one keyframe's prepared level inputs (WindowEstimator._level_inputs) carry spans and samples,
-    for the interval kernels; without them (every point at its bisector) the plain kernels, which are faster."""
-    return len(level_inputs) == 10
+@dataclass(frozen=True)
+class _LevelInput:
+    """One keyframe's edge points at one level, as the compiled kernels (:mod:`.edge_kernels`) take them."""
+
+    points: np.ndarray                # (N, 3) [m, LiDAR frame]
+    second: np.ndarray                # (N,) bool: sampled from the stacked level's second (level-edge) field
+    intrinsics: np.ndarray            # Keyframe.intrinsics
+    last_pixel: np.ndarray            # Keyframe.last_pixel
+    level: EdgeLevel
+    sigma2: float                     # the level's robust scale squared [px^2]
+    # each point's interval and its samples (WindowConfig.interval_spacing): the interval kernels; None (every
+    # point at its bisector) the plain ones, which are faster
+    spans: np.ndarray | None = None
+    samples: np.ndarray | None = None
+
+    def _common(self, R: np.ndarray, t: np.ndarray) -> tuple:
+        lev = self.level
+        return (self.points, self.second, self.intrinsics, self.last_pixel, R, t, lev.field, lev.scale,
+                float(lev.second_row), self.sigma2)
+
+    def score(self, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Summed score (C,) at poses (R (C, 3, 3), t (C, 3)); on contrast levels less its local mean."""
+        contrast = self.level.field.shape[2] > 3
+        if self.spans is None:
+            return score_poses(*self._common(R, t), contrast)
+        return score_poses_intervals(*self._common(R, t), self.spans, self.samples, contrast)
+
+    def linearise(self, R: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Summed IRLS normal equations H (C, 6, 6), g (C, 6) at poses (R, t)."""
+        if self.spans is None:
+            return linearise_poses(*self._common(R, t))
+        return linearise_poses_intervals(*self._common(R, t), self.spans, self.samples)
 
 
 def covariance_within(cov: np.ndarray, rot_deg: float, trans_m: float) -> bool:
@@ -300,7 +328,7 @@ class WindowEstimator:
         return self._score(self._level_inputs(keyframes, level, count), Ts, len(keyframes))
 
     def _level_inputs(self, keyframes: Sequence[Keyframe], level: int, count: int | None,
-                      T_order: np.ndarray | None = None) -> list[tuple]:
+                      T_order: np.ndarray | None = None) -> list[_LevelInput]:
         """Per keyframe with edge points: the arguments of :mod:`.edge_kernels` at ``level`` for its first
         ``count`` points; prepared once per level of a refinement, used by every step.
 
@@ -322,12 +350,11 @@ class WindowEstimator:
                 row = np.floor((uv[:, 1] + 0.5) * lev.scale) + np.where(along, 0, lev.second_row)
                 order = np.argsort(row * width + np.clip((uv[:, 0] + 0.5) * lev.scale, 0, width), kind="stable")
                 pts, along, spans = pts[order], along[order], spans[order]
-            args = (pts, ~along, kf.intrinsics, kf.last_pixel, lev.field, lev.scale, float(lev.second_row),
-                    self._sigma_px(kf, level) ** 2)
             samples = self._interval_samples(kf, level, pts, spans)
-            if samples.max() > 1:     # for the interval kernels (_has_intervals)
-                args += (np.ascontiguousarray(spans), samples)
-            inputs.append(args)
+            intervals = samples.max() > 1
+            inputs.append(_LevelInput(pts, ~along, kf.intrinsics, kf.last_pixel, lev, self._sigma_px(kf, level) ** 2,
+                                      np.ascontiguousarray(spans) if intervals else None,
+                                      samples if intervals else None))
         return inputs
 
     def _interval_samples(self, kf: Keyframe, level: int, pts: np.ndarray, spans: np.ndarray) -> np.ndarray:
@@ -339,29 +366,26 @@ class WindowEstimator:
         n = np.ceil(span_px / (self.cfg.interval_spacing * self._sigma_px(kf, level)))
         return np.clip(n, 1, self.cfg.max_interval_samples).astype(np.int64)
 
-    def _score(self, inputs: list[tuple], Ts: np.ndarray, n_keyframes: int) -> np.ndarray:
+    def _score(self, inputs: list[_LevelInput], Ts: np.ndarray, n_keyframes: int) -> np.ndarray:
         """Scores (C,) of poses ``Ts`` (C, 4, 4) on prepared ``inputs`` of a window of ``n_keyframes``; on
         contrast levels (a field with a fourth channel) less the score's local mean."""
         self.evaluations += len(Ts)
         R, t = np.ascontiguousarray(Ts[:, :3, :3]), np.ascontiguousarray(Ts[:, :3, 3])
         total = np.zeros(len(Ts))
-        sums = map_in_threads(lambda args: (score_poses_intervals if _has_intervals(args) else score_poses)(
-            *args[:4], R, t, *args[4:], args[4].shape[2] > 3), inputs, self.cfg.threads)
-        for args, summed in zip(inputs, sums):
-            total += summed / len(args[0])
+        sums = map_in_threads(lambda one: one.score(R, t), inputs, self.cfg.threads)
+        for one, summed in zip(inputs, sums):
+            total += summed / len(one.points)
         return total / max(n_keyframes, 1)
 
-    def _linearise(self, inputs: list[tuple], Ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _linearise(self, inputs: list[_LevelInput], Ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Normal equations H (C, 6, 6), g (C, 6) of the IRLS step at each pose of ``Ts`` (C, 4, 4), each
         keyframe's points weighted by 1 / their count (as in the score)."""
         H, g = np.zeros((len(Ts), 6, 6)), np.zeros((len(Ts), 6))
         R, t = np.ascontiguousarray(Ts[:, :3, :3]), np.ascontiguousarray(Ts[:, :3, 3])
-        normals = map_in_threads(lambda args: (linearise_poses_intervals if _has_intervals(args) else
-                                               linearise_poses)(*args[:4], R, t, *args[4:]), inputs,
-                                 self.cfg.threads)
-        for args, (H_k, g_k) in zip(inputs, normals):
-            H += H_k / len(args[0])
-            g += g_k / len(args[0])
+        normals = map_in_threads(lambda one: one.linearise(R, t), inputs, self.cfg.threads)
+        for one, (H_k, g_k) in zip(inputs, normals):
+            H += H_k / len(one.points)
+            g += g_k / len(one.points)
         return H, g
 
     def _inside_bounds(self, Ts: np.ndarray, T_center: np.ndarray) -> np.ndarray:
