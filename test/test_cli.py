@@ -4,7 +4,6 @@ import sys
 
 import cv2
 import numpy as np
-import pytest
 
 from crossi2p_ros import geometry as g
 from crossi2p_ros.cli import main

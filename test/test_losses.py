@@ -1,5 +1,4 @@
 """Self-supervised losses and GradNorm balancing."""
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,7 +6,7 @@ import torch.nn.functional as F
 from crossi2p_ros.model import CrossI2P
 from crossi2p_ros.model.crossi2p import CrossI2POutput
 from crossi2p_ros.model.matching import CoarseScores
-from crossi2p_ros.model.point_encoder import gather_points, group_points
+from crossi2p_ros.model.point_encoder import group_points
 from crossi2p_ros.training.gradnorm import GradNorm
 from crossi2p_ros.training.losses import (CrossI2PLoss, coarse_overlap, project_ground_truth, sample_fine_map)
 from test_model import TINY, _inputs

@@ -1,5 +1,4 @@
 """Shapes and masking of every CrossI2P block, and the differentiable pose layer."""
-import math
 
 import numpy as np
 import pytest

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from crossi2p_ros.geometry import make_transform, pose_error, se3_exp, so3_exp
+from crossi2p_ros.geometry import make_transform, se3_exp, so3_exp
 from crossi2p_ros.monitor import DriftMonitor, MonitorConfig, dominant_axis
 
 T_TRUE = make_transform(so3_exp(np.array([1.2, -1.1, 1.3])), np.array([0.1, -0.3, -0.2]))

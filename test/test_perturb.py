@@ -1,6 +1,5 @@
 """The seeded perturbation protocols of DESIGN.md."""
 import numpy as np
-import pytest
 
 from crossi2p_ros import geometry as g
 from crossi2p_ros.data.perturb import CalibProtocol, I2PProtocol

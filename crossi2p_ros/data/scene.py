@@ -671,7 +671,7 @@ def _suburban_block(ctx: _Ctx, rng: np.random.Generator, s0: float, s1: float, c
                 break
             setback = rng.uniform(5.0, 11.0)
             front = lay.lot_start + setback
-            width = _house(ctx, rng, s + lot / 2 + rng.uniform(-1.5, 1.5), front, side)
+            _house(ctx, rng, s + lot / 2 + rng.uniform(-1.5, 1.5), front, side)
             edge = rng.uniform()
             if edge < 0.35:  # hedge along the lot front
                 hedge = ctx.B.new_object(_pick(rng, _FOLIAGE, 0.1))

@@ -423,7 +423,7 @@ class Surfaces:
     # ------------------------------------------------------------ buildings
     def _facade(self, b: _Batch):
         nz = self.noise
-        u, z, half, fp = b.u, b.v, b.w, b.fp
+        u, z, fp = b.u, b.v, b.fp
         p = self.mesh.obj_param[b.obj]
         kind = p[:, 0]
         base = self._color(b)
