@@ -54,6 +54,10 @@ def plot_run(result: RunResult, path: Path, reference: np.ndarray | None, title:
         levels = {"STALE": -1, "OK": 0, "WARN": 5, "ERROR": 10}
         axes[2].step(t_all, [levels.get(r.level or "STALE", -1) for r in result.records], where="post",
                      label="monitor level (0 OK, 5 WARN, 10 ERROR)")
+        unchecked = [r.time_s for r in result.records if r.level == "OK" and r.checked is False]
+        if unchecked:   # an OK that could not have seen a decalibration (DriftStatus.checked)
+            axes[2].plot(unchecked, [0.0] * len(unchecked), "s", mfc="none", color="C3", ms=7,
+                         label="OK, unchecked: could not have seen a drift")
     axes[2].set_ylabel("keyframes / level")
     axes[2].set_xlabel("time [s] (newest keyframe of each solve)")
     for ax in axes:
