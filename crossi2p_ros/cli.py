@@ -372,12 +372,11 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     def report(rec) -> None:
         state = (rec.level, rec.checked)
         if state != last_level[0]:
-            unchecked = rec.level == "OK" and rec.checked is False
             print(f"t = {rec.time_s:7.2f} s  {rec.level:5s}  offset {rec.offset_rot_deg:.2f} deg, "
                   f"{100 * rec.offset_trans_m:.1f} cm" + (f", mostly {rec.axis}" if rec.level in ("WARN", "ERROR")
                                                           else "")
                   + (f"  (unchecked: a drift up to {rec.detectable_rot_deg:.2f} deg / "
-                     f"{100 * rec.detectable_trans_m:.1f} cm would not show)" if unchecked else ""), flush=True)
+                     f"{100 * rec.detectable_trans_m:.1f} cm would not show)" if rec.unchecked else ""), flush=True)
             last_level[0] = state
 
     result = run_session(reader, calibrator, cfg, installed, on_record=report)

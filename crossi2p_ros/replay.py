@@ -202,6 +202,11 @@ class EstimateRecord:
     detectable_rot_deg: float | None = None
     detectable_trans_m: float | None = None
 
+    @property
+    def unchecked(self) -> bool:
+        """A monitor OK that could not have seen a decalibration (a raised drift is always checked)."""
+        return self.checked is False
+
     @classmethod
     def of(cls, update: Update, t0_ns: int) -> "EstimateRecord":
         est = update.estimate

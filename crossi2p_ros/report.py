@@ -54,8 +54,8 @@ def plot_run(result: RunResult, path: Path, reference: np.ndarray | None, title:
         levels = {"STALE": -1, "OK": 0, "WARN": 5, "ERROR": 10}
         axes[2].step(t_all, [levels.get(r.level or "STALE", -1) for r in result.records], where="post",
                      label="monitor level (0 OK, 5 WARN, 10 ERROR)")
-        unchecked = [r.time_s for r in result.records if r.level == "OK" and r.checked is False]
-        if unchecked:   # an OK that could not have seen a decalibration (DriftStatus.checked)
+        unchecked = [r.time_s for r in result.records if r.unchecked]
+        if unchecked:
             axes[2].plot(unchecked, [0.0] * len(unchecked), "s", mfc="none", color="C3", ms=7,
                          label="OK, unchecked: could not have seen a drift")
     axes[2].set_ylabel("keyframes / level")
@@ -133,7 +133,7 @@ def summary_text(result: RunResult, bag: Path, reference: np.ndarray | None = No
         else:
             lines.append(f"monitor: no alarm over {result.records[-1].time_s:.1f} s; final level {levels[-1]}")
         tested = [r for r in result.records if r.checked is not None]
-        unchecked = [r for r in tested if not r.checked]
+        unchecked = [r for r in tested if r.unchecked]
         if unchecked:
             rot = max(r.detectable_rot_deg for r in unchecked)
             trans = max(r.detectable_trans_m for r in unchecked)
