@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crossi2p_ros.data.kitti import open_dataset  # noqa: E402
 from crossi2p_ros.data.perturb import CalibProtocol  # noqa: E402
-from crossi2p_ros.data.sensors import LIDAR_ELEVATIONS_DEG  # noqa: E402
+from crossi2p_ros.data.lidar_models import LIDAR_ELEVATIONS_DEG  # noqa: E402
 from crossi2p_ros.data.synth import SynthConfig, generate  # noqa: E402
 from crossi2p_ros.evaluation import EvalConfig, evaluate, summarize, write_json  # noqa: E402
 from crossi2p_ros.geometry import pose_error  # noqa: E402
@@ -60,7 +60,7 @@ def synthetic_drive(cache: Path, style: str, seed: int, frames: int, beams: int 
                     columns: int = SynthConfig.lidar_columns, elevations: str | None = None,
                     camera: tuple[float, float] = (0.0, 0.0), foliage_free_path_m: float = 0.0):
     """A synthetic drive generated into ``cache`` on first use (the LiDAR and the camera's mount in its
-    folder name unless the defaults; ``elevations`` a named beam layout of ``sensors.LIDAR_ELEVATIONS_DEG``;
+    folder name unless the defaults; ``elevations`` a named beam layout of ``lidar_models.LIDAR_ELEVATIONS_DEG``;
     ``camera`` its heading and downward pitch [deg], SynthConfig.camera_heading_deg / camera_pitch_deg;
     ``foliage_free_path_m`` porous crowns, SynthConfig.foliage_free_path_m), opened as a dataset."""
     sensor = sensor_name(beams, columns, elevations, foliage_free_path_m)

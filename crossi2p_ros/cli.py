@@ -20,7 +20,8 @@ from .errors import CrossI2PError
 
 
 def _add_synth_args(p: argparse.ArgumentParser) -> None:
-    from .data.synth import SynthConfig
+    from .data.lidar_models import LIDAR_MODELS
+    from .data.synth import POINT_ORDERS, SynthConfig
 
     defaults = SynthConfig()
     p.add_argument("--out", type=Path, required=True, help="output folder (KITTI odometry layout)")
@@ -32,6 +33,13 @@ def _add_synth_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bag-storage", default=defaults.bag_storage, choices=["mcap", "sqlite3"],
                    help="bag storage plugin (default %(default)s)")
     p.add_argument("--compressed", action="store_true", help="store images as sensor_msgs/CompressedImage (jpeg)")
+    p.add_argument("--lidar", choices=list(LIDAR_MODELS), default=None,
+                   help="a LiDAR of the sensor zoo (spinning hdl64 vlp16 vlp32c os128 pandar64, rosette avia, "
+                        "raster: a non-spinning scanner without rings); replaces --lidar-beams/--lidar-columns "
+                        "(default: a spinning sensor of --lidar-beams beams, 64: hdl64)")
+    p.add_argument("--point-order", choices=POINT_ORDERS, default=defaults.point_order,
+                   help="scan: the points as the sensor's driver publishes them; shuffled: in random order "
+                        "(default %(default)s)")
     p.add_argument("--lidar-beams", type=int, default=defaults.lidar_beams, help="LiDAR beams (default %(default)s)")
     p.add_argument("--lidar-columns", type=int, default=defaults.lidar_columns,
                    help="LiDAR columns per revolution (default %(default)s)")
@@ -52,7 +60,8 @@ def _synth_config(args: argparse.Namespace):
     from .data.synth import SynthConfig
 
     return SynthConfig(
-        frames=args.frames, seed=args.seed, style=args.style, lidar_beams=args.lidar_beams,
+        frames=args.frames, seed=args.seed, style=args.style, lidar_model=args.lidar or "",
+        point_order=args.point_order, lidar_beams=args.lidar_beams,
         lidar_columns=args.lidar_columns, foliage_free_path_m=args.foliage_free_path, image_width=args.width,
         image_height=args.height, compressed_images=args.compressed, bag_storage=args.bag_storage,
         decalibrate_at_s=args.decalibrate_at, step_rot_deg=args.step_deg if args.decalibrate_at is not None else 0.0,

@@ -12,7 +12,7 @@ import pytest
 
 from crossi2p_ros.data.kitti import open_dataset
 from crossi2p_ros.data.perturb import CalibProtocol
-from crossi2p_ros.data.sensors import VLP32C_ELEVATIONS_DEG
+from crossi2p_ros.data.lidar_models import VLP32C_ELEVATIONS_DEG
 from crossi2p_ros.data.synth import SynthConfig, SynthSequence
 from crossi2p_ros.errors import CrossI2PError
 from crossi2p_ros.geometry import (CameraModel, pose_error, project_lidar, project_pinhole, se3_exp,

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from ..geometry import CameraModel
+from .lidar_models import LidarModel, raster_directions, rosette_directions, spinning_order
 from .scene import Scene
 from .textures import sky_radiance
 
@@ -23,15 +24,6 @@ LIDAR_VFOV_DEG: dict[int, tuple[float, float]] = {
     128: (15.0, -25.0),   # VLS-128
 }
 
-# The Velodyne VLP-32C's beam elevations [deg], top first: 0.33 deg apart near the horizon, up to 9.4 deg apart
-# at the ends of its field of view
-VLP32C_ELEVATIONS_DEG: tuple[float, ...] = (
-    15.0, 10.333, 7.0, 4.667, 3.333, 2.333, 1.667, 1.333, 1.0, 0.667, 0.333, 0.0, -0.333, -0.667, -1.0, -1.333,
-    -1.667, -2.0, -2.333, -2.667, -3.0, -3.333, -3.667, -4.0, -4.667, -5.333, -6.148, -7.254, -8.843, -11.31,
-    -15.639, -25.0)
-# named beam layouts (SynthConfig.lidar_elevations_deg; the benchmarks' --elevations)
-LIDAR_ELEVATIONS_DEG: dict[str, tuple[float, ...]] = {"vlp32c": VLP32C_ELEVATIONS_DEG}
-
 _GLASS_DROPOUT = 0.7       # chance a beam passes through glass without a return
 _GRAZING_COS = 0.05        # below this |cos(incidence)| most returns are lost
 _SHADOW_OFFSET_M = 0.02    # shadow-ray origins lift off the surface by this much to avoid acne
@@ -39,7 +31,9 @@ _SHADOW_OFFSET_M = 0.02    # shadow-ray origins lift off the surface by this muc
 
 @dataclass(frozen=True)
 class LidarSpec:
-    """A spinning LiDAR: ``beams`` rows spread over ``vfov_deg`` (top, bottom), ``columns`` azimuths.
+    """A LiDAR: by default spinning, ``beams`` rows spread over ``vfov_deg`` (top, bottom), ``columns`` azimuths;
+    ``pattern`` (:mod:`.lidar_models`) rosette or raster for the non-spinning kinds, whose geometry is then
+    ``model``'s, and ``order`` the order a spinning sweep is published in (rows | columns).
 
     Ranges [m]: returns outside ``[min_range_m, max_range_m]`` are dropped;
     ``range_noise_m`` is the Gaussian range noise (1 sigma); ``dropout_prob``
@@ -65,6 +59,9 @@ class LidarSpec:
     elevations_deg: tuple[float, ...] | None = None
     divergence_rad: float = 0.003
     foliage_free_path_m: float = 0.0
+    pattern: str = "spinning"
+    order: str = "rows"
+    model: LidarModel | None = None
 
 
 class Lidar:
@@ -87,10 +84,21 @@ class Lidar:
         d = np.stack([ce * np.cos(az), ce * np.sin(az), np.broadcast_to(se, (len(self._elev), len(az)))], -1)
         return d.reshape(-1, 3).astype(np.float32)
 
+    def sweep_directions(self, rng: np.random.Generator) -> np.ndarray:
+        """Unit beam directions (n, 3) of one sweep in the order the sensor publishes them."""
+        spec = self.spec
+        if spec.pattern == "rosette":
+            return rosette_directions(spec.model, float(rng.uniform(0.0, 1000.0)))
+        if spec.pattern == "raster":
+            return raster_directions(spec.model, float(rng.uniform(0.0, 1.0)))
+        dirs = self.directions(rng.uniform(0.0, 2 * np.pi / spec.columns))
+        order = spinning_order(len(self._elev), spec.columns, spec.order)
+        return dirs if order is None else dirs[order]
+
     def scan(self, scene: Scene, T_world_lidar: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One sweep: (N, 4) float32 ``x, y, z, intensity`` in the LiDAR frame, intensity in [0, 1]."""
         spec = self.spec
-        dirs = self.directions(rng.uniform(0.0, 2 * np.pi / spec.columns))
+        dirs = self.sweep_directions(rng)
         R = T_world_lidar[:3, :3].astype(np.float32)
         rays = np.empty((len(dirs), 6), np.float32)
         rays[:, :3] = T_world_lidar[:3, 3]

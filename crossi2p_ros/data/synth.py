@@ -34,7 +34,10 @@ from ..geometry import CameraModel, invert, make_transform
 from .kitti import OdometryWriter
 from .meshes import rot_x, rot_y, rot_z
 from .scene import STYLE_PARAMS, STYLES, Scene, build_scene
+from .lidar_models import LIDAR_MODELS
 from .sensors import LIDAR_VFOV_DEG, CameraRenderer, Lidar, LidarSpec
+
+POINT_ORDERS = ("scan", "shuffled")
 
 LIDAR_FRAME = "lidar"
 CAMERA_FRAME = "camera_optical"
@@ -61,12 +64,18 @@ class SynthConfig:
     frames: int = 20
     seed: int = 0
     style: str = "urban"                    # urban | suburban | highway
-    # LiDAR
+    # LiDAR: a named kind of the sensor zoo (lidar_models.LIDAR_MODELS: hdl64, vlp16, vlp32c, os128, pandar64,
+    # avia, raster), whose geometry then replaces lidar_beams / lidar_columns / lidar_vfov_deg /
+    # lidar_elevations_deg; "" (the default): the spinning sensor those fields describe (64 beams: hdl64's)
+    lidar_model: str = ""
+    # scan: the points in the order the sensor's driver publishes them; shuffled: in random order, as after a
+    # filter or a bag tool that reorders them (nothing may assume scan order, DESIGN.md)
+    point_order: str = "scan"
     lidar_beams: int = 64
     lidar_columns: int = 1024
     lidar_vfov_deg: tuple[float, float] | None = None  # (top, bottom); None: the usual sensor for the beam count
     lidar_elevations_deg: tuple[float, ...] | None = None  # each beam's elevation, when not evenly spread
-                                                           # (e.g. sensors.LIDAR_ELEVATIONS_DEG)
+                                                           # (e.g. lidar_models.LIDAR_ELEVATIONS_DEG)
     lidar_max_range_m: float = 100.0
     lidar_min_range_m: float = 2.0           # closer returns (the ego vehicle's roof) are dropped
     range_noise_m: float = 0.02
@@ -112,6 +121,11 @@ class SynthConfig:
             raise CrossI2PError(f"style {self.style!r} is not a synthetic scene style; use one of {', '.join(STYLES)}")
         if self.frames < 1:
             raise CrossI2PError(f"frames={self.frames}: generate at least one frame")
+        if self.lidar_model and self.lidar_model not in LIDAR_MODELS:
+            raise CrossI2PError(f"lidar_model {self.lidar_model!r} is not in the sensor zoo; use one of "
+                                f"{', '.join(LIDAR_MODELS)}")
+        if self.point_order not in POINT_ORDERS:
+            raise CrossI2PError(f"point_order {self.point_order!r}: use one of {', '.join(POINT_ORDERS)}")
         if self.lidar_elevations_deg is not None and len(self.lidar_elevations_deg) != self.lidar_beams:
             raise CrossI2PError(f"lidar_elevations_deg has {len(self.lidar_elevations_deg)} beams, "
                                 f"lidar_beams={self.lidar_beams}")
@@ -137,6 +151,14 @@ class SynthConfig:
         return make_transform(rot_y(np.radians(self.step_rot_deg)), [self.step_trans_m, 0.0, 0.0])
 
     def lidar_spec(self) -> LidarSpec:
+        common = dict(max_range_m=self.lidar_max_range_m, min_range_m=self.lidar_min_range_m,
+                      range_noise_m=self.range_noise_m, dropout_prob=self.dropout_prob,
+                      intensity_noise=self.intensity_noise, foliage_free_path_m=self.foliage_free_path_m)
+        if self.lidar_model:
+            m = LIDAR_MODELS[self.lidar_model]
+            vfov = (max(m.elevations_deg), min(m.elevations_deg)) if m.elevations_deg else m.vfov_deg
+            return LidarSpec(beams=m.beams, columns=max(m.columns, 8), vfov_deg=vfov, elevations_deg=m.elevations_deg,
+                             pattern=m.pattern, order=m.order, model=m, **common)
         elevations = None if self.lidar_elevations_deg is None else tuple(self.lidar_elevations_deg)
         if self.lidar_vfov_deg:
             vfov = tuple(self.lidar_vfov_deg)
@@ -146,11 +168,7 @@ class SynthConfig:
             vfov = LIDAR_VFOV_DEG[self.lidar_beams]
         return LidarSpec(
             beams=self.lidar_beams, columns=self.lidar_columns, vfov_deg=vfov,  # type: ignore[arg-type]
-            elevations_deg=elevations,
-            max_range_m=self.lidar_max_range_m, min_range_m=self.lidar_min_range_m,
-            range_noise_m=self.range_noise_m, dropout_prob=self.dropout_prob, intensity_noise=self.intensity_noise,
-            foliage_free_path_m=self.foliage_free_path_m,
-        )
+            elevations_deg=elevations, **common)
 
 
 # --------------------------------------------------------------------------- rig and motion
@@ -313,6 +331,8 @@ class SynthSequence:
         rng = np.random.default_rng([*self._seed_key, 6, index])
         T_world_lidar, T_world_camera = self.poses(index)
         points = self.lidar.scan(self.scene, T_world_lidar, rng)
+        if self.cfg.point_order == "shuffled":   # a stream of its own: the rest of the frame stays the same
+            points = points[np.random.default_rng([*self._seed_key, 8, index]).permutation(len(points))]
         image, depth = self.renderer.render(self.scene, T_world_camera, rng)
         offset = float(rng.uniform(-1, 1) * self.cfg.stamp_jitter_s)
         return SynthFrame(index=index, time_s=index / self.cfg.rate_hz, image=image, points=points, depth=depth,

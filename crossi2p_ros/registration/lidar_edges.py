@@ -10,8 +10,17 @@ point comes, in this order of preference, from
 1. a ``ring`` array (the driver's ``ring`` field),
 2. the scan order, when the sweep is stored ring after ring (KITTI, our
    synthetic sensor): a ring ends where the azimuth wraps around,
-3. elevation clustering (firing-ordered sweeps such as nuScenes): the beams'
-   elevations form separated peaks of the elevation histogram.
+3. elevation clustering (firing-ordered or reordered sweeps such as nuScenes,
+   Hesai's): the beams' elevations form separated peaks of the elevation
+   histogram.
+
+Rings must check out (:func:`ring_crispness`): the far points of a real beam
+keep its elevation, so they lie close to their ring's mean. Sensors without
+rings (rosettes, raster scanners) make no peaks, and clustering their
+elevations invents rings whose points spread over the whole band; for them,
+and wherever the rings do not check out, neighbours come from the sweep's
+own angular grid instead (:mod:`.angular_edges`), and upright/level follows the
+direction of each pair.
 
 Discontinuities are searched along each ring (neighbours in azimuth: vertical
 silhouettes) and across rings (the nearest azimuth on the next beam up:
@@ -40,6 +49,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..geometry import finite_rows
+from .angular_edges import find_angular_edges
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,13 @@ class LidarEdgeConfig:
     across_bottoms: bool = False
     bisect: bool = True               # place each edge on the bisector of its pair (see the module docstring)
     min_ring_points: int = 50         # scan-order segments shorter than this are noise, not rings
+    # neighbours: "auto" (rings where they check out, else the angular grid), "rings" or "angular"
+    neighbours: str = "auto"
+    # rings check out when this share of their far points lies within a quarter of the ring gap of their ring's
+    # mean elevation: real beams 1.0 (KITTI, nuScenes, Pandar40 / 64, every spinning kind of the zoo), rings
+    # invented in a rosette's or a raster scanner's elevations 0.43-0.63 (benchmarks/rigs.py --edges)
+    min_ring_crispness: float = 0.85
+    angular_neighbours: int = 8       # neighbours per point in the angular grid (angular_edges)
 
 
 @dataclass
@@ -70,7 +87,7 @@ class LidarEdges:
     xyz: np.ndarray        # (M, 3) float64
     along: np.ndarray      # (M,) bool
     rings: int             # rings found in the sweep
-    ring_source: str       # "field", "scan order", "elevation" or "none"
+    ring_source: str       # "field", "scan order", "elevation", "angular" (no rings: the angular grid) or "none"
     ring_gap_deg: float = 0.0   # the sweep's beam spacing (ring_gap_deg); 0 when it cannot be measured
     # (M, 3) [m]: from the edge's near-point end of its pair to its far-point end, at the near range; the
     # silhouette lies anywhere on ``xyz +- spans / 2`` (xyz is the middle when ``bisect``)
@@ -122,7 +139,7 @@ def rings_from_scan_order(xyz: np.ndarray, min_ring_points: int = 50) -> np.ndar
     return ring
 
 
-def rings_from_elevation(xyz: np.ndarray, bin_deg: float = 0.05, min_separation_deg: float = 0.25) -> np.ndarray:
+def rings_from_elevation(xyz: np.ndarray, bin_deg: float = 0.02, min_separation_deg: float = 0.1) -> np.ndarray:
     """Ring index (N,) from the peaks of the elevation histogram (beams of a firing-ordered sweep).
 
     Each beam keeps its elevation, so the histogram has one peak per beam;
@@ -138,7 +155,8 @@ def rings_from_elevation(xyz: np.ndarray, bin_deg: float = 0.05, min_separation_
     is_peak = (smooth >= padded[:-2]) & (smooth > padded[2:])
     is_peak &= smooth >= 0.02 * np.median(smooth[is_peak]) if is_peak.any() else is_peak
     peaks = np.flatnonzero(is_peak)
-    # beams of real sensors are >= 0.3 deg apart: closer peaks are one beam's spread, keep the taller
+    # beams of real sensors are >= 0.15 deg apart (Pandar64: 0.167 deg near the horizon, which 0.05 deg bins and
+    # a 0.25 deg separation merged into 35 rings of 64): closer peaks are one beam's spread, keep the taller
     kept: list[int] = []
     for p in peaks[np.argsort(-smooth[peaks], kind="stable")]:
         if all(abs(int(p) - q) * bin_deg >= min_separation_deg for q in kept):
@@ -160,6 +178,24 @@ def ring_indices(xyz: np.ndarray, ring: np.ndarray | None = None, min_ring_point
     if order is not None:
         return order, "scan order"
     return rings_from_elevation(xyz), "elevation"
+
+
+def ring_crispness(rings: np.ndarray, az: np.ndarray, elevation: np.ndarray, max_gap_steps: float = 3.0) -> float:
+    """Share of the steps between azimuth neighbours on a ring whose ``elevation`` [rad] changes by less than a
+    quarter of the ring gap (the median gap between rings' mean elevations), from each point's ring,
+    azimuth ``az`` [rad] and elevation (N,): ~1 on a real beam, whose elevation changes smoothly along the
+    ring; far less on rings cut out of an even spread of elevations, where azimuth neighbours jump up and
+    down the band. Local, so a beam's emitter offset and a motion-compensated sweep (real KITTI: far points
+    of one beam spread over 3 ring gaps seen from the origin) do not count against it; 0 when it cannot be
+    measured."""
+    order, linked, _ = ring_neighbours(az, rings, max_gap_steps)
+    ids, dense = np.unique(rings, return_inverse=True)
+    if len(ids) < 2 or not linked.any():
+        return 0.0
+    mean = np.bincount(dense, elevation) / np.bincount(dense)
+    gap = float(np.median(np.diff(np.sort(mean))))
+    steps = np.abs(np.diff(elevation[order]))[linked]
+    return float(np.mean(steps < 0.25 * gap)) if gap > 0 else 0.0
 
 
 def ring_neighbours(az: np.ndarray, rings: np.ndarray, max_gap_steps: float) -> tuple[np.ndarray, np.ndarray, float]:
@@ -200,9 +236,9 @@ def _pair_edges(rng: np.ndarray, i: np.ndarray, j: np.ndarray, prev_step: np.nda
 
 def depth_edges(points: np.ndarray, ring: np.ndarray | None = None, cfg: LidarEdgeConfig = LidarEdgeConfig()
                 ) -> LidarEdges:
-    """Depth-discontinuity points of one sweep ``points`` (N, >=3) [m, LiDAR frame], in scan order.
+    """Depth-discontinuity points of one sweep ``points`` (N, >=3) [m, LiDAR frame], in any order.
 
-    ``ring`` (N,), when the driver publishes it, is each point's beam.
+    ``ring`` (N,), when the driver publishes it, is each point's beam (used where it checks out).
     Non-finite points are ignored (their removal does not break the scan order).
     """
     pts = np.asarray(points, dtype=np.float64)
@@ -217,9 +253,24 @@ def depth_edges(points: np.ndarray, ring: np.ndarray | None = None, cfg: LidarEd
     ring_in = None if ring_in is None else ring_in[keep]
     if len(xyz) < 4:
         return LidarEdges(np.zeros((0, 3)), np.zeros(0, bool), 0, "none")
-    rings, source = ring_indices(xyz, ring_in, cfg.min_ring_points)
     az, elevation = _azimuth(xyz), _elevation(xyz)
+    horizontal = np.hypot(xyz[:, 0], xyz[:, 1])
+    rings, source = ring_indices(xyz, ring_in, cfg.min_ring_points)
+    if cfg.neighbours == "angular" or (
+            cfg.neighbours == "auto" and ring_crispness(rings, az, elevation, cfg.max_gap_steps) < cfg.min_ring_crispness):
+        found = find_angular_edges(xyz, rng, lambda a, b: _is_jump(a, b, cfg), cfg.smooth_fraction,
+                                   cfg.max_gap_steps, cfg.angular_neighbours, cfg.clutter_window, cfg.clutter_max,
+                                   cfg.across_bottoms)
+        return _edges_from_pairs(xyz, rng, found.near, found.far, found.upright, found.cluttered, 0, "angular",
+                                 found.vertical_gap_deg, cfg)
+    near, far, along, cluttered = _ring_pairs(rings, az, elevation, rng, cfg)
+    return _edges_from_pairs(xyz, rng, near, far, along, cluttered, int(len(np.unique(rings))), source,
+                             ring_gap_deg(rings, elevation, horizontal), cfg)
 
+
+def _ring_pairs(rings: np.ndarray, az: np.ndarray, elevation: np.ndarray, rng: np.ndarray, cfg: LidarEdgeConfig
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Edge pairs along and across ``rings``: (near, far) indices, along-ring and cluttered flags."""
     order, linked, step = ring_neighbours(az, rings, cfg.max_gap_steps)
     range_o = rng[order]
     link_step = np.where(linked, np.abs(np.diff(range_o)), np.inf)      # step k -> k+1
@@ -238,15 +289,20 @@ def depth_edges(points: np.ndarray, ring: np.ndarray | None = None, cfg: LidarEd
         far.append(far_x)
         along.append(np.zeros(len(near_x), bool))
         cluttered.append(np.zeros(len(near_x), bool))
-    near_i, far_i, along_m = np.concatenate(near), np.concatenate(far), np.concatenate(along)
+    return np.concatenate(near), np.concatenate(far), np.concatenate(along), np.concatenate(cluttered)
+
+
+def _edges_from_pairs(xyz: np.ndarray, rng: np.ndarray, near_i: np.ndarray, far_i: np.ndarray, along_m: np.ndarray,
+                      cluttered: np.ndarray, rings: int, source: str, gap_deg: float, cfg: LidarEdgeConfig
+                      ) -> LidarEdges:
+    """Edges at the near points of pairs (near, far), on the pair's bisector when ``cfg.bisect``."""
     edges = xyz[near_i]
     near_dir, far_dir = xyz[near_i] / rng[near_i, None], xyz[far_i] / rng[far_i, None]
     spans = (far_dir - near_dir) * rng[near_i, None]
     if cfg.bisect and len(near_i):
         u = near_dir + far_dir
         edges = u / np.linalg.norm(u, axis=1, keepdims=True) * rng[near_i, None]
-    return LidarEdges(edges, along_m, int(len(np.unique(rings))), source,
-                      ring_gap_deg(rings, elevation, np.hypot(xyz[:, 0], xyz[:, 1])), spans, np.concatenate(cluttered))
+    return LidarEdges(edges, along_m, rings, source, gap_deg, spans, cluttered)
 
 
 def _cluttered(range_o: np.ndarray, linked: np.ndarray, k: np.ndarray, edge_links: np.ndarray,
