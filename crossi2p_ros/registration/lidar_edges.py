@@ -45,6 +45,7 @@ bisecting ray of the pair, at the near point's range.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Iterator
 
 import numpy as np
 
@@ -75,7 +76,8 @@ class LidarEdgeConfig:
     neighbours: str = "auto"
     # rings check out when this share of their far points lies within a quarter of the ring gap of their ring's
     # mean elevation: real beams 1.0 (KITTI, nuScenes, Pandar40 / 64, every spinning kind of the zoo), rings
-    # invented in a rosette's or a raster scanner's elevations 0.43-0.63 (benchmarks/rigs.py --edges)
+    # invented in a rosette's or a raster scanner's elevations 0.41-0.77, Pandar64 beams merged by a coarse
+    # clustering 0.42-0.63
     min_ring_crispness: float = 0.85
     angular_neighbours: int = 8       # neighbours per point in the angular grid (angular_edges)
 
@@ -139,7 +141,7 @@ def rings_from_scan_order(xyz: np.ndarray, min_ring_points: int = 50) -> np.ndar
     return ring
 
 
-def rings_from_elevation(xyz: np.ndarray, bin_deg: float = 0.02, min_separation_deg: float = 0.1) -> np.ndarray:
+def rings_from_elevation(xyz: np.ndarray, bin_deg: float = 0.05, min_separation_deg: float = 0.25) -> np.ndarray:
     """Ring index (N,) from the peaks of the elevation histogram (beams of a firing-ordered sweep).
 
     Each beam keeps its elevation, so the histogram has one peak per beam;
@@ -155,8 +157,8 @@ def rings_from_elevation(xyz: np.ndarray, bin_deg: float = 0.02, min_separation_
     is_peak = (smooth >= padded[:-2]) & (smooth > padded[2:])
     is_peak &= smooth >= 0.02 * np.median(smooth[is_peak]) if is_peak.any() else is_peak
     peaks = np.flatnonzero(is_peak)
-    # beams of real sensors are >= 0.15 deg apart (Pandar64: 0.167 deg near the horizon, which 0.05 deg bins and
-    # a 0.25 deg separation merged into 35 rings of 64): closer peaks are one beam's spread, keep the taller
+    # beams at least min_separation_deg apart (ELEVATION_CLUSTERINGS): closer peaks are one beam's spread, keep
+    # the taller
     kept: list[int] = []
     for p in peaks[np.argsort(-smooth[peaks], kind="stable")]:
         if all(abs(int(p) - q) * bin_deg >= min_separation_deg for q in kept):
@@ -169,15 +171,30 @@ def rings_from_elevation(xyz: np.ndarray, bin_deg: float = 0.02, min_separation_
     return np.searchsorted(edges[np.asarray(bounds)], el).astype(np.int64)
 
 
-def ring_indices(xyz: np.ndarray, ring: np.ndarray | None = None, min_ring_points: int = 50
-                 ) -> tuple[np.ndarray, str]:
-    """Ring of each point (N,) and where it came from ("field", "scan order", "elevation")."""
+# elevation clusterings tried in turn, (histogram bin, least separation of two beams) [deg]: the coarse one keeps
+# beams >= 0.25 deg apart as they always were clustered (nuScenes: the same 66 clusters), and merges the
+# Pandar64's 0.167 deg beams into 35 rings that fail the check (crispness 0.42 on the real motorway sweep);
+# the fine one then finds its 64
+ELEVATION_CLUSTERINGS: tuple[tuple[float, float], ...] = ((0.05, 0.25), (0.02, 0.1))
+
+
+def ring_hypotheses(xyz: np.ndarray, ring: np.ndarray | None = None, min_ring_points: int = 50
+                    ) -> Iterator[tuple[np.ndarray, str]]:
+    """Rings of each point (N,) with where they came from ("field", "scan order", "elevation"), in order of
+    preference; the first that checks out (:func:`ring_crispness`) is the sweep's."""
     if ring is not None and len(ring) == len(xyz):
-        return np.asarray(ring, dtype=np.int64), "field"
+        yield np.asarray(ring, dtype=np.int64), "field"
     order = rings_from_scan_order(xyz, min_ring_points)
     if order is not None:
-        return order, "scan order"
-    return rings_from_elevation(xyz), "elevation"
+        yield order, "scan order"
+    for bin_deg, separation_deg in ELEVATION_CLUSTERINGS:
+        yield rings_from_elevation(xyz, bin_deg, separation_deg), "elevation"
+
+
+def ring_indices(xyz: np.ndarray, ring: np.ndarray | None = None, min_ring_points: int = 50
+                 ) -> tuple[np.ndarray, str]:
+    """The most preferred ring hypothesis (:func:`ring_hypotheses`), checked or not."""
+    return next(ring_hypotheses(xyz, ring, min_ring_points))
 
 
 def ring_crispness(rings: np.ndarray, az: np.ndarray, elevation: np.ndarray, max_gap_steps: float = 3.0) -> float:
@@ -255,9 +272,8 @@ def depth_edges(points: np.ndarray, ring: np.ndarray | None = None, cfg: LidarEd
         return LidarEdges(np.zeros((0, 3)), np.zeros(0, bool), 0, "none")
     az, elevation = _azimuth(xyz), _elevation(xyz)
     horizontal = np.hypot(xyz[:, 0], xyz[:, 1])
-    rings, source = ring_indices(xyz, ring_in, cfg.min_ring_points)
-    if cfg.neighbours == "angular" or (
-            cfg.neighbours == "auto" and ring_crispness(rings, az, elevation, cfg.max_gap_steps) < cfg.min_ring_crispness):
+    rings, source = _checked_rings(xyz, ring_in, az, elevation, cfg)
+    if rings is None:
         found = find_angular_edges(xyz, rng, lambda a, b: _is_jump(a, b, cfg), cfg.smooth_fraction,
                                    cfg.max_gap_steps, cfg.angular_neighbours, cfg.clutter_window, cfg.clutter_max,
                                    cfg.across_bottoms)
@@ -266,6 +282,19 @@ def depth_edges(points: np.ndarray, ring: np.ndarray | None = None, cfg: LidarEd
     near, far, along, cluttered = _ring_pairs(rings, az, elevation, rng, cfg)
     return _edges_from_pairs(xyz, rng, near, far, along, cluttered, int(len(np.unique(rings))), source,
                              ring_gap_deg(rings, elevation, horizontal), cfg)
+
+
+def _checked_rings(xyz: np.ndarray, ring: np.ndarray | None, az: np.ndarray, elevation: np.ndarray,
+                   cfg: LidarEdgeConfig) -> tuple[np.ndarray | None, str]:
+    """The first ring hypothesis that checks out (with ``cfg.neighbours`` "rings": the first at all) and its
+    source; (None, "angular") when none does or ``cfg.neighbours`` is "angular"."""
+    if cfg.neighbours == "angular":
+        return None, "angular"
+    for rings, source in ring_hypotheses(xyz, ring, cfg.min_ring_points):
+        if cfg.neighbours == "rings" or \
+                ring_crispness(rings, az, elevation, cfg.max_gap_steps) >= cfg.min_ring_crispness:
+            return rings, source
+    return None, "angular"
 
 
 def _ring_pairs(rings: np.ndarray, az: np.ndarray, elevation: np.ndarray, rng: np.ndarray, cfg: LidarEdgeConfig
