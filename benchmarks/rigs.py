@@ -3,7 +3,9 @@
 For each zoo LiDAR (``crossi2p synth --lidar``), a held-out urban drive with its
 points shuffled (seed 9950 + the kind's index, generated into a cache folder
 on first use) is calibrated under ``crossi2p eval``'s window protocol (windows
-of ``--window`` frames from +-10 deg / 0.5 m); then each real set present:
+of ``--window`` frames from +-10 deg / 0.5 m), with the generator's default
+camera (plumb_bob, 1241x376) and, for the kinds of ``--fisheye``, a fisheye
+(``--camera fisheye``, 960x600, seed 9960 + index); then each real set present:
 
 * KITTI raw (HDL-64, scan order), +-5 deg / 0.2 m, windows of ``--window``;
 * the city vehicle's front and left cameras (Pandar40, reordered points,
@@ -44,13 +46,19 @@ from crossi2p_ros.registration.lidar_edges import depth_edges  # noqa: E402
 ZOO_SEED = 9950
 
 
-def zoo_drive(cache: Path, lidar: str, frames: int, style: str = "urban"):
-    """The held-out drive of zoo kind ``lidar`` (points shuffled), generated into ``cache`` on first use."""
-    seed = ZOO_SEED + list(LIDAR_MODELS).index(lidar)
-    root = cache / f"{style}_{seed}_{frames}_{lidar}_shuffled"
+FISHEYE_SIZE = (960, 600)
+
+
+def zoo_drive(cache: Path, lidar: str, frames: int, style: str = "urban", fisheye: bool = False):
+    """The held-out drive of zoo kind ``lidar`` (points shuffled; with ``fisheye`` a fisheye camera of
+    ``FISHEYE_SIZE``, else the default camera), generated into ``cache`` on first use."""
+    seed = ZOO_SEED + (10 if fisheye else 0) + list(LIDAR_MODELS).index(lidar)
+    root = cache / (f"{style}_{seed}_{frames}_{lidar}_shuffled" + ("_fisheye" if fisheye else ""))
+    camera = dict(camera_model="fisheye", image_width=FISHEYE_SIZE[0], image_height=FISHEYE_SIZE[1]) \
+        if fisheye else {}
     if not (root / "sequences").is_dir():
-        generate(SynthConfig(frames=frames, seed=seed, style=style, lidar_model=lidar, point_order="shuffled"),
-                 root, progress=False)
+        generate(SynthConfig(frames=frames, seed=seed, style=style, lidar_model=lidar, point_order="shuffled",
+                             **camera), root, progress=False)
     return open_dataset(root)
 
 
@@ -112,6 +120,8 @@ def main() -> int:
     ap.add_argument("--window", type=int, default=20)
     ap.add_argument("--lidar", nargs="*", default=list(LIDAR_MODELS), choices=list(LIDAR_MODELS),
                     help="zoo kinds to run (default: all)")
+    ap.add_argument("--fisheye", nargs="*", default=["vlp16", "avia"], choices=list(LIDAR_MODELS),
+                    help="zoo kinds also run with a fisheye camera (default: %(default)s)")
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a WindowConfig field (an ablation), as benchmarks/window.py")
@@ -130,11 +140,13 @@ def main() -> int:
         if args.json:
             write_json(args.json, results)
 
-    for lidar in args.lidar:
-        ds = zoo_drive(args.cache, lidar, max(args.window + 10, 30))
+    zoo = [(lidar, False) for lidar in args.lidar] + [(lidar, True) for lidar in args.fisheye]
+    for lidar, fisheye in zoo:
+        ds = zoo_drive(args.cache, lidar, max(args.window + 10, 30), fisheye=fisheye)
         cfg = EvalConfig(samples=args.samples, seed=0, max_rot_deg=10.0, max_trans_m=0.5,
                          frames_per_estimate=args.window)
-        record(f"zoo {lidar} (shuffled) +-10 deg / 0.5 m, K={args.window}", *run([ds], calibrator, cfg),
+        camera = " + fisheye" if fisheye else ""
+        record(f"zoo {lidar}{camera} (shuffled) +-10 deg / 0.5 m, K={args.window}", *run([ds], calibrator, cfg),
                feature_summary(ds, wcfg.lidar))
     if not args.skip_real:
         for name, path, k in real_sets(args.window):

@@ -21,7 +21,7 @@ from .errors import CrossI2PError
 
 def _add_synth_args(p: argparse.ArgumentParser) -> None:
     from .data.lidar_models import LIDAR_MODELS
-    from .data.synth import POINT_ORDERS, SynthConfig
+    from .data.synth import CAMERA_MODELS, POINT_ORDERS, SynthConfig
 
     defaults = SynthConfig()
     p.add_argument("--out", type=Path, required=True, help="output folder (KITTI odometry layout)")
@@ -40,6 +40,9 @@ def _add_synth_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--point-order", choices=POINT_ORDERS, default=defaults.point_order,
                    help="scan: the points as the sensor's driver publishes them; shuffled: in random order "
                         "(default %(default)s)")
+    p.add_argument("--camera", choices=CAMERA_MODELS, default=defaults.camera_model,
+                   help="the lens: pinhole, plumb_bob (radial-tangential) or fisheye (equidistant, ~150-170 deg; "
+                        "its image corners 85 deg off axis) (default %(default)s)")
     p.add_argument("--lidar-beams", type=int, default=defaults.lidar_beams, help="LiDAR beams (default %(default)s)")
     p.add_argument("--lidar-columns", type=int, default=defaults.lidar_columns,
                    help="LiDAR columns per revolution (default %(default)s)")
@@ -61,7 +64,7 @@ def _synth_config(args: argparse.Namespace):
 
     return SynthConfig(
         frames=args.frames, seed=args.seed, style=args.style, lidar_model=args.lidar or "",
-        point_order=args.point_order, lidar_beams=args.lidar_beams,
+        point_order=args.point_order, camera_model=args.camera, lidar_beams=args.lidar_beams,
         lidar_columns=args.lidar_columns, foliage_free_path_m=args.foliage_free_path, image_width=args.width,
         image_height=args.height, compressed_images=args.compressed, bag_storage=args.bag_storage,
         decalibrate_at_s=args.decalibrate_at, step_rot_deg=args.step_deg if args.decalibrate_at is not None else 0.0,
@@ -346,7 +349,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     result = run_session(reader, calibrator, cfg, initial, on_record=report)
     out: Path = args.out
     if result.T_final is None:
-        print("the calibration did not converge: no calibration files written; see the report and the log")
+        kept = "the prior (--initial or the bag's TF) stays the calibration" if result.T_initial is not None \
+            else "no calibration (no prior)"
+        print(f"the calibration did not converge: {kept}; no calibration files written; see the report and the log")
     else:
         calib = Calibration(result.T_final, result.lidar_frame, result.camera_frame, result.covariance,
                             {"bag": args.bag.name, "pairs": result.pairs,

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from ..errors import CrossI2PError
 from ..geometry import CameraModel, finite_rows
 from .kitti import Frame, KittiDataset
-from .samples import Undistorter, scale_intrinsics
+from ..camera_views import Undistorter, scale_intrinsics
 
 FORMAT_VERSION = 1
 SUFFIX = ".npz"
@@ -52,7 +52,7 @@ def write_cache(dataset: KittiDataset, path: str | Path, width: int, max_points:
         raise CrossI2PError(f"{path}: a training cache is a {SUFFIX} file")
     if len(dataset) == 0:
         raise CrossI2PError(f"{dataset.root}: no frames to cache")
-    undistort = Undistorter()
+    undistort = Undistorter(keep_field_of_view=False)   # the cache stores each frame's own K
     rng = np.random.default_rng(seed)
     jpegs, Ks, T, xyz_cm, intensity, counts, ids = [], [], [], [], [], [], []
     for i in tqdm(range(len(dataset)), desc=f"cache {Path(dataset.root).name}", unit="frame", disable=not progress):

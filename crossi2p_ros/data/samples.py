@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..camera_views import Undistorter, scale_intrinsics
 from ..errors import CrossI2PError
 from ..geometry import CameraModel, finite_rows, invert, project_pinhole, transform_points
 from ..model.config import ModelConfig
@@ -86,39 +87,6 @@ class SampleConfig:
 
 
 # --------------------------------------------------------------------------- image geometry
-
-
-class Undistorter:
-    """Remaps distorted images to the pinhole camera with the same K; maps cached per camera."""
-
-    def __init__(self) -> None:
-        self._maps: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-
-    def __call__(self, image: np.ndarray, camera: CameraModel) -> np.ndarray:
-        if not camera.is_distorted:
-            return image
-        key = (camera.model, camera.width, camera.height, camera.K.tobytes(), camera.dist.tobytes())
-        if key not in self._maps:
-            size = (camera.width, camera.height)
-            if camera.model == "equidistant":
-                maps = cv2.fisheye.initUndistortRectifyMap(camera.K, camera.dist, np.eye(3), camera.K, size,
-                                                           cv2.CV_32FC1)
-            else:
-                maps = cv2.initUndistortRectifyMap(camera.K, camera.dist, None, camera.K, size, cv2.CV_32FC1)
-            self._maps[key] = maps
-        map_x, map_y = self._maps[key]
-        return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-
-
-def scale_intrinsics(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    """K (3x3) after resizing by (sx, sy), pixel centres at integer coordinates: u -> s(u + 0.5) - 0.5."""
-    K = np.array(K, dtype=np.float64)
-    K[0, 0] *= sx
-    K[0, 1] *= sx
-    K[0, 2] = sx * (K[0, 2] + 0.5) - 0.5
-    K[1, 1] *= sy
-    K[1, 2] = sy * (K[1, 2] + 0.5) - 0.5
-    return K
 
 
 def place(image: np.ndarray, ox: int, oy: int, width: int, height: int) -> np.ndarray:
@@ -244,7 +212,7 @@ class PairDataset(Dataset):
             raise CrossI2PError(f"protocol {protocol!r}: use one of {PROTOCOLS}")
         self.protocol = protocol
         self.epoch = 0
-        self._undistort = Undistorter()
+        self._undistort = Undistorter(keep_field_of_view=False)   # training keeps each frame's K
 
     @property
     def num_frames(self) -> int:

@@ -38,6 +38,10 @@ from .lidar_models import LIDAR_MODELS
 from .sensors import LIDAR_VFOV_DEG, CameraRenderer, Lidar, LidarSpec
 
 POINT_ORDERS = ("scan", "shuffled")
+CAMERA_MODELS = ("pinhole", "plumb_bob", "fisheye")
+# a fisheye's image corners this far off its optical axis [deg] (a z = 1 ray, which the renderer casts, holds
+# no angle of 90 or more)
+_FISHEYE_CORNER_DEG = 85.0
 
 LIDAR_FRAME = "lidar"
 CAMERA_FRAME = "camera_optical"
@@ -85,7 +89,9 @@ class SynthConfig:
     # or letting the beam through (sensors.LidarSpec); 0, the default: solid, as every dataset before it
     foliage_free_path_m: float = 0.0
     lidar_height_m: tuple[float, float] = (1.6, 2.0)  # above the road
-    # camera
+    # camera: the lens, pinhole | plumb_bob (radial-tangential, the k1 / k2 / tangential ranges below) | fisheye
+    # (equidistant, a ~150-170 deg field: see synth._other_lens)
+    camera_model: str = "plumb_bob"
     image_width: int = 1241
     image_height: int = 376
     fx_over_width: tuple[float, float] = (0.55, 0.75)
@@ -124,6 +130,8 @@ class SynthConfig:
         if self.lidar_model and self.lidar_model not in LIDAR_MODELS:
             raise CrossI2PError(f"lidar_model {self.lidar_model!r} is not in the sensor zoo; use one of "
                                 f"{', '.join(LIDAR_MODELS)}")
+        if self.camera_model not in CAMERA_MODELS:
+            raise CrossI2PError(f"camera_model {self.camera_model!r}: use one of {', '.join(CAMERA_MODELS)}")
         if self.point_order not in POINT_ORDERS:
             raise CrossI2PError(f"point_order {self.point_order!r}: use one of {', '.join(POINT_ORDERS)}")
         if self.lidar_elevations_deg is not None and len(self.lidar_elevations_deg) != self.lidar_beams:
@@ -186,6 +194,21 @@ class Rig:
     T_vehicle_lidar: np.ndarray
 
 
+def _other_lens(model: str, drawn: CameraModel, rng: np.random.Generator) -> CameraModel:
+    """The camera of ``drawn``'s size, pixel aspect and principal point with another lens: ``pinhole`` (no
+    distortion, ``drawn``'s K) or ``fisheye`` (equidistant / Kannala-Brandt: the focal length puts the image
+    corner farthest from the principal point at ``_FISHEYE_CORNER_DEG`` off the optical axis, k1..k4 small
+    and random)."""
+    if model == "pinhole":
+        return CameraModel(drawn.width, drawn.height, drawn.K)
+    corners = np.array([[-0.5, -0.5], [drawn.width - 0.5, drawn.height - 0.5], [-0.5, drawn.height - 0.5],
+                        [drawn.width - 0.5, -0.5]]) - [drawn.cx, drawn.cy]
+    f = float(np.linalg.norm(corners / [1.0, drawn.fy / drawn.fx], axis=1).max()) / np.radians(_FISHEYE_CORNER_DEG)
+    k = rng.uniform(-1, 1, 4) * np.array([0.02, 0.005, 0.001, 0.0002])
+    return CameraModel.from_intrinsics(drawn.width, drawn.height, f, f * drawn.fy / drawn.fx, drawn.cx, drawn.cy, k,
+                                       "equidistant")
+
+
 def random_rig(cfg: SynthConfig, rng: np.random.Generator) -> Rig:
     """Draw intrinsics, distortion and mount of one rig within ``cfg``'s limits."""
     w, h = cfg.image_width, cfg.image_height
@@ -197,6 +220,8 @@ def random_rig(cfg: SynthConfig, rng: np.random.Generator) -> Rig:
     dist = [rng.uniform(*cfg.k1), rng.uniform(*cfg.k2), rng.uniform(-1, 1) * cfg.tangential_max,
             rng.uniform(-1, 1) * cfg.tangential_max, 0.0]
     camera = CameraModel.from_intrinsics(w, h, fx, fy, cx, cy, np.array(dist), "plumb_bob")
+    if cfg.camera_model != "plumb_bob":
+        camera = _other_lens(cfg.camera_model, camera, np.random.default_rng(rng.integers(2 ** 32)))
     yaw, pitch, roll = np.radians(rng.uniform(-1, 1, 3) * cfg.mount_rot_jitter_deg)
     # jitter about the camera's own axes: yaw about y (down), pitch about x (right), roll about z (forward)
     R_lidar_camera = rot_z(np.radians(cfg.camera_heading_deg)) @ R_LIDAR_OPTICAL \

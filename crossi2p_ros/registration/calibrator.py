@@ -37,7 +37,7 @@ from ..model.crossi2p import CrossI2P
 from ..model.onnx_network import OnnxNetwork
 from ..model.weights import file_sha256, load_model
 from .fine import FineConfig, FineRefiner, FineView
-from .inputs import InputConfig, prepare_input, undistorted
+from .inputs import InputConfig, prepare_input, undistorted, valid_region
 from .mutual_info import MIAligner, MIConfig, prepare_frame
 from .pnp import PnPConfig, extract_matches, solve_pnp_ransac
 from .solver import axis_sigmas, confidence_from_covariance
@@ -222,7 +222,7 @@ class Calibrator:
         features (when ``motion_proposal``); False where a prior is known saves their cost."""
         pinhole_image, pinhole = undistorted(image, camera)
         keyframe = prepare_keyframe(pinhole_image, points, pinhole, self.cfg.window, ring, stamp,
-                                    motion=without_prior and self.cfg.motion_proposal)
+                                    motion=without_prior and self.cfg.motion_proposal, valid=valid_region(camera))
         return keyframe, pinhole_image, pinhole
 
     def estimate_many(self, frames: Sequence[tuple], T_init: np.ndarray | None = None) -> Estimate:

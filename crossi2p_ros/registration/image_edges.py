@@ -109,8 +109,12 @@ def _subpixel_positions(edges: np.ndarray, gx: np.ndarray, gy: np.ndarray, mag: 
     return position
 
 
-def detect_edges(grey: np.ndarray, cfg: ImageEdgeConfig = ImageEdgeConfig()) -> ImageEdges:
+def detect_edges(grey: np.ndarray, cfg: ImageEdgeConfig = ImageEdgeConfig(), valid: np.ndarray | None = None
+                 ) -> ImageEdges:
     """Edges of a uint8 grey image (H, W), dense texture removed, split by orientation, with positions.
+
+    ``valid`` (H, W) bool, where given, marks the pixels the lens saw (:meth:`..camera_views.Undistorter.
+    valid_region`): the thresholds come from them alone and no edge is kept outside them.
 
     ``upright``: edges whose gradient is within ``orientation_band_deg`` of
     horizontal (what a silhouette crossing a LiDAR ring looks like);
@@ -122,8 +126,10 @@ def detect_edges(grey: np.ndarray, cfg: ImageEdgeConfig = ImageEdgeConfig()) -> 
     gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
     mag = np.sqrt(gx * gx + gy * gy)   # not cv2.magnitude: its last bits depend on the buffer's alignment
-    high = max(float(np.percentile(mag, cfg.high_percentile)), cfg.min_high)
+    high = max(float(np.percentile(mag if valid is None else mag[valid], cfg.high_percentile)), cfg.min_high)
     edges = cv2.Canny(g, cfg.low_ratio * high, high, L2gradient=True) > 0   # the same 3x3 Sobel magnitude
+    if valid is not None:
+        edges &= valid
     if cfg.max_density < 1.0:
         density = cv2.boxFilter(edges.astype(np.float32), -1, (cfg.density_window_px,) * 2)
         edges &= density <= cfg.max_density

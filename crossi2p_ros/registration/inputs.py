@@ -16,7 +16,8 @@ import torch
 
 from ..errors import CrossI2PError
 from ..geometry import CameraModel, finite_rows, transform_points
-from ..data.samples import Undistorter, in_view, sample_points, scale_intrinsics
+from ..camera_views import Undistorter, scale_intrinsics
+from ..data.samples import in_view, sample_points
 from ..model.config import ModelConfig
 
 
@@ -52,7 +53,8 @@ T_LEVEL_CAMERA_LIDAR = np.array([[0.0, -1.0, 0.0, 0.0],
 
 
 def undistorted(image_rgb: np.ndarray, camera: CameraModel) -> tuple[np.ndarray, CameraModel]:
-    """The image checked against its camera and undistorted, with the pinhole camera (same K) it now follows.
+    """The image checked against its camera and undistorted, with the pinhole camera it now follows (the same
+    K, or for a fisheye lens the pinhole view that keeps its field of view: :func:`..camera_views.pinhole_view`).
 
     Later stages given the pinhole camera do not undistort again (a no-op for pinhole models).
     """
@@ -65,7 +67,12 @@ def undistorted(image_rgb: np.ndarray, camera: CameraModel) -> tuple[np.ndarray,
     if (image.shape[1], image.shape[0]) != (camera.width, camera.height):
         raise CrossI2PError(f"image is {image.shape[1]}x{image.shape[0]} but the camera model is "
                             f"{camera.width}x{camera.height}; pass the CameraInfo that belongs to this image")
-    return _undistort(image, camera), CameraModel(camera.width, camera.height, camera.K)
+    return _undistort(image, camera), _undistort.target(camera)
+
+
+def valid_region(camera: CameraModel) -> np.ndarray | None:
+    """The pixels of :func:`undistorted`'s image of ``camera`` that the lens saw (H, W) bool, or None: all."""
+    return _undistort.valid_region(camera)
 
 
 def network_image(image_rgb: np.ndarray, camera: CameraModel, mcfg: ModelConfig, cfg: InputConfig

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
-from ..data.samples import Undistorter
+from ..camera_views import Undistorter
 from ..geometry import CameraModel, finite_rows, project_pinhole, se3_exp, transform_points, visible_from_camera
 from .solver import pullback_to_pose
 
@@ -69,7 +69,7 @@ class MIResult:
     covariance: np.ndarray     # (6, 6) over (rho [m], phi [rad]); see MIAligner.covariance
 
 
-_undistort = Undistorter()
+_undistort = Undistorter(keep_field_of_view=False)   # callers pass the pinhole view: a no-op there
 
 
 def prepare_frame(image_rgb: np.ndarray, points: np.ndarray, camera: CameraModel, cfg: MIConfig = MIConfig()

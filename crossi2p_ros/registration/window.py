@@ -200,16 +200,17 @@ class Keyframe:
 
 def prepare_keyframe(image_pinhole: np.ndarray, points: np.ndarray, camera: CameraModel,
                      cfg: WindowConfig = WindowConfig(), ring: np.ndarray | None = None,
-                     stamp: float | None = None, motion: bool = True) -> Keyframe:
+                     stamp: float | None = None, motion: bool = True, valid: np.ndarray | None = None) -> Keyframe:
     """Features of one frame: ``image_pinhole`` (H, W[, 3]) uint8 already undistorted to pinhole ``camera``,
-    ``points`` (N, >=3) [m, LiDAR frame] in scan order, ``ring`` (N,) the beam of each point if known.
+    ``points`` (N, >=3) [m, LiDAR frame] in any order, ``ring`` (N,) the beam of each point if known,
+    ``valid`` (H, W) bool the pixels the lens saw (:func:`.inputs.valid_region`; None: all).
 
     With ``motion`` (and ``cfg.motion.enabled``) the keyframe keeps the motion proposal's features too; only
     a solve without a prior uses them (about 45 ms and 170 KB a KITTI-size keyframe)."""
     grey = cv2.cvtColor(image_pinhole, cv2.COLOR_RGB2GRAY) if image_pinhole.ndim == 3 else image_pinhole
     focal = float(0.5 * (camera.K[0, 0] + camera.K[1, 1]))
     sigmas = [focal * np.radians(s) for s in cfg.sigma_deg]
-    edges = detect_edges(np.ascontiguousarray(grey), cfg.image)
+    edges = detect_edges(np.ascontiguousarray(grey), cfg.image, valid)
     found = depth_edges(points, ring, cfg.lidar)
     if found.ring_gap_deg > cfg.max_across_ring_gap_deg:   # no across-ring edges: no field for them either
         # ... and with along-ring edges alone nothing else outweighs a crown's clutter: left out there. Porous

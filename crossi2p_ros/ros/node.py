@@ -58,6 +58,14 @@ from .qos import RELIABLE_QOS, SENSOR_QOS, STATIC_TF_QOS
 __all__ = ["CalibrationNode", "RELIABLE_QOS", "STATIC_TF_QOS", "main"]
 
 
+def _keeps(session) -> str:
+    """What stands as the calibration while none has converged: said in diagnostics and by ~/save, so that a
+    user never mistakes an unconverged solve (on ~/calibration, with its sigma) for a result."""
+    if session is not None and session.T_prior is not None:
+        return "the prior stays the calibration (nothing on /tf_static from this node)"
+    return "no calibration yet (no prior)"
+
+
 @dataclass
 class _Mailbox:
     """One-slot, latest-wins hand-over from the executor to the preparer."""
@@ -439,7 +447,8 @@ class CalibrationNode(Node):
         if not est.ok:
             return "WARN", f"no pose yet ({est.message})", values
         return "WARN", (f"converging: {sd} over {last.keyframes} keyframes"
-                        + (f", unconstrained {', '.join(est.unconstrained)}" if est.unconstrained else "")), values
+                        + (f", unconstrained {', '.join(est.unconstrained)}" if est.unconstrained else "")
+                        + f"; {_keeps(s)}"), values
 
     def status_name(self) -> str:
         lidar, camera = self._frames
@@ -470,7 +479,7 @@ class CalibrationNode(Node):
         if est is None:
             last = s.last if s is not None else None
             response.success = False
-            response.message = "not converged yet: nothing to save" + (
+            response.message = "not converged yet: nothing saved, " + _keeps(s) + (
                 f" (last solve: sigma {last.estimate.sigma_deg.max():.2f} deg / "
                 f"{100 * last.estimate.sigma_m.max():.1f} cm)" if last is not None else "")
             return response
