@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -56,9 +57,12 @@ def zoo_drive(cache: Path, lidar: str, frames: int, style: str = "urban", fishey
     root = cache / (f"{style}_{seed}_{frames}_{lidar}_shuffled" + ("_fisheye" if fisheye else ""))
     camera = dict(camera_model="fisheye", image_width=FISHEYE_SIZE[0], image_height=FISHEYE_SIZE[1]) \
         if fisheye else {}
-    if not (root / "sequences").is_dir():
+    if not root.is_dir():   # written aside and renamed when whole, so a cut run leaves no half drive behind
+        partial = root.with_name(root.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
         generate(SynthConfig(frames=frames, seed=seed, style=style, lidar_model=lidar, point_order="shuffled",
-                             **camera), root, progress=False)
+                             **camera), partial, progress=False)
+        partial.rename(root)
     return open_dataset(root)
 
 

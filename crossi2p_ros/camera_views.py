@@ -62,6 +62,25 @@ class Undistorter:
         """``image`` (H, W[, C]) of ``camera`` remapped to :meth:`target` (returned as is when undistorted)."""
         if not camera.is_distorted:
             return image
+        map_x, map_y = self._maps_for(camera)
+        return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+    def valid_region(self, camera: CameraModel, margin_px: int = 3) -> np.ndarray | None:
+        """(H, W) bool of the :meth:`target` image: the pixels whose source lies inside ``camera``'s image,
+        less ``margin_px`` next to the rest (remapped pixels blend with the black fill up to a pixel from
+        it); None where every pixel has one (no distortion, a barrel lens seen through its own K). A wide
+        lens's pinhole view has black crescents whose outline is no edge of the scene."""
+        if not camera.is_distorted:
+            return None
+        map_x, map_y = self._maps_for(camera)
+        seen = (map_x >= -0.5) & (map_x <= camera.width - 0.5) & (map_y >= -0.5) & (map_y <= camera.height - 0.5)
+        if seen.all():
+            return None
+        return cv2.erode(seen.astype(np.uint8), np.ones((2 * margin_px + 1,) * 2, np.uint8),
+                         borderType=cv2.BORDER_REPLICATE) > 0
+
+    def _maps_for(self, camera: CameraModel) -> tuple[np.ndarray, np.ndarray]:
+        """The remap tables (source u, v of every target pixel, float32 (H, W) each) of ``camera``, cached."""
         key = (camera.model, camera.width, camera.height, camera.K.tobytes(), camera.dist.tobytes(),
                self.keep_field_of_view)
         if key not in self._maps:
@@ -73,21 +92,7 @@ class Undistorter:
             else:
                 maps = cv2.initUndistortRectifyMap(camera.K, camera.dist, None, K_new, size, cv2.CV_32FC1)
             self._maps[key] = maps
-        map_x, map_y = self._maps[key]
-        return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-
-    def valid_region(self, camera: CameraModel, margin_px: int = 3) -> np.ndarray | None:
-        """(H, W) bool of the :meth:`target` image: the pixels the lens saw, less ``margin_px`` at the
-        boundary (remapped pixels blend with the black fill up to a pixel from it); None where every pixel
-        was seen (no distortion). A wide lens's pinhole view has black crescents whose outline is no edge
-        of the scene."""
-        if not camera.is_distorted:
-            return None
-        seen = self(np.full((camera.height, camera.width), 255, np.uint8), camera) == 255
-        if seen.all():
-            return None
-        return cv2.erode(seen.astype(np.uint8), np.ones((2 * margin_px + 1,) * 2, np.uint8),
-                         borderType=cv2.BORDER_REPLICATE) > 0
+        return self._maps[key]
 
 
 def scale_intrinsics(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
