@@ -42,7 +42,7 @@ from torch.utils.data import Dataset
 
 from ..camera_views import Undistorter, scale_intrinsics
 from ..errors import CrossI2PError
-from ..geometry import CameraModel, finite_rows, invert, project_pinhole, transform_points
+from ..geometry import finite_rows, invert, project_pinhole, transform_points
 from ..model.config import ModelConfig
 from .kitti import Frame, KittiDataset, open_dataset
 from .perturb import CalibProtocol, I2PProtocol

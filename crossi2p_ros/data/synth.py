@@ -165,6 +165,7 @@ class SynthConfig:
         if self.lidar_model:
             m = LIDAR_MODELS[self.lidar_model]
             vfov = (max(m.elevations_deg), min(m.elevations_deg)) if m.elevations_deg else m.vfov_deg
+            # a rosette has no columns; the spinning geometry Lidar keeps beside its pattern needs some
             return LidarSpec(beams=m.beams, columns=max(m.columns, 8), vfov_deg=vfov, elevations_deg=m.elevations_deg,
                              pattern=m.pattern, order=m.order, model=m, **common)
         elevations = None if self.lidar_elevations_deg is None else tuple(self.lidar_elevations_deg)

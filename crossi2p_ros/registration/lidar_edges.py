@@ -14,10 +14,10 @@ point comes, in this order of preference, from
    Hesai's): the beams' elevations form separated peaks of the elevation
    histogram.
 
-Rings must check out (:func:`ring_crispness`): the far points of a real beam
-keep its elevation, so they lie close to their ring's mean. Sensors without
-rings (rosettes, raster scanners) make no peaks, and clustering their
-elevations invents rings whose points spread over the whole band; for them,
+Rings must check out (:func:`ring_crispness`): along a real beam the elevation
+changes smoothly from one azimuth neighbour to the next. Sensors without rings
+(rosettes, raster scanners) make no peaks, and clustering their elevations
+invents rings whose azimuth neighbours jump up and down the band; for them,
 and wherever the rings do not check out, neighbours come from the sweep's
 own angular grid instead (:mod:`.angular_edges`), and upright/level follows the
 direction of each pair.
@@ -74,10 +74,10 @@ class LidarEdgeConfig:
     min_ring_points: int = 50         # scan-order segments shorter than this are noise, not rings
     # neighbours: "auto" (rings where they check out, else the angular grid), "rings" or "angular"
     neighbours: str = "auto"
-    # rings check out when this share of their far points lies within a quarter of the ring gap of their ring's
-    # mean elevation: real beams 1.0 (KITTI, nuScenes, Pandar40 / 64, every spinning kind of the zoo), rings
-    # invented in a rosette's or a raster scanner's elevations 0.41-0.77, Pandar64 beams merged by a coarse
-    # clustering 0.42-0.63
+    # rings check out when this share of the steps between azimuth neighbours on a ring change elevation by less
+    # than a quarter of the ring gap (ring_crispness): real beams 0.95-1.0 (KITTI, nuScenes, Pandar40 / 64,
+    # every spinning kind of the zoo), rings invented in a rosette's or a raster scanner's elevations
+    # 0.41-0.77, Pandar64 beams merged by a coarse clustering 0.42-0.63
     min_ring_crispness: float = 0.85
     angular_neighbours: int = 8       # neighbours per point in the angular grid (angular_edges)
 
@@ -202,9 +202,9 @@ def ring_crispness(rings: np.ndarray, az: np.ndarray, elevation: np.ndarray, max
     quarter of the ring gap (the median gap between rings' mean elevations), from each point's ring,
     azimuth ``az`` [rad] and elevation (N,): ~1 on a real beam, whose elevation changes smoothly along the
     ring; far less on rings cut out of an even spread of elevations, where azimuth neighbours jump up and
-    down the band. Local, so a beam's emitter offset and a motion-compensated sweep (real KITTI: far points
-    of one beam spread over 3 ring gaps seen from the origin) do not count against it; 0 when it cannot be
-    measured."""
+    down the band. Local, so a beam's emitter offset and a motion-compensated sweep do not count against it
+    (the spread of far points about their ring's mean, tried first, failed real KITTI's scan-order rings);
+    0 when it cannot be measured."""
     order, linked, _ = ring_neighbours(az, rings, max_gap_steps)
     ids, dense = np.unique(rings, return_inverse=True)
     if len(ids) < 2 or not linked.any():
