@@ -45,8 +45,6 @@ from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig  #
 from crossi2p_ros.registration.lidar_edges import depth_edges  # noqa: E402
 
 ZOO_SEED = 9950
-
-
 FISHEYE_SIZE = (960, 600)
 
 
@@ -93,7 +91,8 @@ def worse_than_start(recs: list) -> int:
 
 
 def real_sets(window: int) -> list[tuple[str, Path, int]]:
-    """(name, folder, frames a window) of the real sets, those present."""
+    """(name, folder, frames a window) of the real sets; the city vehicle's cameras as ``folder / "front"`` and
+    ``"left"`` (:func:`open_real`), whose presence is their parent's."""
     sets = [("KITTI raw, HDL-64", SHARED / "kitti_raw_0926", window),
             ("city vehicle front, Pandar40", SHARED / "sustech_points_pandar40" / "front", 3),
             ("city vehicle left, Pandar40", SHARED / "sustech_points_pandar40" / "left", 3),
@@ -154,8 +153,9 @@ def main() -> int:
                feature_summary(ds, wcfg.lidar))
     if not args.skip_real:
         for name, path, k in real_sets(args.window):
-            if not (path.is_dir() or path.parent.is_dir()):
-                print(f"skipped {name}: {path} is absent")
+            present = path.parent if path.parent.name == "sustech_points_pandar40" else path
+            if not present.is_dir():
+                print(f"skipped {name}: {present} is absent")
                 continue
             ds = open_real(path, args.cache)
             samples = len(ds) if k == 1 else args.samples

@@ -52,6 +52,7 @@ class Undistorter:
     def __init__(self, keep_field_of_view: bool = True) -> None:
         self.keep_field_of_view = keep_field_of_view
         self._maps: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._valid: dict[tuple, np.ndarray | None] = {}
 
     def target(self, camera: CameraModel) -> CameraModel:
         """The pinhole camera images of ``camera`` come out in."""
@@ -72,17 +73,22 @@ class Undistorter:
         lens's pinhole view has black crescents whose outline is no edge of the scene."""
         if not camera.is_distorted:
             return None
-        map_x, map_y = self._maps_for(camera)
-        seen = (map_x >= -0.5) & (map_x <= camera.width - 0.5) & (map_y >= -0.5) & (map_y <= camera.height - 0.5)
-        if seen.all():
-            return None
-        return cv2.erode(seen.astype(np.uint8), np.ones((2 * margin_px + 1,) * 2, np.uint8),
-                         borderType=cv2.BORDER_REPLICATE) > 0
+        key = (*self._key(camera), margin_px)
+        if key not in self._valid:   # once per camera, like the maps: every keyframe asks
+            map_x, map_y = self._maps_for(camera)
+            seen = (map_x >= -0.5) & (map_x <= camera.width - 0.5) & (map_y >= -0.5) \
+                & (map_y <= camera.height - 0.5)
+            self._valid[key] = None if seen.all() else cv2.erode(
+                seen.astype(np.uint8), np.ones((2 * margin_px + 1,) * 2, np.uint8), borderType=cv2.BORDER_REPLICATE) > 0
+        return self._valid[key]
+
+    def _key(self, camera: CameraModel) -> tuple:
+        return (camera.model, camera.width, camera.height, camera.K.tobytes(), camera.dist.tobytes(),
+                self.keep_field_of_view)
 
     def _maps_for(self, camera: CameraModel) -> tuple[np.ndarray, np.ndarray]:
         """The remap tables (source u, v of every target pixel, float32 (H, W) each) of ``camera``, cached."""
-        key = (camera.model, camera.width, camera.height, camera.K.tobytes(), camera.dist.tobytes(),
-               self.keep_field_of_view)
+        key = self._key(camera)
         if key not in self._maps:
             size = (camera.width, camera.height)
             K_new = self.target(camera).K
