@@ -42,7 +42,7 @@ from crossi2p_ros.data.synth import SynthConfig, generate  # noqa: E402
 from crossi2p_ros.evaluation import EvalConfig, evaluate, summarize, write_json  # noqa: E402
 from crossi2p_ros.geometry import pose_error  # noqa: E402
 from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig  # noqa: E402
-from crossi2p_ros.registration.window import WindowConfig  # noqa: E402
+from crossi2p_ros.registration.window_config import WindowConfig  # noqa: E402
 
 HELD_OUT = (("urban", 9610), ("suburban", 9620), ("highway", 9630))
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

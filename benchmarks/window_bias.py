@@ -45,7 +45,8 @@ from crossi2p_ros.geometry import invert, se3_log  # noqa: E402
 from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig  # noqa: E402
 from crossi2p_ros.registration.image_edges import detect_edges, distance_levels  # noqa: E402
 from crossi2p_ros.registration.lidar_edges import ring_indices, ring_neighbours  # noqa: E402
-from crossi2p_ros.registration.window import AXES, Keyframe, WindowConfig  # noqa: E402
+from crossi2p_ros.registration.keyframe import Keyframe  # noqa: E402
+from crossi2p_ros.registration.window_config import AXES, WindowConfig  # noqa: E402
 # benchmarks/window.py's helpers
 from window import add_lidar_options, sensor_name, synthetic_drive, window_config  # noqa: E402
 

@@ -14,7 +14,9 @@ from crossi2p_ros.data.synth import SynthConfig, SynthSequence
 from crossi2p_ros.geometry import pose_error, se3_exp
 from crossi2p_ros.registration.inputs import undistorted, valid_region
 from crossi2p_ros.registration.lidar_edges import depth_edges
-from crossi2p_ros.registration.window import WindowConfig, WindowEstimator, prepare_keyframe
+from crossi2p_ros.registration.keyframe import prepare_keyframe
+from crossi2p_ros.registration.window import WindowEstimator
+from crossi2p_ros.registration.window_config import WindowConfig
 
 KINDS = list(LIDAR_MODELS)
 SPINNING = [k for k in KINDS if LIDAR_MODELS[k].pattern == "spinning"]

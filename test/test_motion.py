@@ -14,7 +14,8 @@ from crossi2p_ros.data.synth import SynthConfig, SynthSequence
 from crossi2p_ros.geometry import pose_error
 from crossi2p_ros.registration.inputs import undistorted
 from crossi2p_ros.registration.motion import MotionConfig, lidar_poses, motion_features, rotation_from_motion
-from crossi2p_ros.registration.window import WindowConfig, WindowEstimator
+from crossi2p_ros.registration.window import WindowEstimator
+from crossi2p_ros.registration.window_config import WindowConfig
 
 KITTI_RAW = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitti_raw_0926"
 

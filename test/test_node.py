@@ -159,7 +159,8 @@ def test_calibrate_with_a_prior_through_base_link_converges_and_publishes_only_t
     assert pose_error(_T_camera_lidar(final), T_true).rot_deg < 0.5 and _covers(final, T_true)
     # every /tf_static publication is a converged ~/calibration (sigma below the 0.2 deg / 2 cm bounds), and
     # converging estimates (the first solves of a window) were published on ~/calibration only
-    from crossi2p_ros.registration.window import WindowConfig, covariance_within
+    from crossi2p_ros.registration.window_config import WindowConfig
+    from crossi2p_ros.registration.window_uncertainty import covariance_within
 
     def converged(c):
         bounds = WindowConfig()

@@ -24,7 +24,9 @@ from crossi2p_ros.registration.inputs import undistorted
 from crossi2p_ros.registration.keyframes import KeyframeConfig, KeyframeWindow, thumbnail
 from crossi2p_ros.registration.lidar_edges import LidarEdgeConfig, depth_edges
 from crossi2p_ros.registration.solver import pullback_to_pose
-from crossi2p_ros.registration.window import Keyframe, WindowConfig, WindowEstimator, prepare_keyframe
+from crossi2p_ros.registration.keyframe import Keyframe, prepare_keyframe
+from crossi2p_ros.registration.window import WindowEstimator
+from crossi2p_ros.registration.window_config import WindowConfig
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 KITTI_RAW = SHARED / "kitti_raw_0926"
@@ -279,7 +281,7 @@ def _reference_objective(est, keyframes, T, level, count):
         uv, front = project_pinhole(kf.K, p, 0.5)
         inside = kf.in_image(uv, front)
         f = kf.sample(level, uv[inside], along[inside], 0.0)
-        sigma = est._sigma_px(kf, level)
+        sigma = est.objective.sigma_px(kf, level)
         s = robust_score(f[:, 0], sigma) - (f[:, 3] if f.shape[1] > 3 else 0.0)
         scores.append(s.sum() / len(pts))
         J = pullback_to_pose(kf.K, p[inside], f[:, 1:3])
@@ -308,7 +310,7 @@ def test_compiled_objective_scores_and_linearises_like_the_plain_numpy_one(drive
             score, H_ref, g_ref = _reference_objective(est, kfs, T, level, count)
             assert est.score(kfs, T, level, count) == pytest.approx(many[k], rel=1e-12)
             assert many[k] == pytest.approx(score, abs=2e-3)
-            H, g = (a[0] for a in est._linearise(est._level_inputs(kfs, level, count, T), T[None]))
+            H, g = (a[0] for a in est.objective.linearise(est.objective.level_inputs(kfs, level, count, T), T[None]))
             np.testing.assert_allclose(H, H_ref, rtol=0.05, atol=1e-3 * np.abs(H_ref).max())
             np.testing.assert_allclose(g, g_ref, rtol=0.05, atol=0.02 * np.abs(g_ref).max())
 
@@ -322,8 +324,8 @@ def test_a_solve_split_over_threads_scores_and_ends_exactly_as_on_one(window, dr
         count = one.cfg.points_per_level[level]
         np.testing.assert_array_equal(three.score_many(window, Ts, level, count),
                                       one.score_many(window, Ts, level, count))
-        inputs = one._level_inputs(window, level, count, Ts[0])
-        for got, want in zip(three._linearise(inputs, Ts), one._linearise(inputs, Ts)):
+        inputs = one.objective.level_inputs(window, level, count, Ts[0])
+        for got, want in zip(three.objective.linearise(inputs, Ts), one.objective.linearise(inputs, Ts)):
             np.testing.assert_array_equal(got, want)
     start = _step(1.0, 0.05) @ drive[0].T_camera_lidar
     np.testing.assert_array_equal(three.solve(window, start, global_search=False).T_camera_lidar,
@@ -363,8 +365,8 @@ def test_nan_edge_points_never_count_in_the_compiled_objective(window, drive):
         got = est.score_many([poisoned], T[None], level, n)[0] * n
         want = est.score_many([clean], T[None], level, len(clean.edges))[0] * len(clean.edges)
         assert np.isfinite(got) and got == pytest.approx(want, rel=1e-12)
-        H, g = est._linearise(est._level_inputs([poisoned], level, n), T[None])
-        H_ref, g_ref = est._linearise(est._level_inputs([clean], level, n), T[None])
+        H, g = est.objective.linearise(est.objective.level_inputs([poisoned], level, n), T[None])
+        H_ref, g_ref = est.objective.linearise(est.objective.level_inputs([clean], level, n), T[None])
         np.testing.assert_allclose(H * n, H_ref * len(clean.edges), rtol=1e-10)
         np.testing.assert_allclose(g * n, g_ref * len(clean.edges), rtol=1e-10)
 
@@ -532,11 +534,11 @@ def test_a_pose_short_of_its_iterations_in_the_best_basin_is_not_a_rival(drive, 
     slope = est.score(window, T_slope, finest)
     assert slope >= (1 - est.cfg.ambiguity) * best
     finals = [(T_best, best), (T_slope, slope)]
-    _, _, rivals = est._settle_rivals(window, T_best, best, finals, T_best)
+    _, _, rivals = est.search.settle_rivals(window, T_best, best, finals, T_best)
     assert rivals == []
     # without refining it on, it is counted as a second optimum (the false ambiguity this guards against)
     plain = WindowEstimator(replace(est.cfg, rival_rounds=0))
-    assert len(plain._settle_rivals(window, T_best, best, finals, T_best)[2]) == 1
+    assert len(plain.search.settle_rivals(window, T_best, best, finals, T_best)[2]) == 1
 
 
 @pytest.mark.skipif(not KITTI_RAW.is_dir(), reason=f"real KITTI raw frames not present ({KITTI_RAW})")
@@ -596,8 +598,8 @@ def test_near_the_search_regions_edge_only_a_pose_the_bound_holds_back_is_refuse
     err = pose_error(inside.T_camera_lidar, T_gt)
     assert err.rot_deg < 0.3 and err.trans_m < 0.03, err
     assert inside.converged, inside.message
-    assert not est._bound_active(window, inside.T_camera_lidar)
-    assert est._bound_active(window, _step(0.3, 0.1) @ T_gt)     # held 10 cm short of the optimum
+    assert not est.refiner.bound_active(window, inside.T_camera_lidar)
+    assert est.refiner.bound_active(window, _step(0.3, 0.1) @ T_gt)     # held 10 cm short of the optimum
 
 
 def _ring_keyframe(gap_deg: float = 1.0) -> Keyframe:
@@ -648,12 +650,12 @@ def test_edges_scored_over_their_intervals_leave_the_optimum_on_the_silhouettes(
 
 
 def test_interval_scores_of_the_compiled_objective_match_the_numpy_distances():
-    # the kernels (search, refinement) and the covariance (numpy, _edge_distances) must see one objective
+    # the kernels (search, refinement) and the covariance (numpy, WindowUncertainty.edge_distances) must see one objective
     kf = _ring_keyframe()
     est = WindowEstimator(WindowConfig(interval_spacing=2.0))
     finest = len(est.cfg.sigma_deg) - 1
-    assert est._interval_samples(kf, finest, kf.edges, kf.spans).max() > 1
+    assert est.objective.interval_samples(kf, finest, kf.edges, kf.spans).max() > 1
     for T in (np.eye(4), se3_exp(np.r_[0.01, -0.02, 0.0, 0.002, -0.003, 0.001])):
-        d = est._edge_distances(kf, finest, T[None])[0]
-        expected = np.nansum(robust_score(d, est._sigma_px(kf, finest))) / len(kf.edges)
+        d = est.uncertainty.edge_distances(kf, finest, T[None])[0]
+        expected = np.nansum(robust_score(d, est.objective.sigma_px(kf, finest))) / len(kf.edges)
         assert est.score([kf], T, finest) == pytest.approx(expected, rel=1e-3)

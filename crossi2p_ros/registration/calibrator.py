@@ -1,7 +1,7 @@
 """``Calibrator``: the one entry point from a window of frames of one rig to ``T_camera_lidar``.
 
 ``estimate_many(frames, T_init)`` solves the window: every frame's features
-are prepared once (:func:`.window.prepare_keyframe`) and the window estimator
+are prepared once (:func:`.keyframe.prepare_keyframe`) and the window estimator
 (:mod:`.window`) finds the one extrinsic they share. ``estimate`` is a window
 of one frame.
 
@@ -41,7 +41,9 @@ from .inputs import InputConfig, prepare_input, undistorted, valid_region
 from .mutual_info import MIAligner, MIConfig, prepare_frame
 from .pnp import PnPConfig, extract_matches, solve_pnp_ransac
 from .solver import axis_sigmas, confidence_from_covariance
-from .window import Keyframe, WindowConfig, WindowEstimator, prepare_keyframe
+from .keyframe import Keyframe, prepare_keyframe
+from .window import WindowEstimator
+from .window_config import WindowConfig
 
 DEFAULT_WEIGHTS_NAME = "crossi2p_default.pt"
 
@@ -123,7 +125,7 @@ class Estimate:
     (translation [m], rotation [rad]) of ``T_camera_lidar`` in the camera
     frame (10^6 I when nothing supports the pose). ``converged``: ``ok`` and
     every axis' sigma below the window's convergence bounds; ``unconstrained``
-    names the axes (:data:`.window.AXES`) the window does not pin.
+    names the axes (:data:`.window_config.AXES`) the window does not pin.
     ``confidence`` in [0, 1] is :func:`.solver.confidence_from_covariance` (0
     when not ``ok``). ``inliers`` counts the edge points behind the pose,
     ``keyframes`` the frames used. ``stage``: ``window``, ``mi`` (polished),

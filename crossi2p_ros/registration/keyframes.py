@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .window import Keyframe
+from .keyframe import Keyframe
 
 THUMB_WIDTH = 64
 

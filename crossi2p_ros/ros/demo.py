@@ -57,7 +57,8 @@ def run_demo(out: Path, frames: int = 40, seed: int = 7, style: str = "urban", r
     from tf2_msgs.msg import TFMessage
 
     from ..decode import transform_from_tf_msg
-    from ..registration.window import WindowConfig, covariance_within
+    from ..registration.window_config import WindowConfig
+    from ..registration.window_uncertainty import covariance_within
     from .messages import calibration_from_message, crossi2p_status
     from .player import play
     from .qos import RELIABLE_QOS, STATIC_TF_QOS
