@@ -4,7 +4,7 @@ import pytest
 
 from crossi2p_ros.geometry import pose_error, se3_exp, within_sigma
 from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig
-from crossi2p_ros.registration.keyframes import KeyframeConfig
+from crossi2p_ros.registration.keyframe_window import KeyframeConfig
 from crossi2p_ros.session import Frame, Session, SessionConfig
 
 

@@ -21,7 +21,7 @@ from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig
 from crossi2p_ros.registration.image_edges import (ImageEdgeConfig, detect_edges, distance_levels, edge_distance,
                                                    robust_score, sample_level, stack_levels)
 from crossi2p_ros.registration.inputs import undistorted
-from crossi2p_ros.registration.keyframes import KeyframeConfig, KeyframeWindow, thumbnail
+from crossi2p_ros.registration.keyframe_window import KeyframeConfig, KeyframeWindow, thumbnail
 from crossi2p_ros.registration.lidar_edges import LidarEdgeConfig, depth_edges
 from crossi2p_ros.registration.solver import pullback_to_pose
 from crossi2p_ros.registration.keyframe import Keyframe, prepare_keyframe

@@ -20,7 +20,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 from ..monitor import MonitorConfig
 from ..registration.calibrator import CalibratorConfig
-from ..registration.keyframes import KeyframeConfig
+from ..registration.keyframe_window import KeyframeConfig
 from ..session import SessionConfig
 from ..sync import SyncConfig
 
