@@ -5,6 +5,13 @@ data; frames repeat when ``n`` exceeds it) and the protocol draw ``(seed, i)``,
 so a run is reproducible and another tool can re-create any sample. The JSON
 follows the eval contract of DESIGN.md exactly; a few extra keys (stage,
 confidence, the initial error) are added beside the contract's keys.
+
+Under the calib protocol each sample also scores the calibration a user keeps:
+the estimate where it converged, else the prior (the node, ``crossi2p
+replay`` and ``~/save`` publish and write nothing unconverged), so an
+unconverged estimate that ends worse than its start shows in ``rot_deg`` /
+``trans_m`` but costs the user nothing; only a false convergence can make the
+kept calibration worse than the start.
 """
 from __future__ import annotations
 
@@ -67,6 +74,8 @@ class SampleRecord:
     within_3sigma: bool         # the truth lies within 3 sigma of the estimate on every axis
     sigma_rot_deg: float        # the largest per-axis standard deviation the estimator reported
     sigma_trans_m: float
+    kept_rot_deg: float | None  # calib: the error of the calibration kept (the estimate if converged, else the prior)
+    kept_trans_m: float | None
     T_pred: np.ndarray          # the estimate, in the protocol's frames (scored against T_gt)
     T_gt: np.ndarray
     T_init: np.ndarray | None
@@ -150,6 +159,7 @@ def evaluate(dataset: KittiDataset, calibrator: Calibrator, cfg: EvalConfig, pro
             init_err = None
             success = i2p.is_success
         err = pose_error(est.T_camera_lidar, T_gt)
+        kept = None if init_err is None else (err if est.converged else init_err)
         rec = SampleRecord(
             id=frames[0].id, frame_index=fi, rot_deg=err.rot_deg, trans_m=err.trans_m, rre_deg=err.rre_deg,
             rte_m=err.rte_m, time_ms=elapsed, success=bool(success(err)), stage=est.stage,
@@ -157,6 +167,7 @@ def evaluate(dataset: KittiDataset, calibrator: Calibrator, cfg: EvalConfig, pro
             init_trans_m=None if init_err is None else init_err.trans_m, frames=len(frames),
             converged=bool(est.converged), within_3sigma=within_sigma(est.T_camera_lidar, est.covariance, T_gt),
             sigma_rot_deg=float(np.max(est.sigma_deg)), sigma_trans_m=float(np.max(est.sigma_m)),
+            kept_rot_deg=None if kept is None else kept.rot_deg, kept_trans_m=None if kept is None else kept.trans_m,
             T_pred=est.T_camera_lidar, T_gt=T_gt, T_init=T_init, T_pred_lidar=est.T_camera_lidar @ to_lidar)
         records.append(rec)
         if on_sample is not None:
@@ -190,7 +201,17 @@ def summarize(records: list[SampleRecord]) -> dict:
     if records and records[0].init_rot_deg is not None:
         summary["init_rot_median_deg"] = float(np.median([r.init_rot_deg for r in records]))
         summary["init_trans_median_m"] = float(np.median([r.init_trans_m for r in records]))
+        summary["kept_rot_median_deg"] = float(np.median([r.kept_rot_deg for r in records]))
+        summary["kept_trans_median_m"] = float(np.median([r.kept_trans_m for r in records]))
+        summary["worse_than_start"] = sum(worse_than_start(r.rot_deg, r.trans_m, r) for r in records)
+        summary["kept_worse_than_start"] = sum(worse_than_start(r.kept_rot_deg, r.kept_trans_m, r) for r in records)
     return summary
+
+
+def worse_than_start(rot_deg: float, trans_m: float, record: SampleRecord) -> bool:
+    """An error (rotation [deg], translation [m]) larger than ``record``'s start in rotation or in translation
+    (a hair of rounding allowed: the kept prior is the start itself)."""
+    return rot_deg > record.init_rot_deg + 1e-9 or trans_m > record.init_trans_m + 1e-12
 
 
 def report(cfg: EvalConfig, records: list[SampleRecord], calibrator: Calibrator) -> dict:
@@ -227,5 +248,8 @@ def summary_table(data: dict) -> str:
     if "init_rot_median_deg" in s:
         rows.insert(1, ("initial error (median)", f"{s['init_rot_median_deg']:.3f} deg / "
                                                   f"{s['init_trans_median_m']:.4f} m"))
+        rows.append(("worse than the start", f"estimate {s['worse_than_start']} of {data['n']}; calibration kept "
+                                             f"(the prior unless converged) {s['kept_worse_than_start']}, median "
+                                             f"{s['kept_rot_median_deg']:.3f} deg / {s['kept_trans_median_m']:.4f} m"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
