@@ -65,24 +65,31 @@ def zoo_drive(cache: Path, lidar: str, frames: int, style: str = "urban", fishey
     return open_dataset(root)
 
 
-def feature_summary(ds, lidar_cfg, frames: int = 3) -> dict:
-    """How the LiDAR features came out on the first ``frames`` sweeps of ``ds``."""
+def feature_summary(ds, calibrator: Calibrator, frames: int = 3) -> dict:
+    """How the LiDAR features came out on the first ``frames`` sweeps of ``ds``, and what a whole keyframe
+    (:meth:`Calibrator.prepare` with a prior) costs: its time [ms], its size [MB] and its working image."""
     rows = []
     for i in range(min(frames, len(ds))):
-        pts = ds[i].points
+        f = ds[i]
         t = time.perf_counter()
-        e = depth_edges(pts, cfg=lidar_cfg)
-        rows.append((e.ring_source, e.rings, e.ring_gap_deg, len(e.xyz), int(e.along.sum()),
-                     1e3 * (time.perf_counter() - t), len(pts)))
+        e = depth_edges(f.points, cfg=calibrator.cfg.window.lidar)
+        lidar_ms = 1e3 * (time.perf_counter() - t)
+        t = time.perf_counter()
+        kf, _, _ = calibrator.prepare(f.image, f.points, f.camera, without_prior=False)
+        rows.append((e.ring_source, e.rings, e.ring_gap_deg, len(e.xyz), int(e.along.sum()), lidar_ms,
+                     len(f.points), 1e3 * (time.perf_counter() - t), kf.nbytes / 1e6, f"{kf.width}x{kf.height}"))
     return {"neighbours": rows[0][0], "rings": rows[0][1], "gap_deg": float(np.median([r[2] for r in rows])),
             "edges": float(np.median([r[3] for r in rows])), "upright": float(np.median([r[4] for r in rows])),
-            "ms": float(np.median([r[5] for r in rows])), "points": float(np.median([r[6] for r in rows]))}
+            "ms": float(np.median([r[5] for r in rows])), "points": float(np.median([r[6] for r in rows])),
+            "keyframe_ms": float(np.median([r[7] for r in rows])),
+            "keyframe_mb": float(np.median([r[8] for r in rows])), "working_image": rows[0][9]}
 
 
 def feature_line(f: dict) -> str:
     rings = f"{f['rings']} rings" if f["rings"] else "no rings"
     return (f"    features: {f['neighbours']} ({rings}, gap {f['gap_deg']:.2f} deg), {f['points']:.0f} points, "
-            f"{f['edges']:.0f} edges ({f['upright']:.0f} upright), {f['ms']:.0f} ms a sweep")
+            f"{f['edges']:.0f} edges ({f['upright']:.0f} upright), {f['ms']:.0f} ms a sweep; a keyframe "
+            f"{f['keyframe_ms']:.0f} ms, {f['keyframe_mb']:.1f} MB, image worked at {f['working_image']}")
 
 
 def real_sets(window: int) -> list[tuple[str, Path, int]]:
@@ -144,7 +151,7 @@ def main() -> int:
                          frames_per_estimate=args.window)
         camera = " + fisheye" if fisheye else ""
         record(f"zoo {lidar}{camera} (shuffled) +-10 deg / 0.5 m, K={args.window}", *run([ds], calibrator, cfg),
-               feature_summary(ds, wcfg.lidar))
+               feature_summary(ds, calibrator))
     if not args.skip_real:
         for name, path, k in real_sets(args.window):
             present = path.parent if path.parent.name == "sustech_points_pandar40" else path
@@ -154,7 +161,7 @@ def main() -> int:
             ds = open_real(path, args.cache)
             samples = len(ds) if k == 1 else args.samples
             cfg = EvalConfig(samples=samples, seed=0, max_rot_deg=5.0, max_trans_m=0.2, frames_per_estimate=k)
-            record(f"{name} +-5 deg / 0.2 m, K={k}", *run([ds], calibrator, cfg), feature_summary(ds, wcfg.lidar))
+            record(f"{name} +-5 deg / 0.2 m, K={k}", *run([ds], calibrator, cfg), feature_summary(ds, calibrator))
     if args.json:
         write_json(args.json, results)
     return 0

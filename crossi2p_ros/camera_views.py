@@ -110,3 +110,23 @@ def scale_intrinsics(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
     K[1, 1] *= sy
     K[1, 2] = sy * (K[1, 2] + 0.5) - 0.5
     return K
+
+
+def working_view(image: np.ndarray, camera: CameraModel, max_focal_px: float, valid: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, CameraModel, np.ndarray | None]:
+    """``image`` (H, W[, C]) of pinhole ``camera`` and its ``valid`` mask (H, W) bool, downscaled (area
+    averaging) so that the mean focal length is at most ``max_focal_px`` [px]; returned as they are when it
+    already is (or ``max_focal_px`` <= 0).
+
+    An objective whose finest scale is an angle needs a fixed number of pixels per degree, not the sensor's:
+    a 2-4 K camera's full resolution costs time and memory per keyframe and resolves nothing more."""
+    focal = 0.5 * (camera.K[0, 0] + camera.K[1, 1])
+    if max_focal_px <= 0 or focal <= max_focal_px:
+        return image, camera, valid
+    scale = max_focal_px / focal
+    size = (max(int(round(camera.width * scale)), 1), max(int(round(camera.height * scale)), 1))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    K = scale_intrinsics(camera.K, size[0] / camera.width, size[1] / camera.height)
+    if valid is not None:   # a pixel is seen when all it averages were
+        valid = cv2.resize(valid.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.999
+    return small, CameraModel(size[0], size[1], K), valid

@@ -168,8 +168,8 @@ class Session:
                                                           without_prior=self.cfg.mode == "calibrate"
                                                           and self.T_prior is None)
         with self._lock:
-            if self.window.keyframes and (camera.width, camera.height) != (self.window.keyframes[-1].width,
-                                                                          self.window.keyframes[-1].height):
+            newest = self.window.keyframes[-1] if self.window.keyframes else None
+            if newest is not None and (keyframe.width, keyframe.height) != (newest.width, newest.height):
                 raise CrossI2PError(f"camera size changed to {camera.width}x{camera.height} mid-run; a window "
                                     "needs one camera: reset the session")
             held = {id(kf) for kf in self.window.keyframes}

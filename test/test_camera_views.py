@@ -3,7 +3,7 @@ camera model, and the black fill outside the lens's field gives no image edges."
 import cv2
 import numpy as np
 
-from crossi2p_ros.camera_views import MAX_HALF_FOV_DEG, Undistorter, pinhole_view
+from crossi2p_ros.camera_views import MAX_HALF_FOV_DEG, Undistorter, pinhole_view, working_view
 from crossi2p_ros.data.synth import SynthConfig, SynthSequence
 from crossi2p_ros.geometry import CameraModel
 from crossi2p_ros.registration.image_edges import detect_edges
@@ -61,3 +61,31 @@ def test_the_black_fill_outside_a_fisheyes_field_gives_no_image_edges():
     masked = detect_edges(grey, valid=valid)
     assert (unmasked.upright | unmasked.level)[boundary].sum() > 100     # the crescents' outline is an edge ...
     assert not (masked.upright | masked.level)[~valid].any()             # ... which the lens's region leaves out
+
+
+def test_a_2k_image_is_worked_on_at_the_focal_length_asked_with_its_rays_where_they_were():
+    """Bright blobs drawn at the projections of known rays in a 2048x1536 image stay, after downscaling, at
+    those rays' projections through the working camera (the blobs' centroids, not the K formula, say where)."""
+    cam = CameraModel.from_intrinsics(2048, 1536, 1210.0, 1205.0, 1019.3, 771.8)
+    rays = np.array([[0.0, 0.0, 1.0], [0.5, -0.3, 1.0], [-0.6, 0.4, 1.0], [0.7, 0.5, 1.0]])
+    uv = cam.project(rays)[0]
+    u, v = np.meshgrid(np.arange(cam.width), np.arange(cam.height))
+    image = np.zeros((cam.height, cam.width), np.float32)
+    for x, y in uv:   # a few blobs: Gaussian of 6 px around each projection
+        image += np.exp(-((u - x) ** 2 + (v - y) ** 2) / (2 * 6.0 ** 2))
+    valid = np.ones(image.shape, bool)
+    valid[:, :100] = False                                  # an unseen strip on the left
+    small, work, small_valid = working_view(image, cam, 600.0, valid)
+    assert 0.5 * (work.fx + work.fy) <= 600.0 + 0.5 and small.shape == (work.height, work.width)
+    su, sv = np.meshgrid(np.arange(work.width), np.arange(work.height))
+    for (x, y), expected in zip(uv, work.project(rays)[0]):
+        s = work.fx / cam.fx
+        near = (np.abs(su - s * x) < 12) & (np.abs(sv - s * y) < 12)
+        w = small * near
+        centroid = np.array([(w * su).sum(), (w * sv).sum()]) / w.sum()
+        assert np.abs(centroid - expected).max() < 0.05, (centroid, expected)
+    # the unseen strip stays unseen (and a pixel that averaged any of it is unseen too)
+    assert not small_valid[:, : int(100 * work.width / cam.width)].any() and small_valid[:, -1].all()
+    # a camera already within the focal length comes back as it is
+    same_image, same, same_valid = working_view(image, cam, 1300.0, valid)
+    assert same_image is image and same is cam and same_valid is valid

@@ -92,3 +92,21 @@ def test_keyframes_keep_the_motion_features_only_where_a_solve_may_have_no_prior
     session.set_prior(drive[0].T_camera_lidar)
     session.offer(_frame(drive[1]))
     assert [kf.motion is not None for kf in session.window.keyframes] == [True, False]
+
+
+def test_a_session_works_on_downscaled_images_and_recovers_the_extrinsic(drive):
+    """``window.max_focal_px`` below the camera's focal length: keyframes are worked on downscaled (their
+    own K and size), the session keeps them as one camera, and the window still finds the extrinsic."""
+    from dataclasses import replace
+
+    base = CalibratorConfig(device="cpu")
+    small = Calibrator(replace(base, window=replace(base.window, max_focal_px=400.0)))
+    T_true = drive[0].T_camera_lidar
+    T_prior = se3_exp(np.array([0.05, -0.04, 0.05, np.radians(1.5), np.radians(-1.0), np.radians(1.0)])) @ T_true
+    session = Session(small, SessionConfig(keyframes=KeyframeConfig(size=8, min_change=0.0, min_interval_s=0.0),
+                                           min_keyframes=8, solve_every=8), T_prior)
+    updates = [u for u in (session.step(_frame(f)) for f in drive[:8]) if u is not None]
+    kf = session.window.keyframes[0]
+    assert 0.5 * (kf.K[0, 0] + kf.K[1, 1]) <= 400.5 and kf.width < drive[0].camera.width
+    e0, e = pose_error(T_prior, T_true), pose_error(updates[-1].estimate.T_camera_lidar, T_true)
+    assert e.rot_deg < 0.3 and e.trans_m < 0.03 and e.rot_deg < e0.rot_deg / 4, (e0, e)

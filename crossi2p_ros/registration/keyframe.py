@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
+from ..camera_views import working_view
 from ..geometry import CameraModel
 from .image_edges import EdgeLevel, detect_edges, distance_levels, sample_level, stack_levels
 from .lidar_edges import depth_edges
@@ -75,11 +76,14 @@ def prepare_keyframe(image_pinhole: np.ndarray, points: np.ndarray, camera: Came
                      stamp: float | None = None, motion: bool = True, valid: np.ndarray | None = None) -> Keyframe:
     """Features of one frame: ``image_pinhole`` (H, W[, 3]) uint8 already undistorted to pinhole ``camera``,
     ``points`` (N, >=3) [m, LiDAR frame] in any order, ``ring`` (N,) the beam of each point if known,
-    ``valid`` (H, W) bool the pixels the lens saw (:func:`.inputs.valid_region`; None: all).
+    ``valid`` (H, W) bool the pixels the lens saw (:func:`.inputs.valid_region`; None: all). Images whose
+    focal length exceeds ``cfg.max_focal_px`` are worked on downscaled to it (the keyframe's ``K``, ``width``
+    and ``height`` are then the downscaled camera's).
 
     With ``motion`` (and ``cfg.motion.enabled``) the keyframe keeps the motion proposal's features too; only
     a solve without a prior uses them (about 45 ms and 170 KB a KITTI-size keyframe)."""
     grey = cv2.cvtColor(image_pinhole, cv2.COLOR_RGB2GRAY) if image_pinhole.ndim == 3 else image_pinhole
+    grey, camera, valid = working_view(grey, camera, cfg.max_focal_px, valid)
     focal = float(0.5 * (camera.K[0, 0] + camera.K[1, 1]))
     sigmas = [focal * np.radians(s) for s in cfg.sigma_deg]
     edges = detect_edges(np.ascontiguousarray(grey), cfg.image, valid)

@@ -25,6 +25,9 @@ class WindowConfig:
     # (benchmarks/window_bias.py) a finest 0.06 deg left the optimum 2.3 / 3.4 / 2.7 cm off (urban, suburban,
     # real KITTI median), 0.16 deg 0.75 / 2.7 / 2.35 cm (docs/benchmarks.md, "Bias")
     sigma_deg: tuple[float, ...] = (1.0, 0.5, 0.25, 0.16)
+    # images are worked on at most at this focal length [px] (downscaled, K scaled with them; 0: as they come):
+    # the scales above are angles, so a 2-4 K camera's pixels add cost per keyframe, not resolution
+    max_focal_px: float = 0.0
     points_per_level: tuple[int, ...] = (600, 800, 1200, 2000)   # edge points per frame and level
     iterations_per_level: int = 8
     contrast_levels: int = 3           # the coarsest levels (the search's) score against their local mean

@@ -81,6 +81,8 @@ _DERIVED: list[tuple[Any, str, dict[str, tuple[str, Any]]]] = [
     (CalibratorConfig().window, "window.", {
         "threads": ("CPU threads a window solve splits its keyframes over (the same result for any number)",
                     (1, 64)),
+        "max_focal_px": ("work on images at most at this focal length [px], downscaled (a 2-4 K camera's "
+                         "keyframes then take a fraction of the time); 0: as they come", (0.0, 100000.0)),
     }),
     (SyncConfig(), "sync.", {
         "max_slop_s": ("largest camera/LiDAR stamp difference of a pair [s]", (0.001, 1.0)),
