@@ -144,7 +144,7 @@ def se3_log(T: np.ndarray) -> np.ndarray:
 def ros_pose_covariance(T_camera_lidar: np.ndarray, covariance: np.ndarray) -> np.ndarray:
     """The covariance of ``T_lidar_camera`` as ``geometry_msgs/PoseWithCovariance`` states it, from ours.
 
-    Ours (:class:`~crossi2p_ros.registration.calibrator.Estimate`) is over a
+    Ours (:class:`~crossi2p_ros.registration.estimate.Estimate`) is over a
     left perturbation ``exp(xi) @ T_camera_lidar``, ``xi = (rho [m], phi
     [rad])`` in the camera frame. ROS's is over the published pose's position
     (x, y, z [m] in the parent, LiDAR, frame) and its rotation about the

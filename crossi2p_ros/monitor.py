@@ -2,7 +2,7 @@
 
 An estimate ``T`` with covariance ``S`` (6x6 over a left perturbation,
 translation [m] then rotation [rad], as
-:class:`crossi2p_ros.registration.calibrator.Estimate` gives it) is the
+:class:`crossi2p_ros.registration.estimate.Estimate` gives it) is the
 residual ``xi = log(T @ inv(T_installed))`` about the installed pose.
 :class:`DriftMonitor` runs a generalised likelihood-ratio test on the
 rotation and translation blocks of the residuals of its last ``window``

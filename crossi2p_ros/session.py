@@ -35,10 +35,11 @@ import numpy as np
 from .errors import CrossI2PError
 from .geometry import CameraModel, invert, se3_log
 from .monitor import DriftMonitor, DriftStatus, MonitorConfig
+from .registration.estimate import Estimate
 from .registration.keyframe_window import KeyframeConfig, KeyframeWindow, thumbnail
 
 if TYPE_CHECKING:  # the Calibrator pulls in torch; readers of this module's types do not need it
-    from .registration.calibrator import Calibrator, Estimate
+    from .registration.calibrator import Calibrator
 
 Mode = Literal["calibrate", "monitor"]
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -32,16 +32,17 @@ import numpy as np
 import torch
 
 from ..errors import CrossI2PError
-from ..geometry import CameraModel, PoseError, pose_error
+from ..geometry import CameraModel, pose_error
 from ..model.crossi2p import CrossI2P
 from ..model.onnx_network import OnnxNetwork
 from ..model.weights import file_sha256, load_model
+from .estimate import Estimate
 from .fine import FineConfig, FineRefiner, FineView
 from .inputs import InputConfig, prepare_input, undistorted, valid_region
+from .keyframe import Keyframe, prepare_keyframe
 from .mutual_info import MIAligner, MIConfig, prepare_frame
 from .pnp import PnPConfig, extract_matches, solve_pnp_ransac
-from .solver import axis_sigmas, confidence_from_covariance
-from .keyframe import Keyframe, prepare_keyframe
+from .solver import confidence_from_covariance
 from .window import WindowEstimator
 from .window_config import WindowConfig
 
@@ -115,50 +116,6 @@ class CalibratorConfig:
     mi_max_move_m: float = 0.03
 
 
-@dataclass
-class Estimate:
-    """Result of one window.
-
-    ``T_camera_lidar`` maps LiDAR points into the camera optical frame (4x4,
-    metres); with no usable result it is the initial guess (or identity) and
-    ``ok`` is False. ``covariance`` (6x6) is over a left perturbation
-    (translation [m], rotation [rad]) of ``T_camera_lidar`` in the camera
-    frame (10^6 I when nothing supports the pose). ``converged``: ``ok`` and
-    every axis' sigma below the window's convergence bounds; ``unconstrained``
-    names the axes (:data:`.window_config.AXES`) the window does not pin.
-    ``confidence`` in [0, 1] is :func:`.solver.confidence_from_covariance` (0
-    when not ``ok``). ``inliers`` counts the edge points behind the pose,
-    ``keyframes`` the frames used. ``stage``: ``window``, ``mi`` (polished),
-    ``prior`` (nothing better than the initial guess) or ``none``;
-    ``timings_ms`` has one entry per stage run, plus ``total``.
-    """
-
-    T_camera_lidar: np.ndarray
-    confidence: float
-    covariance: np.ndarray
-    inliers: int
-    stage: str
-    ok: bool
-    message: str = ""
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    converged: bool = False
-    unconstrained: list[str] = field(default_factory=list)
-    keyframes: int = 0
-    score: float = 0.0
-
-    def error_to(self, T_gt: np.ndarray) -> PoseError:
-        """Pose error of this estimate against ``T_gt`` (DESIGN.md metrics)."""
-        return pose_error(self.T_camera_lidar, T_gt)
-
-    @property
-    def sigma_deg(self) -> np.ndarray:
-        """Per-axis rotation standard deviation about the camera's x, y, z (pitch, yaw, roll) [deg]."""
-        return axis_sigmas(self.covariance)[1]
-
-    @property
-    def sigma_m(self) -> np.ndarray:
-        """Per-axis translation standard deviation (camera x, y, z) [m]."""
-        return axis_sigmas(self.covariance)[0]
 class _Timer:
     def __init__(self, device: torch.device):
         self.device = device
@@ -289,10 +246,9 @@ class Calibrator:
         if not np.all(np.isfinite(T)):  # never hand out a NaN pose
             return Estimate(fallback, 0.0, np.eye(6) * 1e6, 0, "none", False, "numerical failure", timer.ms)
         confidence = confidence_from_covariance(covariance) if result.ok else 0.0
-        return Estimate(T, float(confidence), covariance, result.edge_points if result.ok else 0, stage, result.ok,
-                        result.message, timer.ms, converged=result.converged,
-                        unconstrained=list(result.unconstrained), keyframes=result.keyframes_used,
-                        score=result.score)
+        return replace(result, T_camera_lidar=T, confidence=float(confidence), covariance=covariance,
+                       inliers=result.inliers if result.ok else 0, stage=stage, timings_ms=timer.ms,
+                       unconstrained=list(result.unconstrained))
 
     @staticmethod
     def _checked_prior(T_init: np.ndarray | None) -> np.ndarray | None:

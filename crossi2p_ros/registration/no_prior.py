@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from ..geometry import pose_distance
+from .estimate import Estimate
 from .keyframe import Keyframe
 from .motion import MotionProposal, rotation_from_motion
+from .solver import confidence_from_covariance
 from .window_config import WindowConfig
 
 if TYPE_CHECKING:   # the estimator calls in here; its type only annotates
-    from .window import WindowEstimator, WindowResult
+    from .window import WindowEstimator
 
 
 def mount_hypotheses(cfg: WindowConfig) -> np.ndarray:
@@ -51,7 +53,7 @@ def motion_hypothesis(keyframes: Sequence[Keyframe], cfg: WindowConfig) -> Motio
 
 def solve_without_prior(estimator: WindowEstimator, keyframes: Sequence[Keyframe],
                         hypotheses: Sequence[np.ndarray] = (), mounts: bool = True, motion: bool = True
-                        ) -> WindowResult:
+                        ) -> Estimate:
     """The window's ``T_camera_lidar`` with no prior.
 
     When ``motion`` and the window's motion gives the camera's rotation (:func:`motion_hypothesis`), that
@@ -108,6 +110,7 @@ def solve_without_prior(estimator: WindowEstimator, keyframes: Sequence[Keyframe
             best.message = f"{rival} explains the window almost as well; drive past more structure"
             best.covariance = best.covariance + np.diag(np.r_[[cfg.search_trans_m ** 2 / 5] * 3,
                                                               [np.radians(cfg.search_rot_deg) ** 2 / 5] * 3])
+            best.confidence = confidence_from_covariance(best.covariance)
     return best
 
 

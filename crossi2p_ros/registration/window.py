@@ -32,7 +32,6 @@ covariance is over that ``delta``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -40,40 +39,14 @@ import numpy as np
 from ..geometry import PoseError, invert, pose_distance, se3_log
 from . import no_prior
 from .edge_objective import EdgeObjective
+from .estimate import Estimate
 from .keyframe import Keyframe
 from .motion import MotionProposal
 from .pose_search import GlobalSearch
 from .refinement import Refiner
-from .solver import axis_sigmas
+from .solver import axis_sigmas, confidence_from_covariance
 from .window_config import AXES, WindowConfig
 from .window_uncertainty import WindowUncertainty, covariance_within
-
-
-@dataclass
-class WindowResult:
-    """A window solve. ``T_camera_lidar`` (4x4, metres); ``covariance`` (6, 6) over a left perturbation
-    (rho [m], phi [rad]) in the camera frame; ``sigma_deg`` / ``sigma_m`` the per-axis standard deviations."""
-
-    T_camera_lidar: np.ndarray
-    covariance: np.ndarray
-    score: float                       # mean per-frame score at the finest level, in [0, 1]
-    ok: bool                           # the objective supports the pose (score, enough keyframes)
-    converged: bool                    # ok, and the covariance is below the convergence bounds
-    unconstrained: list[str]           # axes (AXES) the window does not constrain
-    keyframes_used: int
-    keyframes_skipped: int
-    edge_points: int
-    evaluations: int
-    message: str = ""
-    timings_ms: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def sigma_m(self) -> np.ndarray:
-        return axis_sigmas(self.covariance)[0]
-
-    @property
-    def sigma_deg(self) -> np.ndarray:
-        return axis_sigmas(self.covariance)[1]
 
 
 class WindowEstimator:
@@ -125,7 +98,7 @@ class WindowEstimator:
 
     # ------------------------------------------------------------------ solves
     def solve(self, keyframes: Sequence[Keyframe], T_start: np.ndarray, global_search: bool = True,
-              extra_starts: Sequence[np.ndarray] = ()) -> WindowResult:
+              extra_starts: Sequence[np.ndarray] = ()) -> Estimate:
         """``T_camera_lidar`` of the window from ``T_start`` (4x4).
 
         With ``global_search`` (the calib regime: anywhere within
@@ -204,13 +177,13 @@ class WindowEstimator:
                             at_bound=moved if at_bound else None)
 
     def solve_without_prior(self, keyframes: Sequence[Keyframe], hypotheses: Sequence[np.ndarray] = (),
-                            mounts: bool = True, motion: bool = True) -> WindowResult:
+                            mounts: bool = True, motion: bool = True) -> Estimate:
         """The window's ``T_camera_lidar`` with no prior (:func:`.no_prior.solve_without_prior`)."""
         return no_prior.solve_without_prior(self, keyframes, hypotheses, mounts, motion)
 
     def _result(self, T: np.ndarray, cov: np.ndarray, score: float, usable: Sequence[Keyframe], skipped: int,
                 edge_points: int, times: dict[str, float], ambiguous: int = 0,
-                at_bound: PoseError | None = None) -> WindowResult:
+                at_bound: PoseError | None = None) -> Estimate:
         cfg = self.cfg
         sd_t, sd_r = axis_sigmas(cov)
         unconstrained = [AXES[k] for k in range(3) if sd_t[k] > cfg.unconstrained_trans_m] + \
@@ -240,11 +213,11 @@ class WindowEstimator:
             region = np.r_[[cfg.search_trans_m ** 2 / 5] * 3, [np.radians(cfg.search_rot_deg) ** 2 / 5] * 3]
             cov = cov + np.diag(np.maximum(region - np.diag(cov), 0.0))
         times["total"] = sum(times.values())
-        return WindowResult(T, cov, score, ok, converged, unconstrained, len(usable), skipped, edge_points,
-                            self.objective.evaluations, message, times)
+        return Estimate(T, confidence_from_covariance(cov) if ok else 0.0, cov, edge_points, "window", ok, message,
+                        times, converged, unconstrained, len(usable), score, skipped, self.objective.evaluations)
 
-    def failure(self, T: np.ndarray, skipped: int, message: str, times: dict[str, float]) -> WindowResult:
+    def failure(self, T: np.ndarray, skipped: int, message: str, times: dict[str, float]) -> Estimate:
         """A result that supports no pose (``T`` returned as given), with ``message`` saying why."""
         times["total"] = sum(times.values())
-        return WindowResult(T, np.eye(6) * 1e6, 0.0, False, False, list(AXES), 0, skipped, 0,
-                            self.objective.evaluations, message, times)
+        return Estimate(T, 0.0, np.eye(6) * 1e6, 0, "none", False, message, times, False, list(AXES), 0, 0.0,
+                        skipped, self.objective.evaluations)
