@@ -118,7 +118,7 @@ def line(name: str, s: dict) -> str:
             f"{100 * s['trans_median_m']:.2f} p95 {100 * s['trans_p95_m']:.2f} cm | success "
             f"{100 * s['success_rate']:.0f} % | 3-sigma {100 * s['coverage_3sigma']:.0f} % | converged "
             f"{100 * s['converged_rate']:.0f} % (false {s['false_convergences']}) | "
-            f"{s['time_ms_median'] / 1e3:.1f} s/window")
+            f"{s['time_ms_median'] / 1e3:.1f} s/window (solve {s['solve_ms_median'] / 1e3:.1f})")
 
 
 def update_timing(calibrator: Calibrator, ds, k: int) -> dict:
