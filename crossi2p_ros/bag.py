@@ -1,8 +1,12 @@
-"""ROS 2 bag writing and reading with ``rosbags`` (no ROS install needed).
+"""ROS 2 bag writing, ROS 2 and ROS 1 bag reading with ``rosbags`` (no ROS install needed).
 
-Bags are rosbag2 directories (``metadata.yaml`` plus one ``.mcap`` or
-``.db3`` file), metadata version 9 as written by ``ros2 bag record`` on
-Jazzy. Reading also accepts a bare ``.mcap`` or ``.db3`` file.
+Bags are written as rosbag2 directories (``metadata.yaml`` plus one
+``.mcap`` or ``.db3`` file), metadata version 9 as written by ``ros2 bag
+record`` on Jazzy. Reading also accepts a bare ``.mcap`` or ``.db3`` file,
+and a ROS 1 ``.bag`` file (compressed chunks included): its messages are
+migrated to their ROS 2 Jazzy types as ``rosbags-convert`` does (field by
+field, e.g. ``CameraInfo.K`` -> ``k``, ``Header.seq`` dropped), so every
+reader downstream sees ROS 2 messages, and the player publishes them as such.
 
 Units and frames: timestamps are integer nanoseconds; the bag timestamp of
 every written message equals its ``header.stamp``. Transforms are 4x4
@@ -31,9 +35,13 @@ from rosbags.interfaces import (
     QosReliability,
     QosTime,
 )
+from rosbags.convert.converter import migrate_message
+from rosbags.rosbag1 import Reader as Rosbag1Reader
+from rosbags.rosbag1 import ReaderError as Rosbag1ReaderError
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
 from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, TypesysError, get_types_from_idl, get_types_from_msg, get_typestore
+from rosbags.typesys.store import Typestore
 from scipy.spatial.transform import Rotation
 
 from crossi2p_ros.errors import CrossI2PError
@@ -85,7 +93,7 @@ QOS_LATCHED = _recorded_qos(QosDurability.TRANSIENT_LOCAL)
 # is among them because the mcap reader trusts record lengths: a corrupt length
 # field makes it try to read exabytes.
 _READ_ERRORS = (
-    ReaderError, SerdeError, TypesysError, OSError, EOFError, MemoryError,
+    ReaderError, Rosbag1ReaderError, SerdeError, TypesysError, OSError, EOFError, MemoryError,
     struct.error, ValueError, KeyError, IndexError,
 )
 try:  # the sqlite3 backend of rosbags is apsw; its errors are not OSErrors
@@ -257,25 +265,55 @@ class BagWriter:
 
 # --------------------------------------------------------------------------- reading
 
-_NOT_A_BAG_HINT = "pass a rosbag2 directory (with metadata.yaml) or a .mcap / .db3 file"
+_NOT_A_BAG_HINT = "pass a rosbag2 directory (with metadata.yaml), a .mcap / .db3 file or a ROS 1 .bag file"
+_ROS1_MAGIC = b"#ROSBAG V2.0\n"
+_ros1_typestore: Typestore | None = None
 
 
-def _open_reader(path: Path) -> Reader:
+def _ros1_types() -> Typestore:
+    """The ROS 1 Noetic typestore, built on first use (parsing a distribution's definitions takes a while)."""
+    global _ros1_typestore
+    if _ros1_typestore is None:
+        _ros1_typestore = get_typestore(Stores.ROS1_NOETIC)
+    return _ros1_typestore
+
+
+def is_ros1_bag(path: Path) -> bool:
+    """Whether ``path`` is a ROS 1 bag file (by its magic line, whatever its name)."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    with path.open("rb") as f:
+        return f.read(len(_ROS1_MAGIC)) == _ROS1_MAGIC
+
+
+def _open_reader(path: Path) -> Reader | Rosbag1Reader:
     path = Path(path)
     if not path.exists():
         raise CrossI2PError(f"bag {path} does not exist; {_NOT_A_BAG_HINT}")
     try:
-        reader = Reader(path)
+        reader = Rosbag1Reader(path) if is_ros1_bag(path) else Reader(path)
         reader.open()
     except FileNotFoundError:
-        raise CrossI2PError(f"{path} is not a ROS 2 bag (no metadata.yaml); {_NOT_A_BAG_HINT}") from None
+        raise CrossI2PError(f"{path} is neither a ROS 2 bag (no metadata.yaml) nor a ROS 1 bag; "
+                            f"{_NOT_A_BAG_HINT}") from None
     except _READ_ERRORS as exc:
         raise CrossI2PError(f"cannot read bag {path}: {exc}; the file is not a bag or is corrupt/truncated") from None
     return reader
 
 
-def _ensure_type(conn: Connection) -> None:
-    """Register ``conn.msgtype`` from the definition embedded in the bag if the typestore lacks it."""
+def _ensure_type(conn: Connection, ros1: bool = False) -> None:
+    """Register ``conn.msgtype`` from the definition embedded in the bag if the typestore lacks it (a ROS 1
+    bag's in the ROS 1 typestore it is read with, and in the ROS 2 one its messages are migrated to)."""
+    if ros1:
+        for store in (_ros1_types(), TYPESTORE):
+            if conn.msgtype not in store.types:
+                try:
+                    store.register(get_types_from_msg(conn.msgdef.data, conn.msgtype))
+                except TypesysError as exc:
+                    raise CrossI2PError(f"topic {conn.topic}: cannot parse the definition of {conn.msgtype}: "
+                                        f"{exc}") from None
+        return
     if conn.msgtype in TYPESTORE.types:
         return
     try:
@@ -305,13 +343,13 @@ def bag_topics(path: Path) -> dict[str, tuple[str, int]]:
         reader.close()
 
 
-def _select(reader: Reader, path: Path, topics: Iterable[str] | None) -> list[Connection]:
+def _select(reader: Reader | Rosbag1Reader, path: Path, topics: Iterable[str] | None) -> list[Connection]:
     wanted = None if topics is None else set(topics)
     if wanted is not None and (unknown := wanted - set(reader.topics)):
         raise CrossI2PError(f"bag {path} has no topic(s) {sorted(unknown)}; it has {sorted(reader.topics)}")
     conns = [c for c in reader.connections if wanted is None or c.topic in wanted]
     for c in conns:
-        _ensure_type(c)
+        _ensure_type(c, ros1=isinstance(reader, Rosbag1Reader))
     return conns
 
 
@@ -327,7 +365,8 @@ def iter_messages(path: Path, topics: Iterable[str] | None = None) -> Iterator[t
 
 
 def iter_raw(path: Path, topics: Iterable[str] | None = None) -> Iterator[tuple[str, str, int, bytes]]:
-    """Yield ``(topic, msgtype, stamp_ns, cdr_bytes)`` in bag-time order, not deserialised (for a player)."""
+    """Yield ``(topic, msgtype, stamp_ns, cdr_bytes)`` in bag-time order, not deserialised (for a player; a
+    ROS 1 bag's messages are migrated to ROS 2 and serialised as CDR)."""
     return _messages(path, _validated(path, topics), raw_out=True)
 
 
@@ -349,12 +388,20 @@ def _messages(path: Path, topics: list[str] | None, raw_out: bool = False) -> It
         conns = _select(reader, path, topics)
         if not conns:
             return
+        ros1 = isinstance(reader, Rosbag1Reader)
+        migrations: dict[str, object] = {}   # rosbags' cache of field maps and default messages
         try:
             for conn, stamp_ns, raw in reader.messages(connections=conns):
                 if not isinstance(raw, (bytes, bytearray, memoryview)):
                     # A damaged sqlite3 page can turn the BLOB column into TEXT.
                     raise ValueError(f"message data on {conn.topic} is {type(raw).__name__}, not bytes")
-                msg = bytes(raw) if raw_out else TYPESTORE.deserialize_cdr(raw, conn.msgtype)
+                if ros1:
+                    msg = migrate_message(_ros1_types(), TYPESTORE, conn.msgtype, conn.msgtype, migrations,
+                                          _ros1_types().deserialize_ros1(raw, conn.msgtype))
+                    if raw_out:
+                        msg = bytes(TYPESTORE.serialize_cdr(msg, conn.msgtype))
+                else:
+                    msg = bytes(raw) if raw_out else TYPESTORE.deserialize_cdr(raw, conn.msgtype)
                 yield conn.topic, conn.msgtype, int(stamp_ns), msg
         except _READ_ERRORS as exc:
             raise CrossI2PError(f"cannot read bag {path}: {exc}; the file is corrupt or truncated") from None

@@ -258,7 +258,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _add_bag_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bag", type=Path, help="rosbag2 folder (sqlite3 or mcap) or a bare .mcap/.db3 file")
+    p.add_argument("bag", type=Path,
+                   help="rosbag2 folder (sqlite3 or mcap), a bare .mcap/.db3 file or a ROS 1 .bag")
     p.add_argument("--image-topic", default=None, help="camera topic (Image or CompressedImage; default: found by type)")
     p.add_argument("--cloud-topic", default=None, help="LiDAR PointCloud2 topic (default: found by type)")
     p.add_argument("--camera-info-topic", default=None, help="CameraInfo topic (default: found by type)")
@@ -440,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("play", help="play a bag into the ROS graph with /clock",
                        description="Publish a bag's messages at their recorded timing (scaled by --rate), with "
                                    "/clock for use_sim_time.")
-    p.add_argument("bag", type=Path)
+    p.add_argument("bag", type=Path, help="rosbag2 folder, .mcap/.db3 file or ROS 1 .bag")
     p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default %(default)s)")
     p.add_argument("--topics", nargs="+", default=None, help="only these topics (default: all)")
     p.add_argument("--exclude", nargs="+", default=[], help="topics not to play (e.g. /tf_static)")
@@ -525,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip the parity check")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("replay", help="calibrate from a recorded ROS 2 bag (no ROS graph needed)",
+    p = sub.add_parser("replay", help="calibrate from a recorded ROS 2 or ROS 1 bag (no ROS graph needed)",
                        description="Pair camera and LiDAR messages of a bag, keep distinct keyframes, solve the "
                                    "extrinsic jointly over a window of them (a global search until it converges, "
                                    "then updates), and write the converged calibration in every format with a "

@@ -1,4 +1,4 @@
-"""Offline replay of a ROS 2 bag without a ROS graph (``crossi2p replay``, ``crossi2p monitor``).
+"""Offline replay of a ROS 2 or ROS 1 bag, no ROS graph needed (``crossi2p replay``, ``crossi2p monitor``).
 
 The same code as the node: :mod:`.sync` pairs camera and LiDAR by header
 stamp, :mod:`.decode` turns messages into arrays, and :class:`.session.Session`
