@@ -34,8 +34,12 @@ _NUMPY_TYPE = {
     INT8: "i1", UINT8: "u1", INT16: "i2", UINT16: "u2", INT32: "i4", UINT32: "u4", FLOAT32: "f4", FLOAT64: "f8",
 }
 _FLOAT_TYPES = (FLOAT32, FLOAT64)
+_INT_TYPES = (INT8, UINT8, INT16, UINT16, INT32, UINT32)
 # Drivers disagree on the intensity field's name; the first one present wins.
 INTENSITY_NAMES = ("intensity", "i", "reflectivity")
+# Each point's beam: Velodyne, Ouster and Hesai drivers publish ``ring`` (uint16 or uint8); Livox's ``line``
+# is its scan line, not a ring of constant elevation, and is not taken.
+RING_NAME = "ring"
 
 
 class PointFieldSpec(NamedTuple):
@@ -73,8 +77,9 @@ XYZI_FIELDS = [
 ]
 
 
-def pack_xyzi(points: np.ndarray) -> PackedCloud:
-    """Pack points ``(N, 4)`` float32 (x, y, z [m], intensity) as an unorganised little-endian cloud.
+def pack_xyzi(points: np.ndarray, ring: np.ndarray | None = None) -> PackedCloud:
+    """Pack points ``(N, 4)`` float32 (x, y, z [m], intensity) as an unorganised little-endian cloud, with
+    each point's beam ``ring`` (N,) as a uint16 ``ring`` field after them when given (as Velodyne's driver).
 
     ``(N, 3)`` input is accepted too; intensity is then 0.
     """
@@ -86,13 +91,21 @@ def pack_xyzi(points: np.ndarray) -> PackedCloud:
     # '<f4' fixes the byte order so the packed cloud matches is_bigendian=False on any host.
     packed = np.ascontiguousarray(pts, dtype="<f4")
     n = packed.shape[0]
+    fields, step, data = list(XYZI_FIELDS), 16, packed.tobytes()
+    if ring is not None:
+        if np.shape(ring) != (n,):
+            raise CrossI2PError(f"ring has shape {np.shape(ring)}; pass one beam index per point ({n})")
+        rec = np.zeros(n, dtype=np.dtype({"names": ["xyzi", "ring"], "formats": [("<f4", 4), "<u2"],
+                                          "offsets": [0, 16], "itemsize": 20}))
+        rec["xyzi"], rec["ring"] = packed, ring
+        fields, step, data = fields + [PointFieldSpec(RING_NAME, 16, UINT16, 1)], 20, rec.tobytes()
     return PackedCloud(
-        fields=list(XYZI_FIELDS),
-        point_step=16,
-        row_step=16 * n,
+        fields=fields,
+        point_step=step,
+        row_step=step * n,
         width=n,
         height=1,
-        data=packed.tobytes(),
+        data=data,
         is_bigendian=False,
         is_dense=bool(np.isfinite(packed[:, :3]).all()),
     )
@@ -132,6 +145,12 @@ def unpack_xyzi(msg: Any, keep_invalid: bool = False) -> np.ndarray:
     ``reflectivity``, else 0. Points with a non-finite x, y or z are dropped
     unless ``keep_invalid``; organised clouds come back flattened row-major.
     """
+    return unpack_xyzi_ring(msg, keep_invalid)[0]
+
+
+def unpack_xyzi_ring(msg: Any, keep_invalid: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`unpack_xyzi`'s points and, where the cloud has an integer ``ring`` field, each kept point's
+    ring (N,) int64 (None without one)."""
     fields = _fields_by_name(msg)
     missing = [c for c in "xyz" if c not in fields]
     if missing:
@@ -150,10 +169,18 @@ def unpack_xyzi(msg: Any, keep_invalid: bool = False) -> np.ndarray:
                 f"PointCloud2 field {c.name!r} has datatype {c.datatype}; x, y, z must be FLOAT32 (7) or FLOAT64 (8)"
             )
     intensity = next((fields[n] for n in INTENSITY_NAMES if n in fields), None)
+    names = ["x", "y", "z"]
     if intensity is not None:
         used.append(intensity)
+        names.append("intensity")
+    ring = fields.get(RING_NAME)
+    if ring is not None and ring.datatype in _INT_TYPES:
+        used.append(ring)
+        names.append("ring")
+    else:
+        ring = None
 
-    names, formats, offsets = ["x", "y", "z", "intensity"][: len(used)], [], []
+    formats, offsets = [], []
     for f in used:
         dt = _field_dtype(f, byte_order)
         end = f.offset + dt.itemsize * max(f.count, 1)
@@ -165,7 +192,7 @@ def unpack_xyzi(msg: Any, keep_invalid: bool = False) -> np.ndarray:
         formats.append(dt)
         offsets.append(f.offset)
     if width * height == 0:
-        return np.zeros((0, 4), dtype=np.float32)
+        return np.zeros((0, 4), dtype=np.float32), None if ring is None else np.zeros(0, np.int64)
     if row_step < width * point_step:
         raise CrossI2PError(
             f"PointCloud2 row_step {row_step} is smaller than width*point_step = {width}*{point_step}; "
@@ -191,7 +218,10 @@ def unpack_xyzi(msg: Any, keep_invalid: bool = False) -> np.ndarray:
     out[:, 1] = records["y"]
     out[:, 2] = records["z"]
     out[:, 3] = records["intensity"] if intensity is not None else 0.0
+    rings = None if ring is None else records["ring"].astype(np.int64)
     if keep_invalid:
-        return out
+        return out, rings
     finite = finite_rows(out[:, :3])
-    return out if finite.all() else out[finite]
+    if finite.all():
+        return out, rings
+    return out[finite], None if rings is None else rings[finite]

@@ -21,7 +21,7 @@ from .bag import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, TF_MESSAGE, bag_topics, i
 from .decode import camera_from_msg, image_from_msg, transform_from_tf_msg
 from .errors import CrossI2PError
 from .geometry import CameraModel
-from .pointcloud import unpack_xyzi
+from .pointcloud import unpack_xyzi_ring
 from .registration.solver import axis_sigmas
 from .session import Frame, Session, SessionConfig, Update
 from .sync import ApproximateTimeSync, SyncConfig
@@ -146,7 +146,7 @@ class PairReader:
                 if topic == t.image:
                     pairs = sync.add_image(stamp, (image_from_msg(msg), str(msg.header.frame_id)))
                 else:
-                    pairs = sync.add_cloud(stamp, (unpack_xyzi(msg), str(msg.header.frame_id)))
+                    pairs = sync.add_cloud(stamp, (*unpack_xyzi_ring(msg), str(msg.header.frame_id)))
             except CrossI2PError as exc:
                 self.bad_messages += 1
                 self.last_error = f"{topic}: {exc}"
@@ -165,8 +165,8 @@ class PairReader:
             self._count += 1
             if (self._count - 1) % self.every:
                 continue
-            (image, camera_frame), (points, lidar_frame) = p.image, p.cloud
-            yield Frame(image, points, camera, p.image_stamp_ns, p.cloud_stamp_ns, camera_frame, lidar_frame)
+            (image, camera_frame), (points, ring, lidar_frame) = p.image, p.cloud
+            yield Frame(image, points, camera, p.image_stamp_ns, p.cloud_stamp_ns, camera_frame, lidar_frame, ring)
 
     def installed_extrinsic(self, lidar_frame: str, camera_frame: str) -> np.ndarray | None:
         """``T_camera_lidar`` from the bag's static TF (composed through frames such as ``base_link``), if recorded."""

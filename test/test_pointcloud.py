@@ -178,3 +178,33 @@ def test_rclpy_message() -> None:
                 for f in cloud.fields],
     )
     np.testing.assert_array_equal(pc.unpack_xyzi(msg), pts)
+
+
+def test_an_organised_cloud_with_a_ring_field_gives_each_kept_point_its_beam() -> None:
+    """An Ouster-like organised cloud (a row per beam; x, y, z, intensity, t, reflectivity, uint16 ring,
+    range with padding; no-return pixels as zeros or NaN): the ring of every kept point is its row."""
+    beams, columns = 8, 32
+    dtype = np.dtype({"names": ["x", "y", "z", "intensity", "t", "reflectivity", "ring", "range"],
+                      "formats": ["<f4", "<f4", "<f4", "<f4", "<u4", "<u2", "<u2", "<u4"],
+                      "offsets": [0, 4, 8, 16, 20, 24, 26, 32], "itemsize": 48})
+    rec = np.zeros(beams * columns, dtype=dtype)
+    pts = _points(beams * columns, seed=3)
+    for name, col in zip("xyz", pts[:, :3].T):
+        rec[name] = col
+    rec["intensity"] = pts[:, 3]
+    rec["ring"] = np.repeat(np.arange(beams), columns)         # row r is beam r
+    nan = np.arange(5, beams * columns, 11)
+    for name in "xyz":
+        rec[name][nan] = np.nan
+    msg = _msg(rec, height=beams)
+    points, ring = pc.unpack_xyzi_ring(msg)
+    kept = np.setdiff1d(np.arange(beams * columns), nan)
+    np.testing.assert_array_equal(points[:, :3], pts[kept, :3])
+    np.testing.assert_array_equal(ring, kept // columns)
+    np.testing.assert_array_equal(pc.unpack_xyzi(msg), points)
+    # no ring field, or a Livox-like scan ``line`` (not a ring of constant elevation): no rings
+    assert pc.unpack_xyzi_ring(_msg(rec, height=beams, skip=("ring",)))[1] is None
+    livox = np.dtype({"names": ["x", "y", "z", "intensity", "tag", "line"],
+                      "formats": ["<f4", "<f4", "<f4", "<f4", "u1", "u1"], "offsets": [0, 4, 8, 12, 16, 17],
+                      "itemsize": 18})
+    assert pc.unpack_xyzi_ring(_msg(_records(_points(20), livox)))[1] is None

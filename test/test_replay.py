@@ -186,3 +186,25 @@ def test_ros1_bags_replay_to_the_same_calibration_as_their_ros2_original(drive, 
         assert logs[name]["pairs"] == logs["ros2"]["pairs"]
         assert [s["T_camera_lidar"] for s in logs[name]["solves"]] == \
             [s["T_camera_lidar"] for s in logs["ros2"]["solves"]]
+
+
+def test_a_clouds_ring_field_reaches_the_frames_aligned_with_their_points(tmp_path):
+    """A bag whose clouds carry a uint16 ``ring`` (as Velodyne's driver publishes it), some points NaN: the
+    replay's frames hold each kept point's beam, so the LiDAR features can use the driver's rings."""
+    from crossi2p_ros.replay import PairReader
+
+    cam = CameraModel.from_intrinsics(64, 48, 50, 50, 32, 24)
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-20, 20, (200, 4)).astype(np.float32)
+    ring = np.arange(200) % 16
+    points[::7, :3] = np.nan
+    path = tmp_path / "ring.bag"
+    with bag.BagWriter(path) as w:
+        w.add_camera_info("/cam/camera_info", 1_000_000_000, "cam", cam)
+        w.add_image("/cam/image", 1_000_000_000, "cam", np.zeros((48, 64, 3), np.uint8))
+        w.add_pointcloud("/lidar/points", 1_000_000_000, "lidar", points, ring)
+    frames = list(PairReader(path, detect_topics(path)))
+    kept = np.isfinite(points[:, 0])
+    assert len(frames) == 1 and len(frames[0].points) == kept.sum()
+    np.testing.assert_array_equal(frames[0].points, points[kept])
+    np.testing.assert_array_equal(frames[0].ring, ring[kept])

@@ -45,7 +45,7 @@ from ..decode import camera_from_msg, image_from_msg, transform_from_tf_msg
 from ..errors import CrossI2PError
 from ..geometry import invert, make_transform, pose_error
 from ..overlay import draw_projection
-from ..pointcloud import unpack_xyzi
+from ..pointcloud import unpack_xyzi_ring
 from ..registration.calibrator import Calibrator
 from ..session import Frame, Session, Update
 from ..sync import ApproximateTimeSync
@@ -302,11 +302,11 @@ class CalibrationNode(Node):
         self._find_prior(lidar, camera)
         image = image_from_msg(image_msg)
         self._image_size = (image.shape[1], image.shape[0])   # of the last image that decoded
-        points = unpack_xyzi(cloud_msg)
+        points, ring = unpack_xyzi_ring(cloud_msg)
         if len(points) < self.calibrator.cfg.inputs.min_points:
             raise CrossI2PError(f"point cloud on {self.cfg.cloud_topic} has {len(points)} finite points "
                                 f"(need {self.calibrator.cfg.inputs.min_points})")
-        frame = Frame(image, points, self._camera, stamp_ns(image_msg), stamp_ns(cloud_msg), camera, lidar)
+        frame = Frame(image, points, self._camera, stamp_ns(image_msg), stamp_ns(cloud_msg), camera, lidar, ring)
         if self.session.offer(frame):
             self._wake_solver.set()
         if self.overlay_pub.get_subscription_count() > 0:
