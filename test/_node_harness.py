@@ -4,10 +4,11 @@ from __future__ import annotations
 import time
 
 def _messages(frame, stamp):
-    """(Image, CameraInfo, PointCloud2) rclpy messages of a synthetic frame at ``stamp`` (builtin Time)."""
+    """(Image, CameraInfo, PointCloud2) rclpy messages of a synthetic frame at ``stamp`` (builtin Time); the
+    cloud with a ``ring`` field where the frame has one."""
     from crossi2p_ros.ros.messages import sensor_messages
 
-    return sensor_messages(frame.image, frame.camera, frame.points, stamp)
+    return sensor_messages(frame.image, frame.camera, frame.points, stamp, ring=getattr(frame, "ring", None))
 
 
 def level(status) -> int:

@@ -383,3 +383,25 @@ def test_a_ringless_scanner_with_a_fisheye_camera_calibrates_through_the_node(ha
         f"no calibration on /tf_static: {h.last_status().message if h.last_status() else None}"
     e0, e = pose_error(T_init, T_true), pose_error(invert(ours()[-1][2]), T_true)
     assert e.rot_deg < 0.3 and e.trans_m < 0.03 and e.rot_deg < e0.rot_deg / 4, (e0, e)
+
+
+def test_a_drivers_ring_field_is_what_the_node_takes_its_rings_from(harness, frames, tmp_path):
+    """Clouds published as a Velodyne driver does, with a uint16 ``ring`` per point, but their points out of
+    scan order: the node's keyframes take their rings from the field (the beams of the synthetic HDL-64's
+    scan order, found by :func:`rings_from_scan_order` before shuffling). Without the field the shuffled
+    sweeps' rings would come from their elevations."""
+    from types import SimpleNamespace
+
+    from crossi2p_ros.registration.lidar_edges import rings_from_scan_order
+
+    rng = np.random.default_rng(5)
+    published = []
+    for f in frames[:6]:
+        ring = rings_from_scan_order(f.points[:, :3])
+        order = rng.permutation(len(f.points))
+        published.append(SimpleNamespace(image=f.image, camera=f.camera, points=f.points[order], ring=ring[order]))
+    h = harness(initial_calibration=_write_initial(tmp_path, frames[0].T_camera_lidar),
+                **{"session.min_keyframes": 10})
+    keyframes = lambda: h.node.session.window.keyframes  # noqa: E731  (polled by h.feed)
+    assert h.feed(published, 60.0, lambda: len(keyframes()) >= 2, period_s=0.3)
+    assert [kf.ring_source for kf in keyframes()] == ["field"] * len(keyframes())

@@ -89,24 +89,26 @@ def camera_info_message(camera: CameraModel, frame_id: str, stamp: Time) -> Came
     return info
 
 
-def cloud_message(points: np.ndarray, frame_id: str, stamp: Time) -> PointCloud2:
-    """An unorganised x y z intensity cloud (float32) from (N, 3|4) points [m]."""
-    packed = pack_xyzi(points)
+def cloud_message(points: np.ndarray, frame_id: str, stamp: Time, ring: np.ndarray | None = None) -> PointCloud2:
+    """An unorganised x y z intensity cloud (float32) from (N, 3|4) points [m], with a uint16 ``ring`` field
+    when each point's beam ``ring`` (N,) is given."""
+    packed = pack_xyzi(points, ring)
     cloud = PointCloud2()
     cloud.header.stamp, cloud.header.frame_id = stamp, frame_id
     cloud.height, cloud.width = 1, len(points)
     cloud.fields = [PointField(name=f.name, offset=f.offset, datatype=f.datatype, count=f.count) for f in packed.fields]
     cloud.is_bigendian, cloud.point_step, cloud.row_step = False, packed.point_step, packed.row_step
-    cloud.data, cloud.is_dense = bytes(packed.data), True
+    cloud.data, cloud.is_dense = bytes(packed.data), packed.is_dense
     return cloud
 
 
 def sensor_messages(rgb: np.ndarray, camera: CameraModel, points: np.ndarray, stamp: Time,
-                    camera_frame: str = "camera_optical", lidar_frame: str = "lidar"
-                    ) -> tuple[Image, CameraInfo, PointCloud2]:
-    """(Image, CameraInfo, PointCloud2) of one camera/LiDAR frame, as a driver would publish them."""
+                    camera_frame: str = "camera_optical", lidar_frame: str = "lidar",
+                    ring: np.ndarray | None = None) -> tuple[Image, CameraInfo, PointCloud2]:
+    """(Image, CameraInfo, PointCloud2) of one camera/LiDAR frame, as a driver would publish them (the cloud
+    with each point's beam when ``ring`` is given)."""
     return (image_message(rgb, camera_frame, stamp), camera_info_message(camera, camera_frame, stamp),
-            cloud_message(points, lidar_frame, stamp))
+            cloud_message(points, lidar_frame, stamp, ring))
 
 
 def crossi2p_status(msg: DiagnosticArray) -> dict[str, Any] | None:
