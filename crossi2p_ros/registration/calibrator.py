@@ -42,7 +42,6 @@ from .inputs import InputConfig, prepare_input, undistorted, valid_region
 from .keyframe import Keyframe, prepare_keyframe
 from .mutual_info import MIAligner, MIConfig, prepare_frame
 from .pnp import PnPConfig, extract_matches, solve_pnp_ransac
-from .solver import confidence_from_covariance
 from .window import WindowEstimator
 from .window_config import WindowConfig
 
@@ -245,8 +244,8 @@ class Calibrator:
         timer.ms["total"] = sum(v for k, v in timer.ms.items() if "." not in k)
         if not np.all(np.isfinite(T)):  # never hand out a NaN pose
             return Estimate(fallback, 0.0, np.eye(6) * 1e6, 0, "none", False, "numerical failure", timer.ms)
-        confidence = confidence_from_covariance(covariance) if result.ok else 0.0
-        return replace(result, T_camera_lidar=T, confidence=float(confidence), covariance=covariance,
+        # the window's own confidence is of this covariance (0 when not ok): the MI polish moves the pose only
+        return replace(result, T_camera_lidar=T, covariance=covariance,
                        inliers=result.inliers if result.ok else 0, stage=stage, timings_ms=timer.ms,
                        unconstrained=list(result.unconstrained))
 

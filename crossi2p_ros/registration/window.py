@@ -59,11 +59,6 @@ class WindowEstimator:
         self.search = GlobalSearch(cfg, self.objective, self.refiner)
         self.uncertainty = WindowUncertainty(cfg, self.objective, self.refiner)
 
-    @property
-    def evaluations(self) -> int:
-        """Poses scored by the last solve."""
-        return self.objective.evaluations
-
     # ------------------------------------------------------------------ the stages, for callers of one of them
     def score(self, keyframes: Sequence[Keyframe], T: np.ndarray, level: int, count: int | None = None) -> float:
         """:meth:`.edge_objective.EdgeObjective.score` of pose ``T`` (T_camera_lidar)."""
