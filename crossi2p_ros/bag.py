@@ -229,10 +229,11 @@ class BagWriter:
         self._write(topic, CAMERA_INFO, stamp_ns, msg)
 
     def add_pointcloud(self, topic: str, stamp_ns: int, frame_id: str, points: np.ndarray,
-                       ring: np.ndarray | None = None) -> None:
+                       ring: np.ndarray | None = None, times_s: np.ndarray | None = None) -> None:
         """Add points (N, 4) float32 x, y, z [m], intensity in ``frame_id`` as a ``PointCloud2`` (with a uint16
-        ``ring`` field when each point's beam ``ring`` (N,) is given)."""
-        cloud = pack_xyzi(points, ring)
+        ``ring`` field when each point's beam ``ring`` (N,) is given, a uint32 ``t`` [ns from the stamp] when
+        each point's time ``times_s`` (N,) [s] is)."""
+        cloud = pack_xyzi(points, ring, times_s)
         msg = _T[POINTCLOUD2](
             header=_header(stamp_ns, frame_id),
             height=cloud.height,

@@ -57,6 +57,22 @@ def _add_synth_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step-m", type=float, default=0.0,
                    help="with --decalibrate-at: shift along the camera x axis [m] (default %(default)s)")
     p.add_argument("--height", type=int, default=defaults.image_height, help="image height [px] (default %(default)s)")
+    p.add_argument("--speed", type=float, default=None, metavar="M_PER_S",
+                   help="mean speed [m/s] (default: the style's usual speeds, drawn per seed)")
+    p.add_argument("--speed-change", type=float, default=defaults.speed_change_mps, metavar="M_PER_S",
+                   help="the speed swings by +-this over --speed-change-period (default %(default)s: constant)")
+    p.add_argument("--speed-change-period", type=float, default=defaults.speed_change_period_s, metavar="S",
+                   help="period of the speed swing [s] (default %(default)s)")
+    p.add_argument("--sweep-ms", type=float, default=1e3 * defaults.sweep_s, metavar="MS",
+                   help="cast each sweep over this long while the rig moves (a raw sweep; per-point times in "
+                        "velodyne_times/ and the bag's uint32 't' field; stamped at its start, the camera "
+                        "triggered at its middle); 100 for a 10 Hz spinning head (default %(default)s: at one "
+                        "instant)")
+    p.add_argument("--camera-offset-ms", type=float, default=1e3 * defaults.camera_offset_s, metavar="MS",
+                   help="the camera is exposed this long after its stamp says (in synth.json only, as a real "
+                        "driver's stamps do not say it) (default %(default)s)")
+    p.add_argument("--camera-offset-jitter-ms", type=float, default=1e3 * defaults.camera_offset_jitter_s,
+                   metavar="MS", help="... plus U(-j, j) per frame (default %(default)s)")
 
 
 def _synth_config(args: argparse.Namespace):
@@ -69,6 +85,9 @@ def _synth_config(args: argparse.Namespace):
         image_height=args.height, compressed_images=args.compressed, bag_storage=args.bag_storage,
         decalibrate_at_s=args.decalibrate_at, step_rot_deg=args.step_deg if args.decalibrate_at is not None else 0.0,
         step_trans_m=args.step_m if args.decalibrate_at is not None else 0.0,
+        speed_mps=None if args.speed is None else (args.speed, args.speed), speed_change_mps=args.speed_change,
+        speed_change_period_s=args.speed_change_period, sweep_s=1e-3 * args.sweep_ms,
+        camera_offset_s=1e-3 * args.camera_offset_ms, camera_offset_jitter_s=1e-3 * args.camera_offset_jitter_ms,
     )
 
 
@@ -218,7 +237,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation import EvalConfig, evaluate, summary_table, write_json
 
     cfg = EvalConfig(protocol=args.protocol, samples=args.samples, seed=args.seed, max_rot_deg=args.max_rot_deg,
-                     max_trans_m=args.max_trans_m, frames_per_estimate=args.frames_per_estimate)
+                     max_trans_m=args.max_trans_m, frames_per_estimate=args.frames_per_estimate,
+                     motion=args.motion)
     dataset = open_dataset(args.data)
     calibrator = _calibrator(args)
     data, records = evaluate(dataset, calibrator, cfg, progress=not args.quiet)
@@ -507,6 +527,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calib: one window estimate from K consecutive frames of the same rig, starting at a "
                         "seeded frame, one perturbation per window (DESIGN.md; 20 is the estimator's measured "
                         "default window; default %(default)s)")
+    p.add_argument("--motion", choices=["auto", "on", "off"], default="auto",
+                   help="calib: on: the LiDAR's motion at each frame from odometry against its sequence neighbour "
+                        "motion-compensates the sweep with its per-point times (velodyne_times/) and the camera's "
+                        "time offset is estimated; auto: on where the dataset has per-point times; off: the "
+                        "sweeps as recorded (default %(default)s)")
     _add_backend_args(p)
     p.add_argument("--json", type=Path, required=True, help="output JSON (the eval contract of DESIGN.md)")
     p.add_argument("--plots", type=Path, default=None, help="also write error histograms/CDFs and overlays here")

@@ -30,6 +30,8 @@ from .errors import CrossI2PError
 from .fileio import atomic_write_text
 from .geometry import PoseError, invert, pose_error, transform_points, within_sigma
 from .registration.calibrator import Calibrator
+from .registration.deskew import SweepTiming, sweep_twist
+from .registration.estimate import time_offset_ms
 from .registration.inputs import T_LEVEL_CAMERA_LIDAR
 
 Protocol = Literal["calib", "i2p"]
@@ -43,6 +45,10 @@ class EvalConfig:
     max_rot_deg: float = 10.0       # calib perturbation bounds (DESIGN.md defaults)
     max_trans_m: float = 0.5
     frames_per_estimate: int = 1    # frames of the same rig fused into one estimate (i2p: one transform for all)
+    # motion: "on": the LiDAR's twist at each frame from its sweep and its sequence neighbour's (odometry), the
+    # raw sweep motion-compensated with its per-point times (velodyne_times/) and the camera's time offset
+    # estimated; "auto" (the default): on where the dataset has per-point times; "off": the sweeps as recorded
+    motion: str = "auto"
 
     def __post_init__(self) -> None:
         if self.protocol not in ("calib", "i2p"):
@@ -51,6 +57,8 @@ class EvalConfig:
             raise CrossI2PError(f"--samples {self.samples}: need at least one sample")
         if self.frames_per_estimate < 1:
             raise CrossI2PError(f"--frames-per-estimate {self.frames_per_estimate}: need at least 1")
+        if self.motion not in ("auto", "on", "off"):
+            raise CrossI2PError(f"--motion {self.motion!r}: use auto, on or off")
 
 
 @dataclass
@@ -77,6 +85,10 @@ class SampleRecord:
     sigma_trans_m: float
     kept_rot_deg: float | None  # calib: the error of the calibration kept (the estimate if converged, else the prior)
     kept_trans_m: float | None
+    # the camera's exposure minus the sweep's stamp [ms] (KITTI layout records no camera stamp), where the window
+    # claimed it; its sigma where tried ("unobservable": the window's motion does not show it), None where not
+    time_offset_ms: float | None
+    time_offset_sigma_ms: float | str | None
     T_pred: np.ndarray          # the estimate, in the protocol's frames (scored against T_gt)
     T_gt: np.ndarray
     T_init: np.ndarray | None
@@ -102,6 +114,37 @@ def _rig_frames(dataset: KittiDataset, start: int, k: int) -> list[Frame]:
             break
         frames.append(f)
     return frames
+
+
+def frame_timing(dataset: KittiDataset, index: int, frame: Frame, guess: np.ndarray | None = None
+                 ) -> SweepTiming | None:
+    """Frame ``index``'s sweep timing: each point's time (where the dataset has them) and the LiDAR's twist from
+    its sweep registered to the next frame's (the last frame of a sequence: the previous one's to it); the
+    target is the sweep's stamp (KITTI layout keeps no camera stamp, so the time offset is the camera's
+    exposure from the sweep's stamp). Where the two do not register, ``guess`` (a neighbour's twist: constant
+    velocity) stands in; None without either."""
+    if frame.time_s is None:
+        return None
+    pair = None
+    if (after := dataset.neighbour(index)) is not None:
+        pair = (frame.points, dataset.sweep(after), float(dataset[after].time_s) - frame.time_s)
+    elif index > 0 and dataset.neighbour(index - 1) == index:
+        pair = (dataset.sweep(index - 1), frame.points, frame.time_s - float(dataset[index - 1].time_s))
+    twist = None if pair is None else sweep_twist(*pair, guess=guess)
+    twist = guess if twist is None else twist
+    return None if twist is None else SweepTiming(frame.point_times, twist, 0.0)
+
+
+def true_time_offset_s(dataset: KittiDataset) -> float | None:
+    """The camera's mean exposure from the sweep's stamp [s] where the dataset says it (a synthetic drive's
+    ``synth.json``: mid-sweep trigger plus the exposure offset), else None."""
+    path = dataset.sequence_dir(0) / "synth.json"
+    if not path.is_file():
+        return None
+    cfg = json.loads(path.read_text()).get("config", {})
+    if not cfg.get("sweep_s") and not cfg.get("camera_offset_s"):
+        return None
+    return 0.5 * float(cfg.get("sweep_s", 0.0)) + float(cfg.get("camera_offset_s", 0.0))
 
 
 def frame_index(i: int, n: int, num_frames: int) -> int:
@@ -146,7 +189,13 @@ def evaluate(dataset: KittiDataset, calibrator: Calibrator, cfg: EvalConfig, pro
             T_init = calib.initial_guess(T_gt, cfg.seed, i)
             to_lidar = np.eye(4)
             start = time.perf_counter()
-            est = calibrator.estimate_many([(f.image, f.points, f.camera) for f in frames], T_init)
+            timings: list[SweepTiming | None] = []
+            moving = cfg.motion == "on" or (cfg.motion == "auto" and frames[0].point_times is not None)
+            for j, f in enumerate(frames):
+                guess = timings[-1].twist if timings and timings[-1] is not None else None
+                timings.append(frame_timing(dataset, fi + j, f, guess) if moving else None)
+            est = calibrator.estimate_many([(f.image, f.points, f.camera, None, t) for f, t in zip(frames, timings)],
+                                           T_init)
             elapsed = 1e3 * (time.perf_counter() - start)
             init_err: PoseError | None = pose_error(T_init, T_gt)
             success = calib.is_success
@@ -170,12 +219,19 @@ def evaluate(dataset: KittiDataset, calibrator: Calibrator, cfg: EvalConfig, pro
             converged=bool(est.converged), within_3sigma=within_sigma(est.T_camera_lidar, est.covariance, T_gt),
             sigma_rot_deg=float(np.max(est.sigma_deg)), sigma_trans_m=float(np.max(est.sigma_m)),
             kept_rot_deg=None if kept is None else kept.rot_deg, kept_trans_m=None if kept is None else kept.trans_m,
+            time_offset_ms=time_offset_ms(est)[0], time_offset_sigma_ms=time_offset_ms(est)[1],
             T_pred=est.T_camera_lidar, T_gt=T_gt, T_init=T_init, T_pred_lidar=est.T_camera_lidar @ to_lidar)
         records.append(rec)
         if on_sample is not None:
             on_sample(rec)
         bar.set_postfix(rot=f"{err.rot_deg:.2f}deg", trans=f"{err.trans_m:.3f}m", stage=est.stage)
-    return report(cfg, records, calibrator), records
+    data = report(cfg, records, calibrator)
+    truth = true_time_offset_s(dataset)
+    claimed = [r.time_offset_ms for r in records if r.time_offset_ms is not None]
+    data["summary"]["time_offset_claimed"] = len(claimed)
+    if truth is not None and claimed:
+        data["summary"]["time_offset_error_ms_median"] = float(np.median(np.abs(np.array(claimed) - 1e3 * truth)))
+    return data, records
 
 
 def summarize(records: list[SampleRecord]) -> dict:
@@ -255,5 +311,10 @@ def summary_table(data: dict) -> str:
         rows.append(("worse than the start", f"estimate {s['worse_than_start']} of {data['n']}; calibration kept "
                                              f"(the prior unless converged) {s['kept_worse_than_start']}, median "
                                              f"{s['kept_rot_median_deg']:.3f} deg / {s['kept_trans_median_m']:.4f} m"))
+    if s.get("time_offset_claimed"):
+        offsets = [r["time_offset_ms"] for r in data["per_sample"] if r["time_offset_ms"] is not None]
+        error = f", error median {s['time_offset_error_ms_median']:.1f} ms" if "time_offset_error_ms_median" in s else ""
+        rows.append(("camera time offset", f"claimed in {s['time_offset_claimed']} of {data['n']}, median "
+                                           f"{np.median(offsets):.1f} ms{error}"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -40,6 +40,10 @@ INTENSITY_NAMES = ("intensity", "i", "reflectivity")
 # Each point's beam: Velodyne, Ouster and Hesai drivers publish ``ring`` (uint16 or uint8); Livox's ``line``
 # is its scan line, not a ring of constant elevation, and is not taken.
 RING_NAME = "ring"
+# Each point's time, the first one present: Livox's ``offset_time`` (uint32 ns from the stamp), Ouster's ``t``
+# (uint32 ns from the stamp), Velodyne's ``time`` (float32 s from the stamp), Hesai's and Livox's ``timestamp``
+# (float64, absolute: s, or ns). Read as seconds from the header stamp (:func:`point_times_s`).
+TIME_NAMES = ("offset_time", "t", "time", "timestamp")
 
 
 class PointFieldSpec(NamedTuple):
@@ -77,9 +81,10 @@ XYZI_FIELDS = [
 ]
 
 
-def pack_xyzi(points: np.ndarray, ring: np.ndarray | None = None) -> PackedCloud:
+def pack_xyzi(points: np.ndarray, ring: np.ndarray | None = None, times_s: np.ndarray | None = None) -> PackedCloud:
     """Pack points ``(N, 4)`` float32 (x, y, z [m], intensity) as an unorganised little-endian cloud, with
-    each point's beam ``ring`` (N,) as a uint16 ``ring`` field after them when given (as Velodyne's driver).
+    each point's beam ``ring`` (N,) as a uint16 ``ring`` field (as Velodyne's driver) and its time ``times_s``
+    (N,) [s from the stamp, >= 0] as a uint32 ``t`` field in nanoseconds (as Ouster's) after them when given.
 
     ``(N, 3)`` input is accepted too; intensity is then 0.
     """
@@ -92,13 +97,25 @@ def pack_xyzi(points: np.ndarray, ring: np.ndarray | None = None) -> PackedCloud
     packed = np.ascontiguousarray(pts, dtype="<f4")
     n = packed.shape[0]
     fields, step, data = list(XYZI_FIELDS), 16, packed.tobytes()
-    if ring is not None:
-        if np.shape(ring) != (n,):
-            raise CrossI2PError(f"ring has shape {np.shape(ring)}; pass one beam index per point ({n})")
-        rec = np.zeros(n, dtype=np.dtype({"names": ["xyzi", "ring"], "formats": [("<f4", 4), "<u2"],
-                                          "offsets": [0, 16], "itemsize": 20}))
-        rec["xyzi"], rec["ring"] = packed, ring
-        fields, step, data = fields + [PointFieldSpec(RING_NAME, 16, UINT16, 1)], 20, rec.tobytes()
+    extra = [(RING_NAME, ring, "<u2", UINT16, 2), ("t", times_s, "<u4", UINT32, 4)]
+    extra = [e for e in extra if e[1] is not None]
+    if extra:
+        names, formats, offsets, step = ["xyzi"], [("<f4", 4)], [0], 16
+        for name, values, fmt, datatype, size in extra:
+            if np.shape(values) != (n,):
+                raise CrossI2PError(f"{name} has shape {np.shape(values)}; pass one value per point ({n})")
+            names.append(name)
+            formats.append(fmt)
+            offsets.append(step)
+            fields.append(PointFieldSpec(name, step, datatype, 1))
+            step += size
+        rec = np.zeros(n, dtype=np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": step}))
+        rec["xyzi"] = packed
+        if ring is not None:
+            rec[RING_NAME] = ring
+        if times_s is not None:
+            rec["t"] = np.round(np.clip(np.asarray(times_s, dtype=np.float64), 0.0, 4.29) * 1e9).astype(np.uint32)
+        data = rec.tobytes()
     return PackedCloud(
         fields=fields,
         point_step=step,
@@ -151,6 +168,48 @@ def unpack_xyzi(msg: Any, keep_invalid: bool = False) -> np.ndarray:
 def unpack_xyzi_ring(msg: Any, keep_invalid: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """:func:`unpack_xyzi`'s points and, where the cloud has an integer ``ring`` field, each kept point's
     ring (N,) int64 (None without one)."""
+    cloud = unpack_cloud(msg, keep_invalid)
+    return cloud.points, cloud.ring
+
+
+class UnpackedCloud(NamedTuple):
+    """A cloud's kept points (N, 4) float32, their ``ring`` (N,) int64 and ``times`` (N,) float64 [s from the
+    header stamp], each None where the cloud has no such field."""
+
+    points: np.ndarray
+    ring: np.ndarray | None
+    times: np.ndarray | None
+
+
+def point_times_s(values: np.ndarray, datatype: int, stamp_ns: int) -> np.ndarray:
+    """A driver's per-point time field (``TIME_NAMES``) as seconds from the header stamp ``stamp_ns``.
+
+    Integers are nanoseconds (Ouster ``t``, Livox ``offset_time``); float32 is seconds from the stamp
+    (Velodyne ``time``); float64 is seconds from the stamp too unless its values are absolute, told by their
+    size: beyond 10^15 nanoseconds since the epoch (Livox ``timestamp``), beyond 10^6 seconds (Hesai's)."""
+    v = np.asarray(values, dtype=np.float64)
+    if datatype in _INT_TYPES:
+        v = v * 1e-9
+        if len(v) and np.nanmedian(v) > 1e6:          # absolute nanoseconds in an integer field
+            v = v - stamp_ns * 1e-9
+        return v
+    if datatype == FLOAT64 and len(v):
+        middle = float(np.nanmedian(v))
+        if middle > 1e15:
+            return (v - stamp_ns) * 1e-9
+        if middle > 1e6:
+            return v - stamp_ns * 1e-9
+    return v
+
+
+def _stamp_ns(msg: Any) -> int:
+    stamp = getattr(getattr(msg, "header", None), "stamp", None)
+    return 0 if stamp is None else int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def unpack_cloud(msg: Any, keep_invalid: bool = False) -> UnpackedCloud:
+    """:func:`unpack_xyzi`'s points with each kept point's ``ring`` (an integer ``ring`` field) and time
+    (a ``TIME_NAMES`` field, seconds from the header stamp: :func:`point_times_s`), each None without one."""
     fields = _fields_by_name(msg)
     missing = [c for c in "xyz" if c not in fields]
     if missing:
@@ -179,6 +238,10 @@ def unpack_xyzi_ring(msg: Any, keep_invalid: bool = False) -> tuple[np.ndarray, 
         names.append("ring")
     else:
         ring = None
+    time_field = next((fields[n] for n in TIME_NAMES if n in fields and fields[n].count <= 1), None)
+    if time_field is not None:
+        used.append(time_field)
+        names.append("time")
 
     formats, offsets = [], []
     for f in used:
@@ -192,7 +255,8 @@ def unpack_xyzi_ring(msg: Any, keep_invalid: bool = False) -> tuple[np.ndarray, 
         formats.append(dt)
         offsets.append(f.offset)
     if width * height == 0:
-        return np.zeros((0, 4), dtype=np.float32), None if ring is None else np.zeros(0, np.int64)
+        return UnpackedCloud(np.zeros((0, 4), dtype=np.float32), None if ring is None else np.zeros(0, np.int64),
+                             None if time_field is None else np.zeros(0))
     if row_step < width * point_step:
         raise CrossI2PError(
             f"PointCloud2 row_step {row_step} is smaller than width*point_step = {width}*{point_step}; "
@@ -219,9 +283,11 @@ def unpack_xyzi_ring(msg: Any, keep_invalid: bool = False) -> tuple[np.ndarray, 
     out[:, 2] = records["z"]
     out[:, 3] = records["intensity"] if intensity is not None else 0.0
     rings = None if ring is None else records["ring"].astype(np.int64)
+    times = None if time_field is None else point_times_s(records["time"], time_field.datatype, _stamp_ns(msg))
     if keep_invalid:
-        return out, rings
+        return UnpackedCloud(out, rings, times)
     finite = finite_rows(out[:, :3])
     if finite.all():
-        return out, rings
-    return out[finite], None if rings is None else rings[finite]
+        return UnpackedCloud(out, rings, times)
+    return UnpackedCloud(out[finite], None if rings is None else rings[finite],
+                         None if times is None else times[finite])

@@ -21,7 +21,8 @@ from .bag import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, TF_MESSAGE, bag_topics, i
 from .decode import camera_from_msg, image_from_msg, transform_from_tf_msg
 from .errors import CrossI2PError
 from .geometry import CameraModel
-from .pointcloud import unpack_xyzi_ring
+from .pointcloud import unpack_cloud
+from .registration.estimate import time_offset_ms
 from .registration.solver import axis_sigmas
 from .session import Frame, Session, SessionConfig, Update
 from .sync import ApproximateTimeSync, SyncConfig
@@ -146,7 +147,7 @@ class PairReader:
                 if topic == t.image:
                     pairs = sync.add_image(stamp, (image_from_msg(msg), str(msg.header.frame_id)))
                 else:
-                    pairs = sync.add_cloud(stamp, (*unpack_xyzi_ring(msg), str(msg.header.frame_id)))
+                    pairs = sync.add_cloud(stamp, (*unpack_cloud(msg), str(msg.header.frame_id)))
             except CrossI2PError as exc:
                 self.bad_messages += 1
                 self.last_error = f"{topic}: {exc}"
@@ -165,8 +166,9 @@ class PairReader:
             self._count += 1
             if (self._count - 1) % self.every:
                 continue
-            (image, camera_frame), (points, ring, lidar_frame) = p.image, p.cloud
-            yield Frame(image, points, camera, p.image_stamp_ns, p.cloud_stamp_ns, camera_frame, lidar_frame, ring)
+            (image, camera_frame), (points, ring, times, lidar_frame) = p.image, p.cloud
+            yield Frame(image, points, camera, p.image_stamp_ns, p.cloud_stamp_ns, camera_frame, lidar_frame, ring,
+                        times)
 
     def installed_extrinsic(self, lidar_frame: str, camera_frame: str) -> np.ndarray | None:
         """``T_camera_lidar`` from the bag's static TF (composed through frames such as ``base_link``), if recorded."""
@@ -201,6 +203,10 @@ class EstimateRecord:
     checked: bool | None = None   # monitor runs: the test could have seen a decalibration (DriftStatus.checked)
     detectable_rot_deg: float | None = None
     detectable_trans_m: float | None = None
+    # the camera's exposure minus its stamp [ms] where the window claimed it; its sigma where tried (None: not
+    # tried; "unobservable": the window's motion does not show it)
+    time_offset_ms: float | None = None
+    time_offset_sigma_ms: float | str | None = None
 
     @property
     def unchecked(self) -> bool:
@@ -214,6 +220,7 @@ class EstimateRecord:
         rec = cls((update.stamp_ns - t0_ns) * 1e-9, est.T_camera_lidar, est.ok, est.converged, est.stage,
                   update.keyframes, update.global_search, float(sd_rot.max()), float(sd_trans.max()),
                   list(est.unconstrained), dict(est.timings_ms), update.publish)
+        rec.time_offset_ms, rec.time_offset_sigma_ms = time_offset_ms(est)
         if update.drift is not None:
             d = update.drift
             rec.level, rec.offset_rot_deg, rec.offset_trans_m, rec.axis = d.level, d.rot_deg, d.trans_m, d.axis

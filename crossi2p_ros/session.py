@@ -35,6 +35,7 @@ import numpy as np
 from .errors import CrossI2PError
 from .geometry import CameraModel, invert, se3_log
 from .monitor import DriftMonitor, DriftStatus, MonitorConfig
+from .registration.deskew import SweepTiming, sweep_twist
 from .registration.estimate import Estimate
 from .registration.keyframe_window import KeyframeConfig, KeyframeWindow, thumbnail
 
@@ -46,7 +47,8 @@ Mode = Literal["calibrate", "monitor"]
 
 @dataclass
 class Frame:
-    """One paired capture: RGB image (H, W, 3) uint8, cloud (N, 3|4) [m, LiDAR frame], its camera, stamps [ns]."""
+    """One paired capture: RGB image (H, W, 3) uint8, cloud (N, 3|4) [m, LiDAR frame], its camera, stamps [ns],
+    each point's beam and time where the driver publishes them."""
 
     image: np.ndarray
     points: np.ndarray
@@ -56,6 +58,7 @@ class Frame:
     camera_frame: str
     lidar_frame: str
     ring: np.ndarray | None = None
+    point_times: np.ndarray | None = None   # (N,) [s] each point's time from the cloud's stamp (a driver's field)
 
     @property
     def offset_s(self) -> float:
@@ -71,6 +74,10 @@ class SessionConfig:
     republish_sigma: float = 3.0  # a converged calibration is published again when it moves this many sigma
     mount_search_every: int = 3   # no prior: unconverged solves search around the last supported pose, and every
                                   # this many-th one scans all mounts again (in case that pose is a wrong mount)
+    # on: each keyframe's LiDAR twist from its sweep and the next (odometry, registration/deskew.py) moves
+    # its edges to the camera's stamp (with the clouds' per-point times where they have them) and lets the window
+    # estimate the camera's time offset; auto: on for clouds with per-point times; off: the sweeps as published
+    motion: str = "auto"
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     def validate(self) -> None:
@@ -79,6 +86,8 @@ class SessionConfig:
         if not 1 <= self.min_keyframes <= self.keyframes.size:
             raise CrossI2PError(f"min_keyframes={self.min_keyframes}: must be between 1 and the window size "
                                 f"{self.keyframes.size}")
+        if self.motion not in ("auto", "on", "off"):
+            raise CrossI2PError(f"motion={self.motion!r}: use auto, on or off")
         if self.solve_every < 1 or self.mount_search_every < 1:
             raise CrossI2PError(f"solve_every={self.solve_every}, mount_search_every={self.mount_search_every}: "
                                 "each must be at least 1")
@@ -123,6 +132,8 @@ class Session:
         self.published: Estimate | None = None     # the calibration last flagged for publishing
         self.solves = 0
         self.frames_offered = 0
+        self._waiting: Frame | None = None       # moving: the frame offered next, once its next sweep is here
+        self._twist: np.ndarray | None = None    # the last twist found (odometry's next guess)
 
     # ------------------------------------------------------------------ inputs
     def set_prior(self, T_camera_lidar: np.ndarray | None) -> None:
@@ -149,25 +160,41 @@ class Session:
             self._new = 0
             self._generation += 1
             self._lead, self._unconverged = None, 0
+            self._waiting, self._twist = None, None
             self.last = self.converged = self.published = self._calibration = None
             if self.monitor is not None:
                 self.monitor.reset()
 
     def offer(self, frame: Frame) -> bool:
-        """Prepare ``frame`` and keep it as a keyframe if it adds to the window; True if kept."""
+        """Prepare ``frame`` and keep it as a keyframe if it adds to the window; True if kept.
+
+        Moving (``SessionConfig.motion``), a frame waits for the next sweep: its twist is the motion from its
+        sweep to the next, which at a steady acceleration is the motion during its own sweep (the sweep
+        before it lags by a frame: at 9 m/s^2 0.9 m/s off, which biased a 20 ms offset by 4 ms). So the
+        frame offered is the one before ``frame`` (one frame of latency), and a stream's last frame is not."""
         if self.cfg.mode == "monitor" and self.T_prior is None:
             raise CrossI2PError(f"monitor mode needs the installed extrinsic {frame.lidar_frame} -> "
                                 f"{frame.camera_frame} (a calibration file, parameters or /tf_static)")
+        moving = self.cfg.motion == "on" or (self.cfg.motion == "auto" and frame.point_times is not None)
+        following = None
+        if moving:
+            with self._lock:
+                frame, following, self._waiting = self._waiting, frame, frame
+            if frame is None:
+                return False
         stamp_s = frame.cloud_stamp_ns * 1e-9
         look = thumbnail(frame.image)
         with self._lock:
             self.frames_offered += 1
             if self.window.skip_reason(look, stamp_s) is not None:   # decided before the costly features
                 return False
+        timing = self._timing(frame, following) if moving else None
+        if moving and timing is None:   # neither registered nor a twist to carry on: it cannot be compensated
+            return False
         # the motion proposal's features only serve a solve without a prior
         keyframe, image, camera = self.calibrator.prepare(frame.image, frame.points, frame.camera, frame.ring, stamp_s,
                                                           without_prior=self.cfg.mode == "calibrate"
-                                                          and self.T_prior is None)
+                                                          and self.T_prior is None, timing=timing)
         with self._lock:
             newest = self.window.keyframes[-1] if self.window.keyframes else None
             if newest is not None and (keyframe.width, keyframe.height) != (newest.width, newest.height):
@@ -191,6 +218,19 @@ class Session:
                 self._proposals = sorted(self._proposals + found, key=lambda f: -f[0])[
                     : self.calibrator.cfg.max_proposals]
         return True
+
+    def _timing(self, frame: Frame, following: Frame) -> SweepTiming | None:
+        """``frame``'s sweep timing: its per-point times and the LiDAR's twist from its sweep to ``following``'s,
+        the camera's stamp the target. Where the two do not register the last twist found stands in (constant
+        velocity); None before any."""
+        twist = sweep_twist(frame.points, following.points, (following.cloud_stamp_ns - frame.cloud_stamp_ns) * 1e-9,
+                            guess=self._twist)
+        if twist is None:
+            twist = self._twist
+        if twist is None:
+            return None
+        self._twist = twist
+        return SweepTiming(frame.point_times, twist, frame.offset_s)
 
     def due(self) -> bool:
         """Enough keyframes, and enough new ones since the last solve."""

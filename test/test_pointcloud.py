@@ -208,3 +208,43 @@ def test_an_organised_cloud_with_a_ring_field_gives_each_kept_point_its_beam() -
                       "formats": ["<f4", "<f4", "<f4", "<f4", "u1", "u1"], "offsets": [0, 4, 8, 12, 16, 17],
                       "itemsize": 18})
     assert pc.unpack_xyzi_ring(_msg(_records(_points(20), livox)))[1] is None
+
+
+# Each driver's per-point time as it writes it: (field, numpy type, value of a point 0.0425 s after a header
+# stamp of 1,700,000,000.5 s). Ouster: uint32 ns from the stamp; Velodyne: float32 s from the stamp; Hesai:
+# float64 absolute s; Livox (livox_ros_driver2 PointXYZRTLT): float64 absolute ns, and CustomMsg's offset_time
+# uint32 ns from the stamp.
+_STAMP_NS = 1_700_000_000_500_000_000
+_DRIVER_TIMES = {
+    "ouster t": ("t", "<u4", lambda s: np.round(s * 1e9)),
+    "velodyne time": ("time", "<f4", lambda s: s),
+    "hesai timestamp": ("timestamp", "<f8", lambda s: _STAMP_NS * 1e-9 + s),
+    "livox timestamp": ("timestamp", "<f8", lambda s: _STAMP_NS + s * 1e9),
+    "livox offset_time": ("offset_time", "<u4", lambda s: np.round(s * 1e9)),
+}
+
+
+@pytest.mark.parametrize("driver", list(_DRIVER_TIMES))
+def test_each_drivers_point_time_field_reads_as_seconds_from_the_stamp(driver) -> None:
+    name, fmt, encode = _DRIVER_TIMES[driver]
+    pts = _points(40)
+    pts[3] = np.nan                                                  # an invalid return, dropped with its time
+    seconds = np.linspace(0.0, 0.0999, 40)
+    rec = _records(pts, np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", "<f4"), (name, fmt)]))
+    rec[name] = encode(seconds)
+    msg = _msg(rec)
+    msg.header = SimpleNamespace(stamp=SimpleNamespace(sec=_STAMP_NS // 10**9, nanosec=_STAMP_NS % 10**9))
+    cloud = pc.unpack_cloud(msg)
+    keep = np.arange(40) != 3
+    assert len(cloud.points) == 39 and cloud.times is not None
+    np.testing.assert_allclose(cloud.times, seconds[keep], atol=2e-6)   # float64 absolute s: ~0.2 us rounding
+
+
+def test_packed_times_round_trip_as_ousters_t_field() -> None:
+    pts, ring, times = _points(30), np.arange(30) % 16, np.linspace(0.0, 0.1, 30)
+    cloud = pc.pack_xyzi(pts, ring, times)
+    assert [(f.name, f.datatype) for f in cloud.fields][-2:] == [("ring", pc.UINT16), ("t", pc.UINT32)]
+    back = pc.unpack_cloud(SimpleNamespace(**cloud.__dict__))
+    np.testing.assert_array_equal(back.ring, ring)
+    np.testing.assert_allclose(back.times, times, atol=1e-9)
+    assert pc.unpack_cloud(SimpleNamespace(**pc.pack_xyzi(pts).__dict__)).times is None

@@ -37,6 +37,7 @@ from ..errors import CrossI2PError
 from ..geometry import CameraModel, invert
 
 Layout = Literal["odometry", "object"]
+TIMES_DIR = "velodyne_times"   # per-point times of raw sweeps, beside velodyne/ (the aiMotive set's layout)
 _POINT_BYTES = 16  # float32 x, y, z, intensity
 
 
@@ -46,6 +47,10 @@ class Frame:
 
     ``image`` is RGB uint8 (H, W, 3); ``points`` (N, 4) float32 in the LiDAR
     frame [m]; ``T_camera_lidar`` maps LiDAR points into the camera optical frame.
+    Odometry layout only: ``time_s`` the sweep's stamp from ``times.txt`` [s] and,
+    where ``velodyne_times/`` has it, ``point_times`` (N,) float32 each point's
+    time from that stamp [s] (a raw sweep, as the aiMotive set and synthetic
+    drives with ``sweep_s`` write it); None where absent.
     """
 
     id: str
@@ -53,6 +58,8 @@ class Frame:
     points: np.ndarray
     camera: CameraModel
     T_camera_lidar: np.ndarray
+    time_s: float | None = None
+    point_times: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------- calib parsing
@@ -145,6 +152,25 @@ def read_velodyne(path: Path) -> np.ndarray:
     return np.fromfile(path, dtype="<f4").reshape(-1, 4)
 
 
+def read_point_times(path: Path, count: int) -> np.ndarray:
+    """Read ``velodyne_times/NNNNNN.bin``: float32 [s] per point of the sweep, from its stamp."""
+    times = np.fromfile(path, dtype="<f4")
+    if len(times) != count:
+        raise CrossI2PError(f"{path}: {len(times)} point times for a sweep of {count} points; "
+                            "velodyne_times/ must hold one float32 per point of velodyne/, same order")
+    return times
+
+
+def _read_times(seq: Path) -> list[float] | None:
+    path = seq / "times.txt"
+    if not path.is_file():
+        return None
+    try:
+        return [float(line.split()[0]) for line in path.read_text().splitlines() if line.strip()]
+    except ValueError as exc:
+        raise CrossI2PError(f"{path}: not one time [s] per line ({exc})") from None
+
+
 def read_image(path: Path) -> np.ndarray:
     """Read an image file as RGB uint8 (H, W, 3)."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -165,6 +191,7 @@ class _Entry(NamedTuple):
     image: Path
     velodyne: Path
     calib: Path
+    time_s: float | None = None
 
 
 class KittiDataset:
@@ -204,7 +231,26 @@ class KittiDataset:
         calib = self.calibration(index)
         image = read_image(entry.image)
         camera = calib.camera(image.shape[1], image.shape[0])
-        return Frame(entry.id, image, read_velodyne(entry.velodyne), camera, calib.T_camera_lidar.copy())
+        points = read_velodyne(entry.velodyne)
+        times_path = entry.velodyne.parent.parent / TIMES_DIR / entry.velodyne.name
+        point_times = read_point_times(times_path, len(points)) if times_path.is_file() else None
+        return Frame(entry.id, image, points, camera, calib.T_camera_lidar.copy(), entry.time_s, point_times)
+
+    def sweep(self, index: int) -> np.ndarray:
+        """Frame ``index``'s sweep alone (N, 4) float32, without reading its image."""
+        return read_velodyne(self._entries[index].velodyne)
+
+    def sequence_dir(self, index: int) -> Path:
+        """The folder of frame ``index``'s sequence (odometry) or of the dataset (object)."""
+        return self._entries[index].velodyne.parent.parent
+
+    def neighbour(self, index: int) -> int | None:
+        """The index of the frame after ``index`` in the same sequence, or None (the last, or object layout)."""
+        if self.layout != "odometry" or index + 1 >= len(self._entries):
+            return None
+        here, there = self._entries[index], self._entries[index + 1]
+        same = here.velodyne.parent == there.velodyne.parent and here.time_s is not None and there.time_s is not None
+        return index + 1 if same else None
 
 
 def _odometry_sequences(root: Path) -> list[Path]:
@@ -235,10 +281,13 @@ def open_dataset(root: Path) -> KittiDataset:
     if sequences:
         for seq in sequences:
             images = set(_frame_files(seq / "image_2", ".png"))
+            times = _read_times(seq)
             for stem in _frame_files(seq / "velodyne", ".bin"):
                 if stem in images:
+                    # times.txt has one line per frame index (KITTI's convention), absent or short: no times
+                    t = times[int(stem)] if times is not None and stem.isdigit() and int(stem) < len(times) else None
                     entries.append(_Entry(f"{seq.name}/{stem}", seq / "image_2" / f"{stem}.png",
-                                          seq / "velodyne" / f"{stem}.bin", seq / "calib.txt"))
+                                          seq / "velodyne" / f"{stem}.bin", seq / "calib.txt", t))
         layout: Layout = "odometry"
     elif (obj := _object_root(root)) is not None:
         images = {p.stem: p for p in (obj / "image_2").glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg")}
@@ -335,11 +384,17 @@ class OdometryWriter:
         self._first_pose_inv: np.ndarray | None = None
 
     def add(self, image_rgb: np.ndarray, points: np.ndarray, time_s: float,
-            T_world_camera: np.ndarray | None = None) -> int:
-        """Write one frame; returns its index."""
+            T_world_camera: np.ndarray | None = None, point_times: np.ndarray | None = None) -> int:
+        """Write one frame (with ``point_times`` (N,) [s from ``time_s``] into ``velodyne_times/``); its index."""
         index = len(self._times)
         write_image(self.sequence_dir / "image_2" / f"{index:06d}.png", image_rgb)
         write_velodyne(self.sequence_dir / "velodyne" / f"{index:06d}.bin", points)
+        if point_times is not None:
+            if np.shape(point_times) != (len(points),):
+                raise ValueError(f"point_times of shape {np.shape(point_times)} for {len(points)} points")
+            (self.sequence_dir / TIMES_DIR).mkdir(exist_ok=True)
+            _atomic_write_bytes(self.sequence_dir / TIMES_DIR / f"{index:06d}.bin",
+                                np.ascontiguousarray(point_times, dtype="<f4").tobytes())
         self._times.append(float(time_s))
         if T_world_camera is not None:
             if self._first_pose_inv is None:

@@ -7,6 +7,7 @@ as ``T_world_lidar`` / ``T_world_camera``; distances are metres.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -26,6 +27,7 @@ LIDAR_VFOV_DEG: dict[int, tuple[float, float]] = {
 
 _GLASS_DROPOUT = 0.7       # chance a beam passes through glass without a return
 _GRAZING_COS = 0.05        # below this |cos(incidence)| most returns are lost
+_POSE_STEP_S = 1e-4        # a moving sweep is cast from one pose per this long
 _SHADOW_OFFSET_M = 0.02    # shadow-ray origins lift off the surface by this much to avoid acne
 
 
@@ -65,7 +67,7 @@ class LidarSpec:
 
 
 class Lidar:
-    """Casts one sweep of a :class:`LidarSpec` sensor at a given pose (no motion during the sweep)."""
+    """Casts one sweep of a :class:`LidarSpec` sensor from a pose, or along a moving one (:meth:`scan`)."""
 
     def __init__(self, spec: LidarSpec, rng: np.random.Generator):
         self.spec = spec
@@ -84,25 +86,49 @@ class Lidar:
         d = np.stack([ce * np.cos(az), ce * np.sin(az), np.broadcast_to(se, (len(self._elev), len(az)))], -1)
         return d.reshape(-1, 3).astype(np.float32)
 
-    def sweep_directions(self, rng: np.random.Generator) -> np.ndarray:
-        """Unit beam directions (n, 3) of one sweep in the order the sensor publishes them."""
+    def sweep_directions(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Unit beam directions (n, 3) of one sweep in the order the sensor publishes them, and when each fires
+        (n,) as a fraction of the sweep in [0, 1)."""
         spec = self.spec
         if spec.pattern == "rosette":
-            return rosette_directions(spec.model, float(rng.uniform(0.0, 1000.0)))
+            dirs = rosette_directions(spec.model, float(rng.uniform(0.0, 1000.0)))
+            # time order, the emitters firing together
+            return dirs, np.arange(len(dirs)) // spec.model.beams / (len(dirs) // spec.model.beams)
         if spec.pattern == "raster":
-            return raster_directions(spec.model, float(rng.uniform(0.0, 1.0)))
+            dirs = raster_directions(spec.model, float(rng.uniform(0.0, 1.0)))
+            return dirs, np.arange(len(dirs)) / len(dirs)                # line after line
         dirs = self.directions(rng.uniform(0.0, 2 * np.pi / spec.columns))
+        # every beam of a column fires at once (a spinning head's firing), columns in turn from behind
+        fraction = np.tile((np.arange(spec.columns) + 0.5) / spec.columns, len(self._elev))
         order = spinning_order(len(self._elev), spec.columns, spec.order)
-        return dirs if order is None else dirs[order]
+        return (dirs, fraction) if order is None else (dirs[order], fraction[order])
 
-    def scan(self, scene: Scene, T_world_lidar: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One sweep: (N, 4) float32 ``x, y, z, intensity`` in the LiDAR frame, intensity in [0, 1]."""
+    def scan(self, scene: Scene, T_world_lidar: np.ndarray, rng: np.random.Generator,
+             pose_at: Callable[[float], np.ndarray] | None = None, sweep_s: float = 0.0
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """One sweep: (N, 4) float32 ``x, y, z, intensity`` in the LiDAR frame, intensity in [0, 1], and each
+        point's time (N,) float32 [s] from the sweep's start.
+
+        At rest (``sweep_s`` 0, the default) every beam is cast from ``T_world_lidar``. With ``sweep_s`` > 0
+        and ``pose_at`` (time from the sweep's start [s] -> ``T_world_lidar``) each beam is cast from where
+        the sensor is when it fires, and its point is measured in the sensor frame of that instant, as a
+        raw sweep of a moving sensor is (not motion-compensated).
+        """
         spec = self.spec
-        dirs = self.sweep_directions(rng)
-        R = T_world_lidar[:3, :3].astype(np.float32)
+        dirs, fraction = self.sweep_directions(rng)
+        times = (fraction * sweep_s).astype(np.float32)
         rays = np.empty((len(dirs), 6), np.float32)
-        rays[:, :3] = T_world_lidar[:3, 3]
-        rays[:, 3:] = dirs @ R.T
+        if sweep_s > 0 and pose_at is not None:
+            # one pose per 0.1 ms of the sweep: 3 mm at 30 m/s, under the range noise
+            bins = np.round(times / _POSE_STEP_S).astype(np.int64)
+            unique, which = np.unique(bins, return_inverse=True)
+            poses = np.stack([pose_at(float(b) * _POSE_STEP_S) for b in unique]).astype(np.float32)
+            rays[:, :3] = poses[which, :3, 3]
+            rays[:, 3:] = np.einsum("nij,nj->ni", poses[which, :3, :3], dirs)
+        else:
+            R = T_world_lidar[:3, :3].astype(np.float32)
+            rays[:, :3] = T_world_lidar[:3, 3]
+            rays[:, 3:] = dirs @ R.T
         hit = scene.cast(rays)
         if spec.foliage_free_path_m > 0:
             # a stream of its own: the sweep's noise stays the one it has with solid foliage, so that a
@@ -124,7 +150,7 @@ class Lidar:
         pts = np.empty((int(ok.sum()), 4), np.float32)
         pts[:, :3] = dirs[keep[ok]] * r_noisy[:, None]
         pts[:, 3] = np.clip(intensity[ok], 0.0, 1.0)
-        return pts
+        return pts, times[keep[ok]]
 
 
 def _porous_foliage(scene: Scene, rays: np.ndarray, hit: dict[str, np.ndarray], free_path_m: float,

@@ -108,7 +108,20 @@ class SynthConfig:
     # motion and timing
     rate_hz: float = 10.0
     speed_mps: tuple[float, float] | None = None  # None: the style's usual speeds
-    stamp_jitter_s: float = 0.005            # camera stamp = LiDAR stamp + U(-j, j) in the bag
+    stamp_jitter_s: float = 0.005            # camera stamp = LiDAR stamp (+ sweep_s / 2) + U(-j, j) in the bag
+    # the speed swings by +-this around its mean over speed_change_period_s (accelerating and braking, which
+    # tells a time offset from a lever arm); 0, the default: constant speed
+    speed_change_mps: float = 0.0
+    speed_change_period_s: float = 6.0
+    # > 0: the LiDAR's sweep is cast over this long [s] while the rig moves (a raw, not motion-compensated
+    # sweep, as drivers publish it; per-point times written), stamped at its start as Ouster's and Hesai's
+    # drivers do, and the camera stamped (triggered) at its middle, when a spinning head faces forward.
+    # 0, the default: the sweep at one instant, the camera at the LiDAR's stamp
+    sweep_s: float = 0.0
+    # the camera's exposure (its middle) minus its stamp [s]: fixed, plus U(-j, j) per frame; in the truth
+    # only (synth.json), as a real driver's stamps do not say it
+    camera_offset_s: float = 0.0
+    camera_offset_jitter_s: float = 0.0
     # decalibration: from this time on the camera is knocked by a rotation about its own y axis (yaw,
     # positive = turning right) and a shift along its x axis; calib.txt and /tf_static keep the old extrinsic
     decalibrate_at_s: float | None = None
@@ -151,6 +164,13 @@ class SynthConfig:
             raise CrossI2PError(f"bag_storage={self.bag_storage!r}: use mcap or sqlite3")
         if self.foliage_free_path_m < 0:
             raise CrossI2PError(f"foliage_free_path_m={self.foliage_free_path_m}: must be >= 0 metres")
+        if self.sweep_s < 0 or self.sweep_s > 1.0 / self.rate_hz:
+            raise CrossI2PError(f"sweep_s={self.sweep_s}: must be between 0 and the frame period "
+                                f"{1.0 / self.rate_hz:g} s")
+        lo_speed = (self.speed_mps or STYLE_PARAMS[self.style].speed_mps)[0]
+        if not 0 <= self.speed_change_mps < max(lo_speed, 1e-9) or self.speed_change_period_s <= 0:
+            raise CrossI2PError(f"speed_change_mps={self.speed_change_mps}: must be >= 0 and below the slowest "
+                                f"speed {lo_speed} m/s (the rig never reverses), with a positive period")
         if self.decalibrate_at_s is not None and self.decalibrate_at_s < 0:
             raise CrossI2PError(f"decalibrate_at_s={self.decalibrate_at_s}: must be >= 0 seconds")
 
@@ -237,7 +257,8 @@ def random_rig(cfg: SynthConfig, rng: np.random.Generator) -> Rig:
 
 @dataclass(frozen=True)
 class Trajectory:
-    """Smooth drive along the rig's lane: constant speed, a slight weave, body pitch and roll."""
+    """Smooth drive along the rig's lane: a mean speed (swinging by ``speed_change`` [m/s] over
+    ``speed_change_period`` [s] where set), a slight weave, body pitch and roll."""
 
     s_start: float
     speed: float
@@ -248,6 +269,8 @@ class Trajectory:
     sway_amp_rad: np.ndarray   # pitch, roll amplitudes
     sway_freq_hz: np.ndarray
     sway_phase: np.ndarray
+    speed_change: float = 0.0
+    speed_change_period: float = 6.0
 
     @classmethod
     def random(cls, cfg: SynthConfig, lane_d: float, rng: np.random.Generator) -> "Trajectory":
@@ -257,16 +280,20 @@ class Trajectory:
             weave_amp=rng.uniform(0.05, 0.25), weave_period=rng.uniform(5.0, 12.0),
             weave_phase=rng.uniform(0, 2 * np.pi), sway_amp_rad=np.radians(rng.uniform(0.1, 0.5, 2)),
             sway_freq_hz=rng.uniform(0.5, 1.5, 2), sway_phase=rng.uniform(0, 2 * np.pi, 2),
+            speed_change=cfg.speed_change_mps, speed_change_period=cfg.speed_change_period_s,
         )
 
     def length(self, duration_s: float) -> float:
-        return self.speed * duration_s
+        return self.speed * duration_s + 2 * self.speed_change * self.speed_change_period / (2 * np.pi)
 
     def T_world_vehicle(self, scene: Scene, time_s: float) -> np.ndarray:
-        s = self.s_start + self.speed * time_s
+        # speed + speed_change * sin(2 pi t / P), integrated from 0
+        a = 2 * np.pi / self.speed_change_period
+        s = self.s_start + self.speed * time_s + self.speed_change * (1.0 - np.cos(a * time_s)) / a
+        speed = self.speed + self.speed_change * np.sin(a * time_s)
         w = 2 * np.pi / self.weave_period
         d = self.lane_d + self.weave_amp * np.sin(w * time_s + self.weave_phase)
-        dd_ds = self.weave_amp * w * np.cos(w * time_s + self.weave_phase) / self.speed
+        dd_ds = self.weave_amp * w * np.cos(w * time_s + self.weave_phase) / speed
         xy = scene.road.point(s, d)
         _, heading = scene.road.frame(s)
         pitch, roll = self.sway_amp_rad * np.sin(2 * np.pi * self.sway_freq_hz * time_s + self.sway_phase)
@@ -284,9 +311,13 @@ class SynthFrame:
     ``image``: RGB uint8 (H, W, 3). ``points``: (N, 4) float32 x, y, z [m],
     intensity [0, 1] in the LiDAR frame. ``depth``: the camera's own ray-cast
     depth along the optical axis [m] (H, W), inf where it sees sky.
-    ``time_s``: capture time from the sequence start; ``camera_time_offset_s``:
-    the camera header stamp minus the LiDAR's in the bag (trigger jitter).
-    Poses map the sensor frames into the world frame.
+    ``time_s``: the LiDAR's stamp (its sweep's start) from the sequence start;
+    ``camera_time_offset_s``: the camera header stamp minus the LiDAR's in the
+    bag (trigger and jitter); ``exposure_offset_s``: the camera's true exposure
+    minus its stamp (truth only); ``point_times_s`` (N,) float32 each point's
+    time from the LiDAR's stamp [s] (zeros for a sweep at one instant).
+    ``T_world_lidar`` is the LiDAR's pose at its stamp, ``T_world_camera`` the
+    camera's at its exposure; poses map the sensor frames into the world frame.
     """
 
     index: int
@@ -299,6 +330,8 @@ class SynthFrame:
     camera: CameraModel
     T_camera_lidar: np.ndarray
     camera_time_offset_s: float
+    exposure_offset_s: float = 0.0
+    point_times_s: np.ndarray | None = None
 
 
 class SynthSequence:
@@ -344,26 +377,58 @@ class SynthSequence:
             return cfg.decalibration() @ self.rig.T_camera_lidar
         return self.rig.T_camera_lidar.copy()
 
+    def pose_at(self, time_s: float, index: int = 0) -> np.ndarray:
+        """``T_world_lidar`` at ``time_s`` [s] from the sequence start (the rig of frame ``index``)."""
+        return self.trajectory.T_world_vehicle(self.scene, time_s) @ self.rig.T_vehicle_lidar
+
     def poses(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(T_world_lidar, T_world_camera)`` of frame ``index``."""
-        t = index / self.cfg.rate_hz
-        T_world_lidar = self.trajectory.T_world_vehicle(self.scene, t) @ self.rig.T_vehicle_lidar
+        """``(T_world_lidar, T_world_camera)`` of frame ``index``, both at the LiDAR's stamp."""
+        T_world_lidar = self.pose_at(index / self.cfg.rate_hz, index)
         return T_world_lidar, T_world_lidar @ invert(self.true_T_camera_lidar(index))
+
+    def _scan(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        cfg = self.cfg
+        t_lidar = index / cfg.rate_hz
+        points, times = self.lidar.scan(self.scene, self.pose_at(t_lidar, index), rng,
+                                        lambda dt: self.pose_at(t_lidar + dt, index), cfg.sweep_s)
+        if cfg.point_order == "shuffled":   # a stream of its own: the rest of the frame stays the same
+            order = np.random.default_rng([*self._seed_key, 8, index]).permutation(len(points))
+            points, times = points[order], times[order]
+        return points, times
+
+    def sweep(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frame ``index``'s LiDAR sweep alone (as :meth:`frame` has it, without rendering the image): points
+        (N, 4) float32 and their times (N,) float32 [s] from its stamp."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"frame {index} out of range 0..{len(self) - 1}")
+        return self._scan(index, np.random.default_rng([*self._seed_key, 6, index]))
 
     def frame(self, index: int) -> SynthFrame:
         """Render frame ``index`` (its randomness depends only on the config and the index)."""
         if not 0 <= index < len(self):
             raise IndexError(f"frame {index} out of range 0..{len(self) - 1}")
+        cfg = self.cfg
         rng = np.random.default_rng([*self._seed_key, 6, index])
+        t_lidar = index / cfg.rate_hz
         T_world_lidar, T_world_camera = self.poses(index)
-        points = self.lidar.scan(self.scene, T_world_lidar, rng)
-        if self.cfg.point_order == "shuffled":   # a stream of its own: the rest of the frame stays the same
-            points = points[np.random.default_rng([*self._seed_key, 8, index]).permutation(len(points))]
-        image, depth = self.renderer.render(self.scene, T_world_camera, rng)
-        offset = float(rng.uniform(-1, 1) * self.cfg.stamp_jitter_s)
-        return SynthFrame(index=index, time_s=index / self.cfg.rate_hz, image=image, points=points, depth=depth,
+        points, times = self._scan(index, rng)
+        if cfg.sweep_s > 0 or cfg.camera_offset_s or cfg.camera_offset_jitter_s:
+            # timed: the camera triggered at the sweep's middle, stamped with jitter, exposed at its offset from
+            # the stamp, and rendered then (its own stream, so the defaults stay as they were)
+            timing = np.random.default_rng([*self._seed_key, 9, index])
+            offset = float(0.5 * cfg.sweep_s + timing.uniform(-1, 1) * cfg.stamp_jitter_s)
+            exposure = float(cfg.camera_offset_s + timing.uniform(-1, 1) * cfg.camera_offset_jitter_s)
+            T_world_camera = self.pose_at(t_lidar + offset + exposure, index) \
+                @ invert(self.true_T_camera_lidar(index))
+            image, depth = self.renderer.render(self.scene, T_world_camera, rng)
+        else:   # both sensors at one instant, the camera's stamp off it by the jitter
+            image, depth = self.renderer.render(self.scene, T_world_camera, rng)
+            offset = float(rng.uniform(-1, 1) * cfg.stamp_jitter_s)
+            exposure = -offset
+        return SynthFrame(index=index, time_s=t_lidar, image=image, points=points, depth=depth,
                           T_world_lidar=T_world_lidar, T_world_camera=T_world_camera, camera=self.camera,
-                          T_camera_lidar=self.true_T_camera_lidar(index), camera_time_offset_s=offset)
+                          T_camera_lidar=self.true_T_camera_lidar(index), camera_time_offset_s=offset,
+                          exposure_offset_s=exposure, point_times_s=times)
 
 
 def iter_frames(cfg: SynthConfig) -> Iterator[SynthFrame]:
@@ -401,7 +466,8 @@ def generate(cfg: SynthConfig, out_dir: Path, bag_path: Path | None = None, prog
     images on ``/camera/image_raw`` (``.../compressed`` if
     ``cfg.compressed_images``), ``/camera/camera_info``, clouds on
     ``/lidar/points`` in frame ``lidar``, and the true extrinsic once on
-    ``/tf_static`` (parent ``lidar``, child ``camera_optical``).
+    ``/tf_static`` (parent ``lidar``, child ``camera_optical``). With ``cfg.sweep_s`` the per-point times
+    go into ``velodyne_times/`` and the clouds' uint32 ``t`` field [ns from the stamp, the sweep's start].
     """
     if bag_path is not None and Path(bag_path).exists():  # fail before anything is written
         raise CrossI2PError(f"bag output {bag_path} already exists; choose a new path or delete it first")
@@ -420,11 +486,13 @@ def generate(cfg: SynthConfig, out_dir: Path, bag_path: Path | None = None, prog
         frames = tqdm(seq, total=len(seq), desc=f"synth {cfg.style} seed {cfg.seed}", unit="frame",
                       disable=not progress)
         for frame in frames:
-            writer.add(frame.image, frame.points, frame.time_s, frame.T_world_camera)
+            writer.add(frame.image, frame.points, frame.time_s, frame.T_world_camera,
+                       frame.point_times_s if cfg.sweep_s > 0 else None)
             if bag is not None:
                 lidar_ns = cfg.bag_start_ns + round(frame.index * 1e9 / cfg.rate_hz)
                 camera_ns = lidar_ns + round(frame.camera_time_offset_s * 1e9)
-                bag.add_pointcloud(TOPIC_POINTS, lidar_ns, LIDAR_FRAME, frame.points)
+                bag.add_pointcloud(TOPIC_POINTS, lidar_ns, LIDAR_FRAME, frame.points,
+                                   times_s=frame.point_times_s if cfg.sweep_s > 0 else None)
                 bag.add_image(image_topic, camera_ns, CAMERA_FRAME, frame.image, compressed=cfg.compressed_images)
                 bag.add_camera_info(TOPIC_CAMERA_INFO, camera_ns, CAMERA_FRAME, seq.camera)
         (writer.sequence_dir / "synth.json").write_text(_config_json(cfg, seq.camera, seq.T_camera_lidar))

@@ -36,6 +36,7 @@ from ..geometry import CameraModel, pose_error
 from ..model.crossi2p import CrossI2P
 from ..model.onnx_network import OnnxNetwork
 from ..model.weights import file_sha256, load_model
+from .deskew import SweepTiming
 from .estimate import Estimate
 from .fine import FineConfig, FineRefiner, FineView
 from .inputs import InputConfig, prepare_input, undistorted, valid_region
@@ -173,25 +174,30 @@ class Calibrator:
         return self.estimate_many([(image, points, camera)], T_init)
 
     def prepare(self, image: np.ndarray, points: np.ndarray, camera: CameraModel, ring: np.ndarray | None = None,
-                stamp: float | None = None, without_prior: bool = True) -> tuple[Keyframe, np.ndarray, CameraModel]:
+                stamp: float | None = None, without_prior: bool = True, timing: SweepTiming | None = None
+                ) -> tuple[Keyframe, np.ndarray, CameraModel]:
         """One frame's window features, with its undistorted image and pinhole camera (for the network and MI).
 
         ``without_prior``: the keyframe may be solved without a prior, so it keeps the motion proposal's
-        features (when ``motion_proposal``); False where a prior is known saves their cost."""
+        features (when ``motion_proposal``); False where a prior is known saves their cost. ``timing``: the
+        sweep's per-point times and the LiDAR's twist, to motion-compensate its edges to the camera's stamp
+        (:mod:`.deskew`)."""
         pinhole_image, pinhole = undistorted(image, camera)
         keyframe = prepare_keyframe(pinhole_image, points, pinhole, self.cfg.window, ring, stamp,
-                                    motion=without_prior and self.cfg.motion_proposal, valid=valid_region(camera))
+                                    motion=without_prior and self.cfg.motion_proposal, valid=valid_region(camera),
+                                    timing=timing)
         return keyframe, pinhole_image, pinhole
 
     def estimate_many(self, frames: Sequence[tuple], T_init: np.ndarray | None = None) -> Estimate:
-        """One ``T_camera_lidar`` from frames ``(image, points, camera[, ring])`` of one rig, solved jointly."""
+        """One ``T_camera_lidar`` from frames ``(image, points, camera[, ring[, timing]])`` of one rig, solved
+        jointly (``timing``: :class:`.deskew.SweepTiming`, to motion-compensate a moving sweep)."""
         timer = _Timer(self.device)
         T_prior = self._checked_prior(T_init)
         if not frames:
             raise CrossI2PError("estimate_many needs at least one (image, points, camera) frame")
         with timer.stage("preprocess"):
-            prepared = [self.prepare(f[0], f[1], f[2], f[3] if len(f) > 3 else None, without_prior=T_prior is None)
-                        for f in frames]
+            prepared = [self.prepare(f[0], f[1], f[2], f[3] if len(f) > 3 else None, without_prior=T_prior is None,
+                                     timing=f[4] if len(f) > 4 else None) for f in frames]
         if len({p[2].K.tobytes() for p in prepared}) > 1 or len({(p[2].width, p[2].height) for p in prepared}) > 1:
             raise CrossI2PError("estimate_many: the frames' cameras differ; a window needs one camera of one rig")
         undistorted_frames = [(img, f[1], cam) for f, (_, img, cam) in zip(frames, prepared)]

@@ -31,6 +31,12 @@ class Estimate:
     (nothing better than the initial guess) or ``none``; ``score`` the mean
     per-frame score at the finest level, in [0, 1]; ``evaluations`` the poses
     scored; ``timings_ms`` has one entry per stage run, plus ``total``.
+
+    ``time_offset_s``: the camera's exposure minus its stamp [s], estimated with
+    the pose where the window's motion shows it (:mod:`.time_offset`), else
+    None; ``time_offset_sigma_s`` its standard deviation, also where it was
+    found unobservable (too large to claim; inf where the window barely
+    moves); None where nothing could show it (no twists: no odometry).
     """
 
     T_camera_lidar: np.ndarray
@@ -47,6 +53,8 @@ class Estimate:
     score: float = 0.0
     keyframes_skipped: int = 0
     evaluations: int = 0
+    time_offset_s: float | None = None
+    time_offset_sigma_s: float | None = None
 
     def error_to(self, T_gt: np.ndarray) -> PoseError:
         """Pose error of this estimate against ``T_gt`` (DESIGN.md metrics)."""
@@ -61,3 +69,10 @@ class Estimate:
     def sigma_m(self) -> np.ndarray:
         """Per-axis translation standard deviation (camera x, y, z) [m]."""
         return axis_sigmas(self.covariance)[0]
+
+
+def time_offset_ms(est: Estimate) -> tuple[float | None, float | str | None]:
+    """An estimate's time offset as reports write it: ``(offset [ms] or None, sigma [ms], "unobservable" or None)``."""
+    sigma = est.time_offset_sigma_s
+    return (None if est.time_offset_s is None else 1e3 * est.time_offset_s,
+            None if sigma is None else ("unobservable" if not np.isfinite(sigma) else 1e3 * sigma))

@@ -10,9 +10,11 @@ from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
+from scipy.spatial import cKDTree
 
 from ..camera_views import working_view
-from ..geometry import CameraModel
+from ..geometry import CameraModel, se3_exp
+from .deskew import SweepTiming, deskew
 from .image_edges import EdgeLevel, detect_edges, distance_levels, sample_level, stack_levels
 from .lidar_edges import depth_edges
 from .motion import MotionFeatures, motion_features
@@ -42,6 +44,9 @@ class Keyframe:
     stamp: float | None = None
     motion: MotionFeatures | None = None    # for the motion proposal without a prior (:mod:`.motion`)
     spans: np.ndarray | None = None         # (M, 3) [m]: each edge's interval (LidarEdges.spans); None: zeros
+    # (6,) the LiDAR's body twist (v [m/s], w [rad/s]) while the frame was taken (:mod:`.deskew`); the edges
+    # are then motion-compensated to the camera's stamp, and the window can estimate the camera's time offset
+    twist: np.ndarray | None = None
     intrinsics: np.ndarray = field(init=False, repr=False)   # (5,) fx, skew, cx, fy, cy [px]
     last_pixel: np.ndarray = field(init=False, repr=False)   # (2,) W - 1, H - 1 [px]
 
@@ -61,6 +66,14 @@ class Keyframe:
         """The same keyframe with only the edge points ``keep`` (a mask or a slice), order kept."""
         return replace(self, edges=self.edges[keep], along=self.along[keep], spans=self.spans[keep])
 
+    def shifted(self, dt_s: float) -> "Keyframe":
+        """The keyframe with its edges moved ``dt_s`` [s] on along its twist (the LiDAR frame ``dt_s`` later:
+        a camera exposed that long after its stamp sees them there); itself without a twist."""
+        if self.twist is None or dt_s == 0.0:
+            return self
+        T = se3_exp(-float(dt_s) * self.twist)
+        return replace(self, edges=self.edges @ T[:3, :3].T + T[:3, 3], spans=self.spans @ T[:3, :3].T)
+
     def in_image(self, uv: np.ndarray, front: np.ndarray) -> np.ndarray:
         """Mask of projections ``uv`` (N, 2) in front of the camera (``front``) and inside the image."""
         return front & (uv[:, 0] >= 0) & (uv[:, 0] <= self.width - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= self.height - 1)
@@ -73,7 +86,8 @@ class Keyframe:
 
 def prepare_keyframe(image_pinhole: np.ndarray, points: np.ndarray, camera: CameraModel,
                      cfg: WindowConfig = WindowConfig(), ring: np.ndarray | None = None,
-                     stamp: float | None = None, motion: bool = True, valid: np.ndarray | None = None) -> Keyframe:
+                     stamp: float | None = None, motion: bool = True, valid: np.ndarray | None = None,
+                     timing: SweepTiming | None = None) -> Keyframe:
     """Features of one frame: ``image_pinhole`` (H, W[, 3]) uint8 already undistorted to pinhole ``camera``,
     ``points`` (N, >=3) [m, LiDAR frame] in any order, ``ring`` (N,) the beam of each point if known,
     ``valid`` (H, W) bool the pixels the lens saw (:func:`.inputs.valid_region`; None: all). Images whose
@@ -81,7 +95,11 @@ def prepare_keyframe(image_pinhole: np.ndarray, points: np.ndarray, camera: Came
     and ``height`` are then the downscaled camera's).
 
     With ``motion`` (and ``cfg.motion.enabled``) the keyframe keeps the motion proposal's features too; only
-    a solve without a prior uses them (about 45 ms and 170 KB a KITTI-size keyframe)."""
+    a solve without a prior uses them (about 45 ms and 170 KB a KITTI-size keyframe).
+
+    With ``timing`` (each point's time and the LiDAR's twist) the edges, found in the sweep as measured, are
+    moved to the camera's stamp (:func:`.deskew.deskew`), each at the time of its nearest measured point, and
+    the keyframe keeps the twist for the window's time offset."""
     grey = cv2.cvtColor(image_pinhole, cv2.COLOR_RGB2GRAY) if image_pinhole.ndim == 3 else image_pinhole
     grey, camera, valid = working_view(grey, camera, cfg.max_focal_px, valid)
     focal = float(0.5 * (camera.K[0, 0] + camera.K[1, 1]))
@@ -97,9 +115,17 @@ def prepare_keyframe(image_pinhole: np.ndarray, points: np.ndarray, camera: Came
     upright = distance_levels(edges.upright, sigmas, cfg.image, cfg.contrast_levels, edges.position)
     flat = upright if edges.level is edges.upright or found.along.all() else \
         distance_levels(edges.level, sigmas, cfg.image, cfg.contrast_levels, edges.position)
-    order = np.random.default_rng(cfg.seed).permutation(len(found.xyz))
+    xyz, spans, twist = found.xyz, found.spans, None
+    if timing is not None and timing.twist is not None:
+        twist = np.asarray(timing.twist, dtype=np.float64)
+        times = None
+        if timing.times_s is not None and len(xyz):
+            nearest = cKDTree(np.asarray(points, dtype=np.float64)[:, :3]).query(xyz)[1]
+            times = np.asarray(timing.times_s, dtype=np.float64)[nearest]
+        xyz = deskew(xyz, times, twist, timing.target_s)   # spans: directions, turned by < 0.1 deg; kept
+    order = np.random.default_rng(cfg.seed).permutation(len(xyz))
     features = motion_features(grey, points, cfg.motion) if motion and cfg.motion.enabled else None
-    return Keyframe(np.ascontiguousarray(found.xyz[order], np.float64), found.along[order],
+    return Keyframe(np.ascontiguousarray(xyz[order], np.float64), found.along[order],
                     stack_levels(upright, flat), camera.K.astype(np.float64),
                     camera.width, camera.height, focal, found.ring_source, stamp, features,
-                    np.ascontiguousarray(found.spans[order], np.float64))
+                    np.ascontiguousarray(spans[order], np.float64), twist)

@@ -81,7 +81,7 @@ def apply_step(T: np.ndarray, delta: np.ndarray) -> np.ndarray:
 
 
 def covariance_from_hessian(H: np.ndarray, sigma2: float) -> np.ndarray:
-    """Pose covariance (6, 6) over (rho [m], phi [rad]) = sigma^2 H^-1; huge where H is singular.
+    """Pose covariance (6, 6) over (rho [m], phi [rad]) = sigma^2 H^-1 (any size: H's); huge where H is singular.
 
     Inverted through the eigen-decomposition of the symmetric part, with eigenvalues floored at 1e-12
     of the largest (and at 1e-12): always symmetric positive definite. A plain inverse of a (nearly)
@@ -89,16 +89,17 @@ def covariance_from_hessian(H: np.ndarray, sigma2: float) -> np.ndarray:
     the best-constrained axis (seen: the unconstrained axis of a window of vertical bars).
     """
     H = 0.5 * (np.asarray(H, dtype=np.float64) + np.asarray(H, dtype=np.float64).T)
+    huge = np.eye(len(H)) * 1e6
     if not np.all(np.isfinite(H)):
-        return np.eye(6) * 1e6
+        return huge
     try:
         vals, vecs = np.linalg.eigh(H)
     except np.linalg.LinAlgError:
-        return np.eye(6) * 1e6
+        return huge
     floor = max(1e-12, 1e-12 * float(vals.max()))
     cov = sigma2 * (vecs / np.maximum(vals, floor)) @ vecs.T
     if not np.all(np.isfinite(cov)):
-        return np.eye(6) * 1e6
+        return huge
     return 0.5 * (cov + cov.T)
 
 

@@ -20,6 +20,10 @@ unknown is solved jointly, by stages kept one to a module:
   the rivals; "converged" only when every axis is below the configured bounds
   and the window has enough keyframes for its halves to disagree (short of
   it, no axis is tighter than the search region).
+* **Time offset** (:mod:`.time_offset`): where the keyframes carry the
+  LiDAR's twist (a moving window, edges motion-compensated to the camera's
+  stamps), the camera's exposure offset from its stamp, refined with the pose
+  and claimed only where the window's motion pins it.
 * **No prior** (:mod:`.no_prior`): the starts when nothing says where the camera is.
 
 :class:`WindowEstimator` runs them (:meth:`WindowEstimator.solve`); the
@@ -45,6 +49,7 @@ from .motion import MotionProposal
 from .pose_search import GlobalSearch
 from .refinement import Refiner
 from .solver import axis_sigmas, confidence_from_covariance
+from .time_offset import TimeOffsetRefiner
 from .window_config import AXES, WindowConfig
 from .window_uncertainty import WindowUncertainty, covariance_within
 
@@ -58,6 +63,7 @@ class WindowEstimator:
         self.refiner = Refiner(cfg, self.objective)
         self.search = GlobalSearch(cfg, self.objective, self.refiner)
         self.uncertainty = WindowUncertainty(cfg, self.objective, self.refiner)
+        self.offset = TimeOffsetRefiner(cfg, self.objective, self.refiner)
 
     # ------------------------------------------------------------------ the stages, for callers of one of them
     def score(self, keyframes: Sequence[Keyframe], T: np.ndarray, level: int, count: int | None = None) -> float:
@@ -159,17 +165,36 @@ class WindowEstimator:
         T, score, rivals = self.search.settle_rivals(usable, T, score, finals, T_start)
         t2 = time.perf_counter()
         times["refine"] = times.get("refine", 0.0) + 1e3 * (t2 - t1)
-        cov = self.uncertainty.covariance(usable, T) + self.uncertainty.resampled_covariance(usable, T, T_start)
+        T_rivals_from = T
+        cov = None
+        offset, offset_sigma = None, None
+        if self.offset.usable(usable):
+            T_joint, delta, score_joint = self.offset.refine(usable, T, T_start)
+            shifted = [kf.shifted(delta) for kf in usable]
+            cov_joint = self.uncertainty.covariance(shifted, T_joint, with_offset=True) \
+                + self.offset.resampled_covariance(usable, T_joint, delta, T_start)
+            offset_sigma = float(np.sqrt(cov_joint[6, 6]))
+            c = cfg.time_offset
+            if offset_sigma <= c.max_sigma_s and abs(delta) < c.max_offset_s - offset_sigma:
+                # shown by the window's motion: the pose is the joint one, its uncertainty with the offset free,
+                # and the bound's test works on the edges at the camera's exposure
+                T, score, usable, offset, cov = T_joint, score_joint, shifted, delta, cov_joint[:6, :6]
+            times["time_offset"] = 1e3 * (time.perf_counter() - t2)
+        elif cfg.time_offset.enabled and usable and all(kf.twist is not None for kf in usable):
+            offset_sigma = float("inf")   # twists known, but the window barely moves: nothing shows the offset
+        t3 = time.perf_counter()
+        if cov is None:
+            cov = self.uncertainty.covariance(usable, T) + self.uncertainty.resampled_covariance(usable, T, T_start)
         for T_other in rivals:   # the window cannot tell these apart: the uncertainty must cover them
-            d = se3_log(T_other @ invert(T))
+            d = se3_log(T_other @ invert(T_rivals_from))    # (found before the offset: as far from its pose)
             cov = cov + np.outer(d, d)
-        times["covariance"] = 1e3 * (time.perf_counter() - t2)
+        times["covariance"] = 1e3 * (time.perf_counter() - t3)
         moved = pose_distance(T, T_start)
         at_bound = (moved.rot_deg > cfg.search_rot_deg - cfg.grid_rot_step_deg / 2
                     or moved.trans_m > cfg.search_trans_m - cfg.grid_trans_step_m / 2) \
             and self.refiner.bound_active(usable, T)
         return self._result(T, cov, score, usable, skipped, edge_points, times, ambiguous=len(rivals),
-                            at_bound=moved if at_bound else None)
+                            at_bound=moved if at_bound else None, time_offset=(offset, offset_sigma))
 
     def solve_without_prior(self, keyframes: Sequence[Keyframe], hypotheses: Sequence[np.ndarray] = (),
                             mounts: bool = True, motion: bool = True) -> Estimate:
@@ -178,7 +203,8 @@ class WindowEstimator:
 
     def _result(self, T: np.ndarray, cov: np.ndarray, score: float, usable: Sequence[Keyframe], skipped: int,
                 edge_points: int, times: dict[str, float], ambiguous: int = 0,
-                at_bound: PoseError | None = None) -> Estimate:
+                at_bound: PoseError | None = None,
+                time_offset: tuple[float | None, float | None] = (None, None)) -> Estimate:
         cfg = self.cfg
         sd_t, sd_r = axis_sigmas(cov)
         unconstrained = [AXES[k] for k in range(3) if sd_t[k] > cfg.unconstrained_trans_m] + \
@@ -209,7 +235,8 @@ class WindowEstimator:
             cov = cov + np.diag(np.maximum(region - np.diag(cov), 0.0))
         times["total"] = sum(times.values())
         return Estimate(T, confidence_from_covariance(cov) if ok else 0.0, cov, edge_points, "window", ok, message,
-                        times, converged, unconstrained, len(usable), score, skipped, self.objective.evaluations)
+                        times, converged, unconstrained, len(usable), score, skipped, self.objective.evaluations,
+                        *time_offset)
 
     def failure(self, T: np.ndarray, skipped: int, message: str, times: dict[str, float]) -> Estimate:
         """A result that supports no pose (``T`` returned as given), with ``message`` saying why."""

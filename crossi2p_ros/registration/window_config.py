@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from .image_edges import ImageEdgeConfig
 from .lidar_edges import LidarEdgeConfig
 from .motion import MotionConfig
+from .time_offset import TimeOffsetConfig
 
 # of delta: translation along, and rotation about, the camera optical frame's x (right), y (down), z (forward)
 # axes; for a forward-looking camera, rotation about x tilts it (pitch), about y pans it (yaw), about z rolls it
@@ -19,6 +20,7 @@ class WindowConfig:
     lidar: LidarEdgeConfig = field(default_factory=LidarEdgeConfig)
     image: ImageEdgeConfig = field(default_factory=ImageEdgeConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
+    time_offset: TimeOffsetConfig = field(default_factory=TimeOffsetConfig)
     # coarse to fine: the robust scale of each level as an angle (times the focal length gives pixels). The
     # finest is about the LiDAR edges' own localisation (a silhouette lies anywhere within half a beam step,
     # 0.1-0.2 deg, of its edge point): a narrower kernel only counts lucky hits. From the truth

@@ -56,8 +56,12 @@ class WindowUncertainty:
             best[:, todo] = np.fmin(best[:, todo], d.reshape(len(Ts), len(todo)))
         return best
 
-    def covariance(self, keyframes: Sequence[Keyframe], T: np.ndarray) -> np.ndarray:
+    def covariance(self, keyframes: Sequence[Keyframe], T: np.ndarray, with_offset: bool = False) -> np.ndarray:
         """Covariance (6, 6) of delta at T: ``sigma_r^2 * c * H^-1`` at the finest level, plus the floor.
+
+        ``with_offset``: (7, 7), the camera's time offset [s] the seventh parameter (:mod:`.time_offset`;
+        every keyframe has a twist, its edges already at the offset): the pose block is then the pose's
+        uncertainty with the offset free, the two estimated together.
 
         H is ``J^T W J`` of the edge distances with the IRLS weights, J taken
         from one-sided differences (steps of ~1.5 px of image motion), the
@@ -85,33 +89,42 @@ class WindowUncertainty:
             d = d[inside]
             w = robust_score(d, self.objective.sigma_px(kf, level)) ** 2
             frames.append((kf.subset(inside), w, d, float(np.median(p[:, 2]))))
+        n = 7 if with_offset else 6
         if not frames:
-            return np.eye(6) * 1e6
+            return np.eye(n) * 1e6
         w_all = np.concatenate([f[1] for f in frames])
         d_all = np.concatenate([f[2] for f in frames])
         if w_all.sum() < 1.0:
-            return np.eye(6) * 1e6
+            return np.eye(n) * 1e6
         var = float((w_all * d_all ** 2).sum() / w_all.sum())
         focal = float(np.median([f[0].focal_px for f in frames]))
         depth = float(np.median([f[3] for f in frames]))
         h = np.r_[[1.5 * depth / focal] * 3, [1.5 / focal] * 3]      # ~1.5 px of image motion per step
-        steps = np.concatenate([np.zeros((1, 6)), np.diag(h), -np.diag(h)])
-        Ts = se3_exp(steps) @ T
-        H = np.zeros((6, 6))
+        if with_offset:   # ... and the time it takes the window's mean speed to move a point that far
+            speed = max(float(np.mean([np.linalg.norm(f[0].twist[:3]) for f in frames])), 1e-3)
+            h = np.r_[h, 1.5 * depth / focal / speed]
+        steps = np.concatenate([np.zeros((1, 6)), np.diag(h[:6]), -np.diag(h[:6])])
+        pose_steps = se3_exp(steps) @ T
+        H = np.zeros((n, n))
         for kf, w, _, _ in frames:
+            Ts = pose_steps
+            if with_offset:   # the offset's steps move the keyframe's edges along its own twist
+                moved = T[None] @ se3_exp(np.outer([-h[6], h[6]], kf.twist))
+                Ts = np.concatenate([pose_steps[:7], moved[:1], pose_steps[7:], moved[1:]])
             d = self.edge_distances(kf, level, Ts)
             # a point that leaves the image on a step says nothing about the pose: left out
             stays = np.isfinite(d).all(axis=0)
             d, w_in = d[:, stays], w[stays]
-            # one-sided slopes (6, n) of each point's distance: across an edge the distance is V-shaped, so its
+            # one-sided slopes (n, m) of each point's distance: across an edge the distance is V-shaped, so its
             # central difference vanishes where the point is best placed, while both one-sided ones do not
-            ahead = (d[1:7] - d[0]) / h[:, None]
-            behind = (d[0] - d[7:]) / h[:, None]
+            ahead = (d[1:n + 1] - d[0]) / h[:, None]
+            behind = (d[0] - d[n + 1:]) / h[:, None]
             H += 0.5 * ((ahead * w_in) @ ahead.T + (behind * w_in) @ behind.T)
         # a flat direction is "no information": the inverse floors H's eigenvalues (covariance_from_hessian),
         # so those axes come out huge
         cov = covariance_from_hessian(H, var * cfg.correlated_points)
-        floor = np.r_[[cfg.floor_trans_m ** 2] * 3, [np.radians(cfg.floor_rot_deg) ** 2] * 3]
+        floor = np.r_[[cfg.floor_trans_m ** 2] * 3, [np.radians(cfg.floor_rot_deg) ** 2] * 3,
+                      [cfg.time_offset.floor_s ** 2] * (n - 6)]
         return cov + np.diag(floor)
 
     def resampled_covariance(self, keyframes: Sequence[Keyframe], T: np.ndarray, T_center: np.ndarray

@@ -89,10 +89,12 @@ def camera_info_message(camera: CameraModel, frame_id: str, stamp: Time) -> Came
     return info
 
 
-def cloud_message(points: np.ndarray, frame_id: str, stamp: Time, ring: np.ndarray | None = None) -> PointCloud2:
+def cloud_message(points: np.ndarray, frame_id: str, stamp: Time, ring: np.ndarray | None = None,
+                  times_s: np.ndarray | None = None) -> PointCloud2:
     """An unorganised x y z intensity cloud (float32) from (N, 3|4) points [m], with a uint16 ``ring`` field
-    when each point's beam ``ring`` (N,) is given."""
-    packed = pack_xyzi(points, ring)
+    when each point's beam ``ring`` (N,) is given and a uint32 ``t`` [ns from the stamp] (Ouster's) when each
+    point's time ``times_s`` (N,) [s] is."""
+    packed = pack_xyzi(points, ring, times_s)
     cloud = PointCloud2()
     cloud.header.stamp, cloud.header.frame_id = stamp, frame_id
     cloud.height, cloud.width = 1, len(points)
@@ -104,11 +106,14 @@ def cloud_message(points: np.ndarray, frame_id: str, stamp: Time, ring: np.ndarr
 
 def sensor_messages(rgb: np.ndarray, camera: CameraModel, points: np.ndarray, stamp: Time,
                     camera_frame: str = "camera_optical", lidar_frame: str = "lidar",
-                    ring: np.ndarray | None = None) -> tuple[Image, CameraInfo, PointCloud2]:
+                    ring: np.ndarray | None = None, times_s: np.ndarray | None = None,
+                    camera_stamp: Time | None = None) -> tuple[Image, CameraInfo, PointCloud2]:
     """(Image, CameraInfo, PointCloud2) of one camera/LiDAR frame, as a driver would publish them (the cloud
-    with each point's beam when ``ring`` is given)."""
-    return (image_message(rgb, camera_frame, stamp), camera_info_message(camera, camera_frame, stamp),
-            cloud_message(points, lidar_frame, stamp, ring))
+    with each point's beam and time when ``ring`` / ``times_s`` are given; the camera's at ``camera_stamp``,
+    default the cloud's)."""
+    camera_stamp = stamp if camera_stamp is None else camera_stamp
+    return (image_message(rgb, camera_frame, camera_stamp), camera_info_message(camera, camera_frame, camera_stamp),
+            cloud_message(points, lidar_frame, stamp, ring, times_s))
 
 
 def crossi2p_status(msg: DiagnosticArray) -> dict[str, Any] | None:

@@ -37,6 +37,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Float64
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
@@ -45,8 +46,9 @@ from ..decode import camera_from_msg, image_from_msg, transform_from_tf_msg
 from ..errors import CrossI2PError
 from ..geometry import invert, make_transform, pose_error
 from ..overlay import draw_projection
-from ..pointcloud import unpack_xyzi_ring
+from ..pointcloud import unpack_cloud
 from ..registration.calibrator import Calibrator
+from ..registration.estimate import time_offset_ms
 from ..session import Frame, Session, Update
 from ..sync import ApproximateTimeSync
 from ..tf_tree import StaticTransforms
@@ -64,6 +66,13 @@ def _keeps(session) -> str:
     if session is not None and session.T_prior is not None:
         return "the prior stays the calibration (nothing on /tf_static from this node)"
     return "no calibration yet (no prior)"
+
+
+def _time_offset_metadata(est) -> dict[str, float]:
+    """The camera's time offset and its sigma [s] for a saved calibration, where the window claimed it."""
+    if est.time_offset_s is None:
+        return {}
+    return {"time_offset_s": float(est.time_offset_s), "time_offset_sigma_s": float(est.time_offset_sigma_s)}
 
 
 @dataclass
@@ -158,6 +167,8 @@ class CalibrationNode(Node):
         self.calibration_pub = self.create_publisher(PoseWithCovarianceStamped, "~/calibration", RELIABLE_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
         self.overlay_pub = self.create_publisher(Image, "~/overlay", RELIABLE_QOS)
+        # the camera's exposure minus its stamp [s], on each solve that claims it (a moving window: time_offset.py)
+        self.time_offset_pub = self.create_publisher(Float64, "~/time_offset", RELIABLE_QOS)
         self.create_service(Trigger, "~/start", self._srv_start)
         self.create_service(Trigger, "~/reset", self._srv_reset)
         self.create_service(Trigger, "~/save", self._srv_save)
@@ -302,11 +313,12 @@ class CalibrationNode(Node):
         self._find_prior(lidar, camera)
         image = image_from_msg(image_msg)
         self._image_size = (image.shape[1], image.shape[0])   # of the last image that decoded
-        points, ring = unpack_xyzi_ring(cloud_msg)
+        points, ring, times = unpack_cloud(cloud_msg)
         if len(points) < self.calibrator.cfg.inputs.min_points:
             raise CrossI2PError(f"point cloud on {self.cfg.cloud_topic} has {len(points)} finite points "
                                 f"(need {self.calibrator.cfg.inputs.min_points})")
-        frame = Frame(image, points, self._camera, stamp_ns(image_msg), stamp_ns(cloud_msg), camera, lidar, ring)
+        frame = Frame(image, points, self._camera, stamp_ns(image_msg), stamp_ns(cloud_msg), camera, lidar, ring,
+                      times)
         if self.session.offer(frame):
             self._wake_solver.set()
         if self.overlay_pub.get_subscription_count() > 0:
@@ -346,6 +358,8 @@ class CalibrationNode(Node):
         if est.ok and (self.mode != "monitor" or (update.drift is not None and update.drift.checked)):
             self._last_success_time = time.monotonic()
         self.calibration_pub.publish(pose_message(est.T_camera_lidar, est.covariance, lidar, stamp))
+        if est.time_offset_s is not None:
+            self.time_offset_pub.publish(Float64(data=float(est.time_offset_s)))
         if update.publish and self.mode == "calibrate":
             self.tf_pub.publish(tf_message(invert(est.T_camera_lidar), lidar, self.tf_child_frame(), stamp))
         sd_deg, sd_m = est.sigma_deg.max(), est.sigma_m.max()
@@ -394,6 +408,10 @@ class CalibrationNode(Node):
                            "unconstrained": ", ".join(est.unconstrained) or "none",
                            "window_keyframes": last.keyframes, "solve_s": f"{last.wall_s:.2f}",
                            "global_search": last.global_search})
+            offset, sigma = time_offset_ms(est)
+            values.update({"time_offset_ms": "not estimated" if offset is None else f"{offset:.1f}",
+                           "time_offset_sigma_ms": "-" if sigma is None else sigma if isinstance(sigma, str)
+                           else f"{sigma:.1f}"})
             values.update({f"latency_{k}_ms": f"{v:.1f}" for k, v in est.timings_ms.items()})
             if s.T_prior is not None and est.ok:
                 e = pose_error(est.T_camera_lidar, s.T_prior)
@@ -487,7 +505,7 @@ class CalibrationNode(Node):
         try:
             paths = write_all(Calibration(est.T_camera_lidar, lidar or "lidar", camera or "camera_optical",
                                           est.covariance, {"node": self.get_fully_qualified_name(), "mode": self.mode,
-                                                           "keyframes": est.keyframes}),
+                                                           "keyframes": est.keyframes, **_time_offset_metadata(est)}),
                               Path(self.cfg.output_dir))
         except (OSError, CrossI2PError) as exc:
             response.success, response.message = False, f"save failed: {exc}"

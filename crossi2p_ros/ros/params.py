@@ -83,6 +83,11 @@ _DERIVED: list[tuple[Any, str, dict[str, tuple[str, Any]]]] = [
                     (1, 64)),
         "max_focal_px": ("work on images at most at this focal length [px], downscaled (a 2-4 K camera's "
                          "keyframes then take a fraction of the time); 0: as they come", (0.0, 100000.0)),
+        "converged_rot_deg": ("a solve is converged (published on /tf_static, saved by ~/save) when no rotation "
+                              "direction has more sigma than this [deg] ...", (0.0, 45.0)),
+        "converged_trans_m": ("... and no translation direction more than this [m] (with the camera's time "
+                              "offset estimated too, the translation along the travel is as uncertain as the offset "
+                              "times the speed)", (0.0, 10.0)),
     }),
     (SyncConfig(), "sync.", {
         "max_slop_s": ("largest camera/LiDAR stamp difference of a pair [s]", (0.001, 1.0)),
@@ -104,6 +109,10 @@ _DERIVED: list[tuple[Any, str, dict[str, tuple[str, Any]]]] = [
                             "than this many of its sigmas", (0.0, 100.0)),
         "mount_search_every": ("no prior: unconverged solves search around the last supported pose; every "
                                "this many-th one scans all mounts again", (1, 100)),
+        "motion": ("on: the LiDAR's motion from consecutive sweeps (odometry) motion-compensates each keyframe to "
+                   "the camera's stamp and the window estimates the camera's time offset (~/time_offset); auto: "
+                   "on for clouds with per-point times (t, time, timestamp, offset_time); off: sweeps as published",
+                   ("auto", "on", "off")),
     }),
     (MonitorConfig(), "monitor.", {
         "warn_rot_deg": ("WARN beyond this significant rotation offset [deg]", (0.0, 90.0)),
