@@ -117,6 +117,12 @@ def summary_text(result: RunResult, bag: Path, reference: np.ndarray | None = No
         if reference is not None:
             e = pose_error(result.T_final, reference)
             lines.append(f"error against the reference: {e.rot_deg:.3f} deg, {100 * e.trans_m:.2f} cm")
+        if last.time_offset_ms is not None:
+            lines.append(f"camera time offset (exposure minus stamp): {last.time_offset_ms:.1f} ms, sigma "
+                         f"{last.time_offset_sigma_ms:.1f} ms")
+        elif last.time_offset_sigma_ms is not None:
+            lines.append("camera time offset: not shown by this drive's motion (the calibration takes the stamps "
+                         "as true)")
     elif not any(r.level for r in result.records):
         last = result.records[-1] if result.records else None
         why = (f"the last solve's largest sigma is {last.sigma_rot_deg:.2f} deg / {100 * last.sigma_trans_m:.1f} cm"
