@@ -127,9 +127,9 @@ def frame_timing(dataset: KittiDataset, index: int, frame: Frame, guess: np.ndar
         return None
     pair = None
     if (after := dataset.neighbour(index)) is not None:
-        pair = (frame.points, dataset.sweep(after), float(dataset[after].time_s) - frame.time_s)
+        pair = (frame.points, dataset.sweep(after), float(dataset.time_s(after)) - frame.time_s)
     elif index > 0 and dataset.neighbour(index - 1) == index:
-        pair = (dataset.sweep(index - 1), frame.points, frame.time_s - float(dataset[index - 1].time_s))
+        pair = (dataset.sweep(index - 1), frame.points, frame.time_s - float(dataset.time_s(index - 1)))
     twist = None if pair is None else sweep_twist(*pair, guess=guess)
     twist = guess if twist is None else twist
     return None if twist is None else SweepTiming(frame.point_times, twist, 0.0)

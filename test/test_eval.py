@@ -124,3 +124,27 @@ def test_the_city_vehicle_from_2_deg_5_cm_keeps_a_calibration_no_worse_than_its_
         kept = (s["rot_deg"], s["trans_m"]) if s["converged"] else (s["init_rot_deg"], s["init_trans_m"])
         assert (s["kept_rot_deg"], s["kept_trans_m"]) == pytest.approx(kept), s
     assert doc["summary"]["kept_worse_than_start"] == 0
+
+
+def test_eval_on_a_timed_drive_deskews_and_scores_the_cameras_time_offset(tmp_path):
+    """A synthetic drive written with per-point times (velodyne_times/) and a camera 20 ms after its mid-sweep
+    stamp: ``--motion auto`` (the default) compensates and estimates the offset, scored against the truth in
+    synth.json (0.05 s mid-sweep trigger + 0.02 s); ``--motion off`` does neither."""
+    root = tmp_path / "drive"
+    generate(SynthConfig(frames=31, seed=9986, style="urban", speed_mps=(15.0, 15.0), speed_change_mps=6.0,
+                         speed_change_period_s=3.0, sweep_s=0.1, camera_offset_s=0.02), root, progress=False)
+    assert len(list((root / "sequences" / "00" / "velodyne_times").glob("*.bin"))) == 31
+    docs = {}
+    for motion in ("auto", "off"):
+        out = tmp_path / f"{motion}.json"
+        assert main(["eval", "--data", str(root), "--samples", "1", "--frames-per-estimate", "30", "--max-rot-deg",
+                     "3", "--max-trans-m", "0.1", "--motion", motion, "--device", "cpu", "--json", str(out),
+                     "--quiet"]) == 0
+        docs[motion] = json.loads(out.read_text())
+    sample = docs["auto"]["per_sample"][0]
+    assert sample["time_offset_ms"] is not None, sample
+    assert abs(sample["time_offset_ms"] - 70.0) < 5.0, sample            # exposure from the sweep's stamp
+    assert docs["auto"]["summary"]["time_offset_error_ms_median"] < 5.0
+    assert docs["off"]["per_sample"][0]["time_offset_ms"] is None
+    assert docs["off"]["per_sample"][0]["time_offset_sigma_ms"] is None
+    assert sample["trans_m"] < docs["off"]["per_sample"][0]["trans_m"]

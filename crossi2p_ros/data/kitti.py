@@ -240,6 +240,10 @@ class KittiDataset:
         """Frame ``index``'s sweep alone (N, 4) float32, without reading its image."""
         return read_velodyne(self._entries[index].velodyne)
 
+    def time_s(self, index: int) -> float | None:
+        """Frame ``index``'s sweep stamp from ``times.txt`` [s] (None: object layout, or no times)."""
+        return self._entries[index].time_s
+
     def sequence_dir(self, index: int) -> Path:
         """The folder of frame ``index``'s sequence (odometry) or of the dataset (object)."""
         return self._entries[index].velodyne.parent.parent
