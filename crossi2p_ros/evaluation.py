@@ -24,7 +24,7 @@ from typing import Callable, Literal
 import numpy as np
 from tqdm import tqdm
 
-from .data.kitti import Frame, KittiDataset
+from .data.kitti import CAMERA_TIMES, Frame, KittiDataset
 from .data.perturb import CalibProtocol, I2PProtocol
 from .errors import CrossI2PError
 from .fileio import atomic_write_text
@@ -119,10 +119,10 @@ def _rig_frames(dataset: KittiDataset, start: int, k: int) -> list[Frame]:
 def frame_timing(dataset: KittiDataset, index: int, frame: Frame, guess: np.ndarray | None = None
                  ) -> SweepTiming | None:
     """Frame ``index``'s sweep timing: each point's time (where the dataset has them) and the LiDAR's twist from
-    its sweep registered to the next frame's (the last frame of a sequence: the previous one's to it); the
-    target is the sweep's stamp (KITTI layout keeps no camera stamp, so the time offset is the camera's
-    exposure from the sweep's stamp). Where the two do not register, ``guess`` (a neighbour's twist: constant
-    velocity) stands in; None without either."""
+    its sweep registered to the next frame's (the last frame of a sequence: the previous one's to it). Where
+    the two do not register, ``guess`` (a neighbour's twist: constant
+    velocity) stands in; None without either. The target is the image's stamp where ``times_image_2.txt``
+    has it, else the sweep's (the offset is then the camera's exposure from the sweep's stamp)."""
     if frame.time_s is None:
         return None
     pair = None
@@ -132,19 +132,22 @@ def frame_timing(dataset: KittiDataset, index: int, frame: Frame, guess: np.ndar
         pair = (dataset.sweep(index - 1), frame.points, frame.time_s - float(dataset.time_s(index - 1)))
     twist = None if pair is None else sweep_twist(*pair, guess=guess)
     twist = guess if twist is None else twist
-    return None if twist is None else SweepTiming(frame.point_times, twist, 0.0)
+    target = 0.0 if frame.camera_time_s is None else frame.camera_time_s - frame.time_s
+    return None if twist is None else SweepTiming(frame.point_times, twist, target)
 
 
 def true_time_offset_s(dataset: KittiDataset) -> float | None:
-    """The camera's mean exposure from the sweep's stamp [s] where the dataset says it (a synthetic drive's
-    ``synth.json``: mid-sweep trigger plus the exposure offset), else None."""
+    """The camera's true exposure offset [s] where the dataset says it (a synthetic drive's ``synth.json``): from
+    its stamp where the images' stamps are written, else from the sweep's (the mid-sweep trigger added); else
+    None."""
     path = dataset.sequence_dir(0) / "synth.json"
     if not path.is_file():
         return None
     cfg = json.loads(path.read_text()).get("config", {})
     if not cfg.get("sweep_s") and not cfg.get("camera_offset_s"):
         return None
-    return 0.5 * float(cfg.get("sweep_s", 0.0)) + float(cfg.get("camera_offset_s", 0.0))
+    trigger = 0.0 if (dataset.sequence_dir(0) / CAMERA_TIMES).is_file() else 0.5 * float(cfg.get("sweep_s", 0.0))
+    return trigger + float(cfg.get("camera_offset_s", 0.0))
 
 
 def frame_index(i: int, n: int, num_frames: int) -> int:

@@ -38,6 +38,7 @@ from ..geometry import CameraModel, invert
 
 Layout = Literal["odometry", "object"]
 TIMES_DIR = "velodyne_times"   # per-point times of raw sweeps, beside velodyne/ (the aiMotive set's layout)
+CAMERA_TIMES = "times_image_2.txt"   # our extension: image_2's stamps [s], one per frame, beside times.txt
 _POINT_BYTES = 16  # float32 x, y, z, intensity
 
 
@@ -50,7 +51,8 @@ class Frame:
     Odometry layout only: ``time_s`` the sweep's stamp from ``times.txt`` [s] and,
     where ``velodyne_times/`` has it, ``point_times`` (N,) float32 each point's
     time from that stamp [s] (a raw sweep, as the aiMotive set and synthetic
-    drives with ``sweep_s`` write it); None where absent.
+    drives with ``sweep_s`` write it), and where ``times_image_2.txt`` has it,
+    ``camera_time_s`` the image's stamp [s]; None where absent.
     """
 
     id: str
@@ -60,6 +62,7 @@ class Frame:
     T_camera_lidar: np.ndarray
     time_s: float | None = None
     point_times: np.ndarray | None = None
+    camera_time_s: float | None = None
 
 
 # --------------------------------------------------------------------------- calib parsing
@@ -161,8 +164,8 @@ def read_point_times(path: Path, count: int) -> np.ndarray:
     return times
 
 
-def _read_times(seq: Path) -> list[float] | None:
-    path = seq / "times.txt"
+def _read_times(seq: Path, name: str = "times.txt") -> list[float] | None:
+    path = seq / name
     if not path.is_file():
         return None
     try:
@@ -192,6 +195,7 @@ class _Entry(NamedTuple):
     velodyne: Path
     calib: Path
     time_s: float | None = None
+    camera_time_s: float | None = None
 
 
 class KittiDataset:
@@ -234,7 +238,8 @@ class KittiDataset:
         points = read_velodyne(entry.velodyne)
         times_path = entry.velodyne.parent.parent / TIMES_DIR / entry.velodyne.name
         point_times = read_point_times(times_path, len(points)) if times_path.is_file() else None
-        return Frame(entry.id, image, points, camera, calib.T_camera_lidar.copy(), entry.time_s, point_times)
+        return Frame(entry.id, image, points, camera, calib.T_camera_lidar.copy(), entry.time_s, point_times,
+                     entry.camera_time_s)
 
     def sweep(self, index: int) -> np.ndarray:
         """Frame ``index``'s sweep alone (N, 4) float32, without reading its image."""
@@ -285,13 +290,17 @@ def open_dataset(root: Path) -> KittiDataset:
     if sequences:
         for seq in sequences:
             images = set(_frame_files(seq / "image_2", ".png"))
-            times = _read_times(seq)
+            times, camera_times = _read_times(seq), _read_times(seq, CAMERA_TIMES)
+
+            def at(values: list[float] | None, stem: str) -> float | None:
+                # one line per frame index (KITTI's convention); absent or short: no time
+                return values[int(stem)] if values is not None and stem.isdigit() and int(stem) < len(values) else None
+
             for stem in _frame_files(seq / "velodyne", ".bin"):
                 if stem in images:
-                    # times.txt has one line per frame index (KITTI's convention), absent or short: no times
-                    t = times[int(stem)] if times is not None and stem.isdigit() and int(stem) < len(times) else None
                     entries.append(_Entry(f"{seq.name}/{stem}", seq / "image_2" / f"{stem}.png",
-                                          seq / "velodyne" / f"{stem}.bin", seq / "calib.txt", t))
+                                          seq / "velodyne" / f"{stem}.bin", seq / "calib.txt", at(times, stem),
+                                          at(camera_times, stem)))
         layout: Layout = "odometry"
     elif (obj := _object_root(root)) is not None:
         images = {p.stem: p for p in (obj / "image_2").glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg")}
@@ -384,13 +393,18 @@ class OdometryWriter:
         for sub in ("image_2", "velodyne"):
             (self.sequence_dir / sub).mkdir(parents=True, exist_ok=True)
         self._times: list[float] = []
+        self._camera_times: list[float] = []
         self._poses: list[np.ndarray] = []
         self._first_pose_inv: np.ndarray | None = None
 
     def add(self, image_rgb: np.ndarray, points: np.ndarray, time_s: float,
-            T_world_camera: np.ndarray | None = None, point_times: np.ndarray | None = None) -> int:
-        """Write one frame (with ``point_times`` (N,) [s from ``time_s``] into ``velodyne_times/``); its index."""
+            T_world_camera: np.ndarray | None = None, point_times: np.ndarray | None = None,
+            camera_time_s: float | None = None) -> int:
+        """Write one frame (with ``point_times`` (N,) [s from ``time_s``] into ``velodyne_times/``, the image's
+        stamp ``camera_time_s`` [s] into ``times_image_2.txt``); its index."""
         index = len(self._times)
+        if camera_time_s is not None:
+            self._camera_times.append(float(camera_time_s))
         write_image(self.sequence_dir / "image_2" / f"{index:06d}.png", image_rgb)
         write_velodyne(self.sequence_dir / "velodyne" / f"{index:06d}.bin", points)
         if point_times is not None:
@@ -412,6 +426,9 @@ class OdometryWriter:
         calib += f"Tr: {_fmt(self.T_camera_lidar[:3, :4])}\n" + _distortion_line(self.camera)
         _atomic_write_bytes(self.sequence_dir / "calib.txt", calib.encode())
         _atomic_write_bytes(self.sequence_dir / "times.txt", "".join(f"{t:.6e}\n" for t in self._times).encode())
+        if self._camera_times:
+            _atomic_write_bytes(self.sequence_dir / CAMERA_TIMES,
+                                "".join(f"{t:.9e}\n" for t in self._camera_times).encode())
         if self._poses:
             (self.root / "poses").mkdir(exist_ok=True)
             text = "".join(_fmt(T[:3, :4]) + "\n" for T in self._poses)

@@ -467,7 +467,8 @@ def generate(cfg: SynthConfig, out_dir: Path, bag_path: Path | None = None, prog
     ``cfg.compressed_images``), ``/camera/camera_info``, clouds on
     ``/lidar/points`` in frame ``lidar``, and the true extrinsic once on
     ``/tf_static`` (parent ``lidar``, child ``camera_optical``). With ``cfg.sweep_s`` the per-point times
-    go into ``velodyne_times/`` and the clouds' uint32 ``t`` field [ns from the stamp, the sweep's start].
+    go into ``velodyne_times/`` and the clouds' uint32 ``t`` field [ns from the stamp, the sweep's start], and
+    the images' stamps into ``times_image_2.txt``.
     """
     if bag_path is not None and Path(bag_path).exists():  # fail before anything is written
         raise CrossI2PError(f"bag output {bag_path} already exists; choose a new path or delete it first")
@@ -486,8 +487,10 @@ def generate(cfg: SynthConfig, out_dir: Path, bag_path: Path | None = None, prog
         frames = tqdm(seq, total=len(seq), desc=f"synth {cfg.style} seed {cfg.seed}", unit="frame",
                       disable=not progress)
         for frame in frames:
+            timed = cfg.sweep_s > 0
             writer.add(frame.image, frame.points, frame.time_s, frame.T_world_camera,
-                       frame.point_times_s if cfg.sweep_s > 0 else None)
+                       frame.point_times_s if timed else None,
+                       frame.time_s + frame.camera_time_offset_s if timed else None)
             if bag is not None:
                 lidar_ns = cfg.bag_start_ns + round(frame.index * 1e9 / cfg.rate_hz)
                 camera_ns = lidar_ns + round(frame.camera_time_offset_s * 1e9)
