@@ -148,3 +148,12 @@ def test_eval_on_a_timed_drive_deskews_and_scores_the_cameras_time_offset(tmp_pa
     assert docs["off"]["per_sample"][0]["time_offset_ms"] is None
     assert docs["off"]["per_sample"][0]["time_offset_sigma_ms"] is None
     assert sample["trans_m"] < docs["off"]["per_sample"][0]["trans_m"]
+    # without the images' stamps the offset is the exposure from the sweep's stamp: 50 ms to the mid-sweep
+    # trigger (each frame +-5 ms of stamp jitter) + 20 ms, a metre at 15 m/s, beyond the search region that the
+    # pose alone can absorb: found by the offset's scan (time_offset.py)
+    (root / "sequences" / "00" / "times_image_2.txt").unlink()
+    out = tmp_path / "unstamped.json"
+    assert main(["eval", "--data", str(root), "--samples", "1", "--frames-per-estimate", "30", "--max-rot-deg", "3",
+                 "--max-trans-m", "0.1", "--device", "cpu", "--json", str(out), "--quiet"]) == 0
+    unstamped = json.loads(out.read_text())["per_sample"][0]
+    assert abs(unstamped["time_offset_ms"] - 70.0) < 5.0 and unstamped["trans_m"] < 0.05, unstamped

@@ -169,7 +169,7 @@ class WindowEstimator:
         cov = None
         offset, offset_sigma = None, None
         if self.offset.usable(usable):
-            T_joint, delta, score_joint = self.offset.refine(usable, T, T_start)
+            T_joint, delta, score_joint = self.offset.solve(usable, T, T_start)
             shifted = [kf.shifted(delta) for kf in usable]
             cov_joint = self.uncertainty.covariance(shifted, T_joint, with_offset=True) \
                 + self.offset.resampled_covariance(usable, T_joint, delta, T_start)
