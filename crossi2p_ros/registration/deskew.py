@@ -12,7 +12,7 @@ body twist ``xi`` (the sensor's velocity in its own frame):
 Times are seconds from the cloud's stamp; the twist is ``(v [m/s], w [rad/s])``
 in the LiDAR frame, the ordering of :func:`..geometry.se3_exp`. The twist comes
 from LiDAR odometry (:func:`sweep_twist`: two consecutive sweeps registered
-with open3d's generalized ICP) or from ``/tf`` odometry.
+with open3d's generalized ICP; ``/tf`` odometry as a source is not built).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..geometry import invert, se3_exp, se3_log
+from ..geometry import se3_exp, se3_log
 
 # Points are moved with one transform per time bin rather than one per point: 0.1 ms moves a point at most
 # 3 mm at 30 m/s, under any LiDAR's range noise, and a sweep then needs ~1,000 transforms instead of 10^5.
@@ -39,10 +39,6 @@ class SweepTiming:
     times_s: np.ndarray | None
     twist: np.ndarray | None
     target_s: float = 0.0
-
-    @property
-    def moving(self) -> bool:
-        return self.twist is not None and bool(np.any(self.twist != 0.0))
 
 
 def deskew(points: np.ndarray, times_s: np.ndarray | None, twist: np.ndarray, target_s: float) -> np.ndarray:
@@ -64,12 +60,6 @@ def deskew(points: np.ndarray, times_s: np.ndarray | None, twist: np.ndarray, ta
     moved = np.einsum("nij,nj->ni", T[which, :3, :3], xyz) + T[which, :3, 3]
     out[:, :3] = moved.astype(points.dtype, copy=False)
     return out
-
-
-def shift_points(points: np.ndarray, twist: np.ndarray, dt_s: float) -> np.ndarray:
-    """``points`` (N, 3) [m] in the LiDAR frame at time 0, in its frame at ``dt_s`` [s] (exp(-dt xi) p)."""
-    T = se3_exp(-float(dt_s) * np.asarray(twist, dtype=np.float64))
-    return np.asarray(points, dtype=np.float64) @ T[:3, :3].T + T[:3, 3]
 
 
 def twist_between(T_lidar0_lidar1: np.ndarray, dt_s: float) -> np.ndarray:
@@ -140,8 +130,3 @@ def sweep_twist(earlier: np.ndarray, later: np.ndarray, dt_s: float, cfg: Odomet
     # to 1 um/s and 1 urad/s: open3d's registration runs in threads and differs from run to run in the last
     # bits, which would make a seeded evaluation differ in its last digits
     return np.round(twist_between(found[0], dt_s), 6)
-
-
-def relative_pose(T_world_a: np.ndarray, T_world_b: np.ndarray) -> np.ndarray:
-    """``T_a_b`` from two poses in one world frame (e.g. ``/tf`` odometry)."""
-    return invert(T_world_a) @ T_world_b
