@@ -133,3 +133,25 @@ def test_a_window_at_rest_reports_the_offset_unobservable():
     est = WindowEstimator().solve(keyframes, seq.T_camera_lidar)
     assert est.time_offset_s is None
     assert est.time_offset_sigma_s == float("inf"), est.time_offset_sigma_s
+
+
+def _moving_keyframe(speed: float, stamp: float):
+    from crossi2p_ros.registration.keyframe import Keyframe
+
+    return Keyframe(np.zeros((200, 3)), np.ones(200, bool), [], np.eye(3), 64, 48, 50.0, "field", stamp,
+                    twist=np.r_[speed, 0.0, 0.0, 0.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("diverse", [False, True])
+def test_a_full_moving_window_can_keep_its_speed_changes_instead_of_its_newest_keyframes(diverse):
+    """Speeds 5, 10, 10.1, 10.2, 10.3 m/s into a window of 4. Kept newest: the 5 m/s keyframe goes, and with it
+    the only speed change. Kept diverse: each arrival drops the held keyframe whose speed another repeats most
+    closely (never the newest): at 10.3 the gaps are 5 (5 m/s), 0.1 (10 and 10.1): 10, the older, goes."""
+    from crossi2p_ros.registration.keyframe_window import KeyframeConfig, KeyframeWindow
+
+    window = KeyframeWindow(KeyframeConfig(size=4, min_interval_s=0.0, min_change=0.0, diverse_speeds=diverse))
+    look = np.zeros((8, 8), np.float32)
+    for k, speed in enumerate((5.0, 10.0, 10.1, 10.2, 10.3)):
+        assert window.offer(_moving_keyframe(speed, float(k)), look)
+    kept = [float(kf.twist[0]) for kf in window.keyframes]
+    assert kept == ([5.0, 10.1, 10.2, 10.3] if diverse else [10.0, 10.1, 10.2, 10.3])

@@ -14,7 +14,8 @@ which keeps a frame when
   live stream offers more frames than a CPU can prepare; spacing them also
   spreads the window over more of the drive),
 
-and holds the newest ``size`` of them. Refused frames are counted by reason.
+and holds the newest ``size`` of them (or, with ``diverse_speeds`` while moving, the
+``size`` whose speeds differ most). Refused frames are counted by reason.
 The look and the interval are checked by :meth:`KeyframeWindow.skip_reason`
 *before* a frame is prepared (thumbnails cost a millisecond, features ~0.15 s).
 """
@@ -45,6 +46,10 @@ class KeyframeConfig:
     min_change: float = 0.04      # thumbnail change that makes a frame new
     max_interval_s: float = 5.0   # ... or this long since the newest keyframe
     min_interval_s: float = 0.25  # never closer than this to the newest keyframe [s] (stamps)
+    # full window, moving (keyframes with twists): drop the keyframe whose speed the others repeat most closely
+    # instead of the oldest, so the window keeps the speed changes that tell the camera's time offset from its
+    # lever arm (registration/time_offset.py); off: the newest keyframes (what a drift monitor needs)
+    diverse_speeds: bool = False
 
 
 @dataclass
@@ -89,8 +94,23 @@ class KeyframeWindow:
             return False
         if self.skip_reason(look, keyframe.stamp) is not None:
             return False
+        if self.cfg.diverse_speeds and len(self._frames) == self.cfg.size and self.cfg.size > 2:
+            self._drop_most_repeated_speed(keyframe)
         self._frames.append((keyframe, look))
         return True
+
+    def _drop_most_repeated_speed(self, incoming: Keyframe) -> None:
+        """Make room for ``incoming`` by dropping the held keyframe (not the newest) whose speed lies nearest
+        another's, counting ``incoming``'s; the oldest where any has no twist."""
+        held = [kf for kf, _ in self._frames]
+        if incoming.twist is None or any(kf.twist is None for kf in held):
+            return                                             # the deque drops the oldest
+        speeds = np.array([np.linalg.norm(kf.twist[:3]) for kf in held + [incoming]])
+        gap = np.abs(speeds[:, None] - speeds[None, :])
+        np.fill_diagonal(gap, np.inf)
+        nearest = gap.min(axis=1)[:-2]                         # neither the newest held nor the incoming one
+        drop = int(np.argmin(nearest))                         # the first (oldest) of equals
+        del self._frames[drop]
 
     def clear(self) -> None:
         self._frames.clear()

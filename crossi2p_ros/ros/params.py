@@ -101,6 +101,9 @@ _DERIVED: list[tuple[Any, str, dict[str, tuple[str, Any]]]] = [
         "max_interval_s": ("... or this long since the newest keyframe [s]", (0.0, 3600.0)),
         "min_interval_s": ("never closer than this to the newest keyframe [s] (frames are skipped before their "
                            "features are computed)", (0.0, 3600.0)),
+        "diverse_speeds": ("full window while moving: drop the keyframe whose speed the others repeat most "
+                           "closely instead of the oldest (speed changes tell the camera's time offset from its "
+                           "lever arm); off: the newest keyframes", None),
     }),
     (SessionConfig(), "session.", {
         "min_keyframes": ("the first window solve waits for this many keyframes", (1, 200)),
