@@ -377,20 +377,20 @@ class SynthSequence:
             return cfg.decalibration() @ self.rig.T_camera_lidar
         return self.rig.T_camera_lidar.copy()
 
-    def pose_at(self, time_s: float, index: int = 0) -> np.ndarray:
-        """``T_world_lidar`` at ``time_s`` [s] from the sequence start (the rig of frame ``index``)."""
+    def pose_at(self, time_s: float) -> np.ndarray:
+        """``T_world_lidar`` at ``time_s`` [s] from the sequence start."""
         return self.trajectory.T_world_vehicle(self.scene, time_s) @ self.rig.T_vehicle_lidar
 
     def poses(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """``(T_world_lidar, T_world_camera)`` of frame ``index``, both at the LiDAR's stamp."""
-        T_world_lidar = self.pose_at(index / self.cfg.rate_hz, index)
+        T_world_lidar = self.pose_at(index / self.cfg.rate_hz)
         return T_world_lidar, T_world_lidar @ invert(self.true_T_camera_lidar(index))
 
     def _scan(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.cfg
         t_lidar = index / cfg.rate_hz
-        points, times = self.lidar.scan(self.scene, self.pose_at(t_lidar, index), rng,
-                                        lambda dt: self.pose_at(t_lidar + dt, index), cfg.sweep_s)
+        points, times = self.lidar.scan(self.scene, self.pose_at(t_lidar), rng,
+                                        lambda dt: self.pose_at(t_lidar + dt), cfg.sweep_s)
         if cfg.point_order == "shuffled":   # a stream of its own: the rest of the frame stays the same
             order = np.random.default_rng([*self._seed_key, 8, index]).permutation(len(points))
             points, times = points[order], times[order]
@@ -418,7 +418,7 @@ class SynthSequence:
             timing = np.random.default_rng([*self._seed_key, 9, index])
             offset = float(0.5 * cfg.sweep_s + timing.uniform(-1, 1) * cfg.stamp_jitter_s)
             exposure = float(cfg.camera_offset_s + timing.uniform(-1, 1) * cfg.camera_offset_jitter_s)
-            T_world_camera = self.pose_at(t_lidar + offset + exposure, index) \
+            T_world_camera = self.pose_at(t_lidar + offset + exposure) \
                 @ invert(self.true_T_camera_lidar(index))
             image, depth = self.renderer.render(self.scene, T_world_camera, rng)
         else:   # both sensors at one instant, the camera's stamp off it by the jitter
