@@ -236,9 +236,11 @@ def within_sigma(T_pred: np.ndarray, covariance: np.ndarray, T_gt: np.ndarray, k
 
 # --------------------------------------------------------------------------- camera model
 
-DistortionModel = Literal["pinhole", "plumb_bob", "equidistant"]
-_DIST_LEN = {"pinhole": 0, "plumb_bob": 5, "equidistant": 4}
+DistortionModel = Literal["pinhole", "plumb_bob", "rational_polynomial", "equidistant"]
+_DIST_LEN = {"pinhole": 0, "plumb_bob": 5, "rational_polynomial": 8, "equidistant": 4}
+_RADIAL_TANGENTIAL = ("plumb_bob", "rational_polynomial")
 _UNDISTORT_ITERS = 20
+_NEWTON_STEPS = 5
 
 
 @dataclass(frozen=True)
@@ -246,7 +248,9 @@ class CameraModel:
     """A calibrated camera: intrinsics ``K`` [pixels] plus lens distortion.
 
     ``model`` follows ROS CameraInfo naming: ``plumb_bob`` is OpenCV's
-    (k1, k2, p1, p2, k3) radial-tangential model, ``equidistant`` is OpenCV's
+    (k1, k2, p1, p2, k3) radial-tangential model, ``rational_polynomial`` its
+    (k1, k2, p1, p2, k3, k4, k5, k6) one (the radial factor a ratio of two
+    cubics in r^2, as wide lenses are calibrated), ``equidistant`` is OpenCV's
     fisheye (k1, k2, k3, k4) model, ``pinhole`` means no distortion.
     ``width`` and ``height`` are the image size in pixels.
     """
@@ -319,13 +323,22 @@ class CameraModel:
         return CameraModel(round(self.width * sx), round(self.height * sy), K, self.dist, self.model)
 
     # ------------------------------------------------------------ projection
+    def _radial(self, r2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The radial factor f(r^2) of the radial-tangential models and its derivative df/d(r^2)."""
+        d = np.zeros(8)
+        d[: len(self.dist)] = self.dist
+        k1, k2, _, _, k3, k4, k5, k6 = d
+        num, dnum = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3)), k1 + r2 * (2.0 * k2 + r2 * 3.0 * k3)
+        den, dden = 1.0 + r2 * (k4 + r2 * (k5 + r2 * k6)), k4 + r2 * (2.0 * k5 + r2 * 3.0 * k6)
+        return num / den, (dnum * den - num * dden) / (den * den)
+
     def distort_normalized(self, xy: np.ndarray) -> np.ndarray:
         """Apply lens distortion to normalised image coordinates (N, 2) = (x/z, y/z)."""
         x, y = xy[:, 0], xy[:, 1]
-        if self.model == "plumb_bob":
-            k1, k2, p1, p2, k3 = self.dist
+        if self.model in _RADIAL_TANGENTIAL:
+            p1, p2 = self.dist[2], self.dist[3]
             r2 = x * x + y * y
-            radial = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3))
+            radial = self._radial(r2)[0]
             xd = x * radial + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x)
             yd = y * radial + p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * x * y
             return np.stack([xd, yd], axis=1)
@@ -342,16 +355,31 @@ class CameraModel:
     def undistort_normalized(self, xy_d: np.ndarray) -> np.ndarray:
         """Invert :meth:`distort_normalized` (iteratively, as OpenCV does)."""
         xy_d = np.asarray(xy_d, dtype=np.float64)
-        if self.model == "plumb_bob":
-            k1, k2, p1, p2, k3 = self.dist
+        if self.model in _RADIAL_TANGENTIAL:
+            p1, p2 = self.dist[2], self.dist[3]
             xy = xy_d.copy()
             for _ in range(_UNDISTORT_ITERS):
                 x, y = xy[:, 0], xy[:, 1]
                 r2 = x * x + y * y
-                radial = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3))
+                radial = self._radial(r2)[0]
                 dx = 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x)
                 dy = p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * x * y
                 xy = np.stack([(xy_d[:, 0] - dx) / radial, (xy_d[:, 1] - dy) / radial], axis=1)
+            # the fixed point above (OpenCV's) crawls where a strong lens bends most (a rational wide lens's
+            # corners stayed 0.03 off after 20 steps): Newton steps on the 2x2 Jacobian finish it
+            for _ in range(_NEWTON_STEPS):
+                x, y = xy[:, 0], xy[:, 1]
+                r2 = x * x + y * y
+                f, df = self._radial(r2)
+                res = self.distort_normalized(xy) - xy_d
+                a = f + 2.0 * x * x * df + 2.0 * p1 * y + 6.0 * p2 * x
+                b = 2.0 * x * y * df + 2.0 * p1 * x + 2.0 * p2 * y
+                d = f + 2.0 * y * y * df + 6.0 * p1 * y + 2.0 * p2 * x
+                det = a * d - b * b
+                ok = np.abs(det) > 1e-12
+                det = np.where(ok, det, 1.0)
+                step = np.stack([(d * res[:, 0] - b * res[:, 1]) / det, (a * res[:, 1] - b * res[:, 0]) / det], 1)
+                xy = xy - np.where(ok[:, None], step, 0.0)
             return xy
         if self.model == "equidistant":
             k1, k2, k3, k4 = self.dist
@@ -388,11 +416,11 @@ class CameraModel:
         Beyond that radius a polynomial lens model folds back, and points far
         outside the field of view would land inside the image.
         """
-        if self.model != "plumb_bob":
+        if self.model not in _RADIAL_TANGENTIAL:
             return np.ones(xy.shape[0], dtype=bool)
-        k1, k2, _, _, k3 = self.dist
         r2 = np.einsum("ij,ij->i", xy, xy)
-        return 1.0 + r2 * (3.0 * k1 + r2 * (5.0 * k2 + r2 * 7.0 * k3)) > 0.0
+        f, df = self._radial(r2)
+        return f + 2.0 * r2 * df > 0.0     # d(r f(r^2)) / dr
 
     def in_image(self, uv: np.ndarray) -> np.ndarray:
         """Mask of pixel coordinates (N, 2) inside the image bounds."""
@@ -426,10 +454,8 @@ class CameraModel:
         """Inverse of :meth:`to_camera_info_dict`; accepts any mapping with those keys."""
         model = str(info.get("distortion_model") or "plumb_bob")
         d = np.asarray(info.get("d", []), dtype=np.float64)
-        if model in ("plumb_bob", "rational_polynomial") and not np.any(d != 0):
+        if model in _RADIAL_TANGENTIAL and not np.any(d != 0):
             model = "pinhole"
-        if model == "rational_polynomial":
-            raise ValueError("distortion model 'rational_polynomial' is not supported; rectify the image first")
         return cls(int(info["width"]), int(info["height"]), np.asarray(info["k"], dtype=np.float64).reshape(3, 3), d, model)  # type: ignore[arg-type]
 
 

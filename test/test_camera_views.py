@@ -89,3 +89,29 @@ def test_a_2k_image_is_worked_on_at_the_focal_length_asked_with_its_rays_where_t
     # a camera already within the focal length comes back as it is
     same_image, same, same_valid = working_view(image, cam, 1300.0, valid)
     assert same_image is image and same is cam and same_valid is valid
+
+
+# A wide lens as ROS's camera_calibration fits one with the rational model (k1 k2 p1 p2 k3 k4 k5 k6)
+_RATIONAL = np.array([0.35, -0.06, 4e-4, -3e-4, 0.002, 0.72, -0.03, 0.01])
+
+
+def test_a_rational_polynomial_camera_info_projects_and_undistorts_as_opencv_does():
+    """References: OpenCV's own model (cv2.projectPoints with the eight coefficients, its undistortion maps for
+    the image) and the points' own directions for the rays back."""
+    info = {"width": 1280, "height": 800, "distortion_model": "rational_polynomial", "d": _RATIONAL.tolist(),
+            "k": [700.0, 0.0, 641.3, 0.0, 702.0, 398.7, 0.0, 0.0, 1.0]}
+    camera = CameraModel.from_camera_info_dict(info)
+    assert camera.model == "rational_polynomial" and camera.is_distorted
+    rng = np.random.default_rng(3)
+    points = np.c_[rng.uniform(-1.2, 1.2, (500, 2)), np.ones(500)] * rng.uniform(2.0, 40.0, (500, 1))
+    uv, valid = camera.project(points)
+    ref, _ = cv2.projectPoints(points, np.zeros(3), np.zeros(3), camera.K, _RATIONAL)
+    assert valid.sum() > 300
+    np.testing.assert_allclose(uv[valid], ref.reshape(-1, 2)[valid], atol=1e-6)
+    # the rays back through those pixels are the points' own directions (OpenCV's undistortPoints, a fixed point,
+    # leaves this lens's corners 5e-4 off)
+    rays = camera.unproject(uv[valid])
+    np.testing.assert_allclose(rays[:, :2], points[valid, :2] / points[valid, 2:], atol=1e-9)
+    image = rng.integers(0, 255, (800, 1280, 3), dtype=np.uint8)
+    maps = cv2.initUndistortRectifyMap(camera.K, _RATIONAL, None, camera.K, (1280, 800), cv2.CV_32FC1)
+    np.testing.assert_array_equal(Undistorter()(image, camera), cv2.remap(image, *maps, cv2.INTER_LINEAR))

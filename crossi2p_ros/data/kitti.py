@@ -17,8 +17,9 @@ The extrinsic returned is ``T_camera_lidar`` for the rectified cam2 that
 (odometry: ``R0_rect`` = I and ``Tr`` plays ``Tr_velo_to_cam`` for cam0).
 
 Extension of ours, ignored by other KITTI readers: an optional ``D2:`` line
-holds plumb_bob distortion ``k1 k2 p1 p2 k3`` of cam2, or ``D2_equidistant:``
-holds fisheye ``k1 k2 k3 k4``; the synthetic generator writes it because its
+holds plumb_bob distortion ``k1 k2 p1 p2 k3`` of cam2, ``D2_rational_polynomial:``
+its ``k1 k2 p1 p2 k3 k4 k5 k6``, or ``D2_equidistant:`` fisheye
+``k1 k2 k3 k4``; the synthetic generator writes it because its
 images are not rectified. Without it the camera is an ideal pinhole.
 
 Points are (N, 4) float32 ``x y z intensity`` in the LiDAR frame [m].
@@ -115,6 +116,8 @@ def _distortion(calib: dict[str, np.ndarray]) -> tuple[np.ndarray, str]:
         return calib["D2"], "plumb_bob"
     if "D2_equidistant" in calib:
         return calib["D2_equidistant"], "equidistant"
+    if "D2_rational_polynomial" in calib:
+        return calib["D2_rational_polynomial"], "rational_polynomial"
     return np.zeros(0), "pinhole"
 
 
@@ -335,8 +338,8 @@ def _fmt(values: np.ndarray) -> str:
 def _distortion_line(camera: CameraModel) -> str:
     if camera.model == "plumb_bob":
         return f"D2: {_fmt(camera.dist)}\n"
-    if camera.model == "equidistant":
-        return f"D2_equidistant: {_fmt(camera.dist)}\n"
+    if camera.model in ("equidistant", "rational_polynomial"):
+        return f"D2_{camera.model}: {_fmt(camera.dist)}\n"
     return ""
 
 
