@@ -90,7 +90,7 @@ def _spoil_info(info, rng) -> None:
         info.k = k
     elif kind == 2:    # an unknown distortion model, or non-finite coefficients
         if rng.random() < 0.5:
-            info.distortion_model = str(rng.choice(["rational_polynomial", "fisheye9", "kannala", "equi distant"]))
+            info.distortion_model = str(rng.choice(["ftheta", "fisheye9", "kannala", "equi distant"]))
             info.d = [0.1] * int(rng.choice([1, 4, 8, 13]))
         else:
             info.d = [float(rng.choice([np.nan, np.inf]))] + [0.0] * 4
