@@ -34,6 +34,7 @@ from crossi2p_ros.data.synth import SynthConfig, SynthFrame, SynthSequence  # no
 from crossi2p_ros.evaluation import write_json  # noqa: E402
 from crossi2p_ros.geometry import invert, pose_error, within_sigma  # noqa: E402
 from crossi2p_ros.registration.deskew import SweepTiming, sweep_twist, twist_between  # noqa: E402
+from crossi2p_ros.registration.estimate import time_offset_ms  # noqa: E402
 from crossi2p_ros.registration.inputs import undistorted, valid_region  # noqa: E402
 from crossi2p_ros.registration.keyframe import prepare_keyframe  # noqa: E402
 from crossi2p_ros.registration.time_offset import TimeOffsetConfig  # noqa: E402
@@ -128,10 +129,8 @@ def main() -> int:
                        "success": bool(protocol.is_success(err)),
                        "sigma_trans_m": float(np.max(e.sigma_m)), "sigma_rot_deg": float(np.max(e.sigma_deg)),
                        "within_3sigma": within_sigma(e.T_camera_lidar, e.covariance, T_gt),
-                       "time_offset_ms": None if e.time_offset_s is None else 1e3 * e.time_offset_s,
-                       # None: not estimated (no twists); "unobservable": the window's motion cannot show it
-                       "time_offset_sigma_ms": None if e.time_offset_sigma_s is None else (
-                           "unobservable" if not np.isfinite(e.time_offset_sigma_s) else 1e3 * e.time_offset_sigma_s),
+                       # sigma None: not estimated (no twists); "unobservable": the window's motion cannot show it
+                       **dict(zip(("time_offset_ms", "time_offset_sigma_ms"), time_offset_ms(e))),
                        "true_offset_ms": 1e3 * true_offset, "solve_ms": 1e3 * (time.perf_counter() - t0)}
                 rows.append(row)
                 off = "-" if row["time_offset_ms"] is None else f"{row['time_offset_ms']:.1f}"

@@ -116,18 +116,20 @@ def _rig_frames(dataset: KittiDataset, start: int, k: int) -> list[Frame]:
     return frames
 
 
-def frame_timing(dataset: KittiDataset, index: int, frame: Frame, guess: np.ndarray | None = None
-                 ) -> SweepTiming | None:
+def frame_timing(dataset: KittiDataset, index: int, frame: Frame, guess: np.ndarray | None = None,
+                 following: np.ndarray | None = None) -> SweepTiming | None:
     """Frame ``index``'s sweep timing: each point's time (where the dataset has them) and the LiDAR's twist from
     its sweep registered to the next frame's (the last frame of a sequence: the previous one's to it). Where
     the two do not register, ``guess`` (a neighbour's twist: constant
-    velocity) stands in; None without either. The target is the image's stamp where ``times_image_2.txt``
+    velocity) stands in; None without either. ``following``: the next frame's sweep where the caller has it
+    loaded already (else it is read). The target is the image's stamp where ``times_image_2.txt``
     has it, else the sweep's (the offset is then the camera's exposure from the sweep's stamp)."""
     if frame.time_s is None:
         return None
     pair = None
     if (after := dataset.neighbour(index)) is not None:
-        pair = (frame.points, dataset.sweep(after), float(dataset.time_s(after)) - frame.time_s)
+        pair = (frame.points, dataset.sweep(after) if following is None else following,
+                float(dataset.time_s(after)) - frame.time_s)
     elif index > 0 and dataset.neighbour(index - 1) == index:
         pair = (dataset.sweep(index - 1), frame.points, frame.time_s - float(dataset.time_s(index - 1)))
     twist = None if pair is None else sweep_twist(*pair, guess=guess)
@@ -196,7 +198,8 @@ def evaluate(dataset: KittiDataset, calibrator: Calibrator, cfg: EvalConfig, pro
             moving = cfg.motion == "on" or (cfg.motion == "auto" and frames[0].point_times is not None)
             for j, f in enumerate(frames):
                 guess = timings[-1].twist if timings and timings[-1] is not None else None
-                timings.append(frame_timing(dataset, fi + j, f, guess) if moving else None)
+                following = frames[j + 1].points if j + 1 < len(frames) else None   # read once, not twice
+                timings.append(frame_timing(dataset, fi + j, f, guess, following) if moving else None)
             est = calibrator.estimate_many([(f.image, f.points, f.camera, None, t) for f, t in zip(frames, timings)],
                                            T_init)
             elapsed = 1e3 * (time.perf_counter() - start)
@@ -213,6 +216,7 @@ def evaluate(dataset: KittiDataset, calibrator: Calibrator, cfg: EvalConfig, pro
             success = i2p.is_success
         err = pose_error(est.T_camera_lidar, T_gt)
         kept = None if init_err is None else (err if est.converged else init_err)
+        offset_ms, offset_sigma_ms = time_offset_ms(est)
         rec = SampleRecord(
             id=frames[0].id, frame_index=fi, rot_deg=err.rot_deg, trans_m=err.trans_m, rre_deg=err.rre_deg,
             rte_m=err.rte_m, time_ms=elapsed, solve_ms=float(est.timings_ms.get("window", 0.0)),
@@ -222,7 +226,7 @@ def evaluate(dataset: KittiDataset, calibrator: Calibrator, cfg: EvalConfig, pro
             converged=bool(est.converged), within_3sigma=within_sigma(est.T_camera_lidar, est.covariance, T_gt),
             sigma_rot_deg=float(np.max(est.sigma_deg)), sigma_trans_m=float(np.max(est.sigma_m)),
             kept_rot_deg=None if kept is None else kept.rot_deg, kept_trans_m=None if kept is None else kept.trans_m,
-            time_offset_ms=time_offset_ms(est)[0], time_offset_sigma_ms=time_offset_ms(est)[1],
+            time_offset_ms=offset_ms, time_offset_sigma_ms=offset_sigma_ms,
             T_pred=est.T_camera_lidar, T_gt=T_gt, T_init=T_init, T_pred_lidar=est.T_camera_lidar @ to_lidar)
         records.append(rec)
         if on_sample is not None:

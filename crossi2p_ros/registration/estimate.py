@@ -36,7 +36,8 @@ class Estimate:
     the pose where the window's motion shows it (:mod:`.time_offset`), else
     None; ``time_offset_sigma_s`` its standard deviation, also where it was
     found unobservable (too large to claim; inf where the window barely
-    moves); None where nothing could show it (no twists: no odometry).
+    moves or has too few keyframes to show it); None where nothing could
+    show it (no twists: no odometry).
     """
 
     T_camera_lidar: np.ndarray

@@ -6,6 +6,8 @@ point ``p`` is ``[I | -[p]x]``.
 """
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import numpy as np
 
 from ..geometry import se3_exp
@@ -120,3 +122,19 @@ def confidence_from_covariance(cov: np.ndarray, rot_ref_deg: float = 0.5, trans_
     trans_sd = np.sqrt(max(float(np.trace(c[:3, :3])), 0.0))
     value = 1.0 / (1.0 + (rot_sd / rot_ref_deg) ** 2 + (trans_sd / trans_ref_m) ** 2)
     return float(value) if np.isfinite(value) else 0.0
+
+
+def spread_over_halves(keyframes: Sequence, refine_half: Callable[[list], np.ndarray], size: int,
+                       resamples: int, seed: int, min_keyframes: int) -> np.ndarray:
+    """Spread (size, size) over ``resamples`` random halves of a window's ``keyframes`` of what ``refine_half``
+    (a half -> its estimate's offset (size,) from the whole window's) returns, about the window's own estimate.
+
+    A half has half the data, so its spread is about sqrt(2) times the window's: the covariance is half their
+    second moment. Zeros where the window has fewer than ``min_keyframes`` (or 2) keyframes or ``resamples`` < 2.
+    """
+    if len(keyframes) < max(min_keyframes, 2) or resamples < 2:
+        return np.zeros((size, size))
+    rng = np.random.default_rng(seed)
+    d = np.asarray([refine_half([keyframes[i] for i in rng.permutation(len(keyframes))[: len(keyframes) // 2]])
+                    for _ in range(resamples)])
+    return 0.5 * (d.T @ d) / len(d)

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..geometry import invert, se3_exp, se3_log
 from .edge_kernels import map_in_threads
-from .solver import damped_step
+from .solver import damped_step, spread_over_halves
 
 if TYPE_CHECKING:
     from .edge_objective import EdgeObjective
@@ -180,14 +180,9 @@ class TimeOffsetRefiner:
         halves that disagree do (a 20-keyframe synthetic drive claimed 14.7 +- 0.7 ms of a true 20 ms from
         the curvature alone)."""
         cfg = self.cfg
-        if len(keyframes) < max(cfg.min_keyframes_converged, 2) or cfg.resamples < 2:
-            return np.zeros((7, 7))
-        rng = np.random.default_rng(cfg.seed)
-        deltas = []
-        for _ in range(cfg.resamples):
-            half = rng.permutation(len(keyframes))[: len(keyframes) // 2]
-            T_half, delta_half, _ = self.refine([keyframes[i] for i in half], T, T_center, delta,
-                                                levels=cfg.resample_levels)
-            deltas.append(np.r_[se3_log(T_half @ invert(T)), delta_half - delta])
-        d = np.asarray(deltas)
-        return 0.5 * (d.T @ d) / len(d)
+
+        def offset_of(half: list) -> np.ndarray:
+            T_half, delta_half, _ = self.refine(half, T, T_center, delta, levels=cfg.resample_levels)
+            return np.r_[se3_log(T_half @ invert(T)), delta_half - delta]
+
+        return spread_over_halves(keyframes, offset_of, 7, cfg.resamples, cfg.seed, cfg.min_keyframes_converged)

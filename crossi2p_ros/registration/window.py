@@ -181,7 +181,8 @@ class WindowEstimator:
                 T, score, usable, offset, cov = T_joint, score_joint, shifted, delta, cov_joint[:6, :6]
             times["time_offset"] = 1e3 * (time.perf_counter() - t2)
         elif cfg.time_offset.enabled and usable and all(kf.twist is not None for kf in usable):
-            offset_sigma = float("inf")   # twists known, but the window barely moves: nothing shows the offset
+            # twists known, but the window barely moves or has too few keyframes: nothing shows the offset
+            offset_sigma = float("inf")
         t3 = time.perf_counter()
         if cov is None:
             cov = self.uncertainty.covariance(usable, T) + self.uncertainty.resampled_covariance(usable, T, T_start)

@@ -18,7 +18,8 @@ from .edge_objective import EdgeObjective
 from .image_edges import robust_score
 from .keyframe import Keyframe
 from .refinement import Refiner
-from .solver import covariance_from_hessian
+from .solver import covariance_from_hessian, spread_over_halves
+from .time_offset import window_speed
 from .window_config import WindowConfig
 
 
@@ -101,7 +102,7 @@ class WindowUncertainty:
         depth = float(np.median([f[3] for f in frames]))
         h = np.r_[[1.5 * depth / focal] * 3, [1.5 / focal] * 3]      # ~1.5 px of image motion per step
         if with_offset:   # ... and the time it takes the window's mean speed to move a point that far
-            speed = max(float(np.mean([np.linalg.norm(f[0].twist[:3]) for f in frames])), 1e-3)
+            speed = max(window_speed([f[0] for f in frames]), 1e-3)
             h = np.r_[h, 1.5 * depth / focal / speed]
         steps = np.concatenate([np.zeros((1, 6)), np.diag(h[:6]), -np.diag(h[:6])])
         pose_steps = se3_exp(steps) @ T
@@ -138,14 +139,7 @@ class WindowUncertainty:
         spread is about sqrt(2) times the window's: the covariance is half theirs.
         """
         cfg = self.cfg
-        if len(keyframes) < max(cfg.min_keyframes_converged, 2) or cfg.resamples < 2:
-            return np.zeros((6, 6))
-        rng = np.random.default_rng(cfg.seed)
         levels = list(range(max(len(cfg.sigma_deg) - cfg.resample_levels, 0), len(cfg.sigma_deg)))
-        deltas = []
-        for _ in range(cfg.resamples):
-            half = rng.permutation(len(keyframes))[: len(keyframes) // 2]
-            T_half, _ = self.refiner.refine([keyframes[i] for i in half], T, levels, T_center)
-            deltas.append(se3_log(T_half @ invert(T)))
-        d = np.asarray(deltas)
-        return 0.5 * (d.T @ d) / len(d)     # about T itself (the full window's estimate), not the halves' mean
+        return spread_over_halves(keyframes, lambda half: se3_log(self.refiner.refine(half, T, levels, T_center)[0]
+                                                                  @ invert(T)),
+                                  6, cfg.resamples, cfg.seed, cfg.min_keyframes_converged)
