@@ -159,8 +159,9 @@ def unpack_xyzi(msg: Any, keep_invalid: bool = False) -> np.ndarray:
     Handles any field layout (padding, extra fields, float64 coordinates, any
     numeric intensity type), organised clouds with row padding and big-endian
     payloads. Intensity is taken from ``intensity``, else ``i``, else
-    ``reflectivity``, else 0. Points with a non-finite x, y or z are dropped
-    unless ``keep_invalid``; organised clouds come back flattened row-major.
+    ``reflectivity``, else 0. Points with a non-finite x, y or z, or at exactly
+    (0, 0, 0) (the no-return pixels of organised clouds), are dropped unless
+    ``keep_invalid``; organised clouds come back flattened row-major.
     """
     return unpack_xyzi_ring(msg, keep_invalid)[0]
 
@@ -286,8 +287,10 @@ def unpack_cloud(msg: Any, keep_invalid: bool = False) -> UnpackedCloud:
     times = None if time_field is None else point_times_s(records["time"], time_field.datatype, _stamp_ns(msg))
     if keep_invalid:
         return UnpackedCloud(out, rings, times)
-    finite = finite_rows(out[:, :3])
-    if finite.all():
+    # a return at exactly (0, 0, 0) is no return: organised clouds (Ouster's, a Velodyne's with its cloud
+    # organised) fill the pixels without one with zeros, others with NaN
+    valid = finite_rows(out[:, :3]) & np.any(out[:, :3] != 0.0, axis=1)
+    if valid.all():
         return UnpackedCloud(out, rings, times)
-    return UnpackedCloud(out[finite], None if rings is None else rings[finite],
-                         None if times is None else times[finite])
+    return UnpackedCloud(out[valid], None if rings is None else rings[valid],
+                         None if times is None else times[valid])

@@ -221,3 +221,55 @@ def test_bayer_images_are_demosaiced_with_the_ros_pattern(pattern: str) -> None:
     rgb = decode.image_from_msg(msg)
     assert rgb.shape == (h, w, 3)
     np.testing.assert_allclose(rgb[4:-4, 4:-4].reshape(-1, 3).mean(0), [220, 120, 30], atol=3)
+
+
+def _bt601_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """RGB from video-range BT.601 YUV (what cv_bridge, through OpenCV, gives for ROS's YUV 4:2:2 encodings)."""
+    y, u, v = (np.asarray(a, np.float64) for a in (y, u, v))
+    rgb = np.stack([1.164 * (y - 16) + 1.596 * (v - 128),
+                    1.164 * (y - 16) - 0.813 * (v - 128) - 0.391 * (u - 128),
+                    1.164 * (y - 16) + 2.018 * (u - 128)], -1)
+    return np.clip(np.round(rgb), 0, 255)
+
+
+@pytest.mark.parametrize("encoding", ["yuv422", "uyvy", "yuv422_yuy2", "yuyv"])
+def test_yuv422_images_in_either_byte_order(encoding: str) -> None:
+    rng = np.random.default_rng(2)
+    h, w = 4, 6
+    y = rng.integers(16, 236, (h, w))
+    u, v = rng.integers(16, 241, (h, w // 2)), rng.integers(16, 241, (h, w // 2))
+    quads = np.stack([u, y[:, 0::2], v, y[:, 1::2]], -1) if encoding in ("yuv422", "uyvy") else \
+        np.stack([y[:, 0::2], u, y[:, 1::2], v], -1)
+    data = np.concatenate([quads.reshape(h, 2 * w), np.zeros((h, 4), np.int64)], 1).astype(np.uint8)  # padded
+    msg = SimpleNamespace(encoding=encoding, height=h, width=w, step=2 * w + 4, data=data.tobytes())
+    want = _bt601_rgb(y, np.repeat(u, 2, 1), np.repeat(v, 2, 1))
+    np.testing.assert_allclose(decode.image_from_msg(msg), want, atol=2)
+    with pytest.raises(CrossI2PError, match="even width"):
+        decode.image_from_msg(SimpleNamespace(encoding=encoding, height=h, width=w - 1, step=2 * w, data=data.tobytes()))
+
+
+@pytest.mark.parametrize("bits", [10, 12, 16])
+@pytest.mark.parametrize("bigendian", [False, True])
+def test_16_bit_images_keep_the_bits_the_camera_filled(bits: int, bigendian: bool) -> None:
+    """mono16 / rgb16 / bgr16 / bayer16 from a camera writing ``bits`` bits: the brightest value the image
+    holds maps into the top of 8 bits (a 12-bit camera's 4095 -> 255), in either byte order."""
+    rng = np.random.default_rng(bits)
+    rgb8 = rng.integers(0, 256, (4, 6, 3)).astype(np.uint16)
+    rgb8[0, 0] = 255                                       # the brightest value the camera can write
+    high = rgb8 << (bits - 8) | rng.integers(0, 2 ** (bits - 8), rgb8.shape).astype(np.uint16)   # low bits noise
+    order = ">u2" if bigendian else "<u2"
+
+    def msg(encoding: str, img: np.ndarray) -> SimpleNamespace:
+        h, w = img.shape[:2]
+        return SimpleNamespace(encoding=encoding, height=h, width=w, step=img[0].size * 2, is_bigendian=bigendian,
+                               data=img.astype(order).tobytes())
+
+    np.testing.assert_array_equal(decode.image_from_msg(msg("rgb16", high)), rgb8)
+    np.testing.assert_array_equal(decode.image_from_msg(msg("bgr16", high[..., ::-1])), rgb8)
+    np.testing.assert_array_equal(decode.image_from_msg(msg("mono16", high[..., 1])), np.repeat(rgb8[..., 1:2], 3, -1))
+    cfa = np.zeros((16, 20), np.uint16)                    # a flat orange scene through an RGGB filter, 16 bits
+    for (dy, dx), level in zip([(0, 0), (0, 1), (1, 0), (1, 1)], [220, 120, 120, 30]):
+        cfa[dy::2, dx::2] = level << (bits - 8)
+    cfa[0, 0] = (2 ** bits) - 1
+    demosaiced = decode.image_from_msg(msg("bayer_rggb16", cfa))
+    np.testing.assert_allclose(demosaiced[4:-4, 4:-4].reshape(-1, 3).mean(0), [220, 120, 30], atol=3)

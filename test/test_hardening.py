@@ -73,7 +73,7 @@ def _spoil_image(img, rng) -> None:
         img.height, img.width = int(rng.integers(10**4, 10**5)), int(rng.integers(10**4, 10**5))
         img.step = img.width * 3
     elif kind == 2:    # unsupported encoding
-        img.encoding = str(rng.choice(["32FC1", "16UC1", "yuv422", "nv12", "", "rgb8;evil"]))
+        img.encoding = str(rng.choice(["32FC1", "16UC1", "64FC1", "nv12", "", "rgb8;evil"]))
     elif kind == 3:    # step smaller than a row
         img.step = int(rng.integers(0, img.width * 3))
     else:              # truncated

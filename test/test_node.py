@@ -472,3 +472,46 @@ def _time(ns: int):
     from builtin_interfaces.msg import Time
 
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def test_organised_driver_clouds_with_zeros_and_nans_calibrate_through_the_node(harness, frames, tmp_path):
+    """Real drivers' layouts over loopback (test/_driver_layouts.py): the drive's sweeps published in turn as
+    ouster-ros' organised cloud (64 x 1024, no-return pixels all zeros, 48-byte padded points) and as
+    velodyne_pointcloud's organised cloud (no-return firings NaN), with their ring and time fields. The node
+    takes its rings from the field and converges from a prior 3 deg / 10 cm off, as with our plain clouds.
+    ``session.motion`` is off: the fixture's sweeps are cast at one instant (times 0) and published at wall-clock
+    stamps, so the odometry between them would be the drive's motion over the wrong interval."""
+    from _driver_layouts import driver_cloud, ros_cloud, spinning_grid
+
+    from crossi2p_ros.data.lidar_models import LIDAR_MODELS
+    from crossi2p_ros.geometry import invert, pose_error, se3_exp
+    from crossi2p_ros.registration.lidar_edges import rings_from_scan_order
+
+    columns = LIDAR_MODELS["hdl64"].columns
+    sweeps = []
+    for f in frames:
+        ring = rings_from_scan_order(f.points[:, :3])
+        sweeps.append((f, ring, spinning_grid(f.points, ring, columns)))
+    T_true = frames[0].T_camera_lidar
+    T_init = se3_exp(np.array([0.06, -0.05, 0.05, math.radians(2.0), math.radians(-1.5), math.radians(1.2)])) @ T_true
+    h = harness(initial_calibration=_write_initial(tmp_path, T_init),
+                **{"session.min_keyframes": 4, "session.solve_every": 2, "session.motion": "off"})
+    ours = lambda: _calibrated_tf(h)  # noqa: E731  (polled by h.spin)
+    assert h.spin(5.0, h.matched)
+    deadline, k = time.monotonic() + 150.0, 0
+    while time.monotonic() < deadline and not ours():
+        f, ring, column = sweeps[k % len(sweeps)]
+        stamp = h.tester.get_clock().now()
+        img, info, _ = _messages(f, stamp.to_msg())
+        cloud = driver_cloud(("ouster", "velodyne")[k % 2], f.points, ring, np.zeros(len(f.points)),
+                             stamp.nanoseconds, column, columns)
+        assert cloud.height == ring.max() + 1 and cloud.width == columns and cloud.width * cloud.height > len(f.points)
+        h.pub_info.publish(info)
+        h.pub_cloud.publish(ros_cloud(cloud, "lidar", stamp.to_msg()))
+        h.pub_img.publish(img)
+        k += 1
+        h.spin(0.15)
+    assert ours(), f"no calibration on /tf_static: {h.last_status().message if h.last_status() else None}"
+    assert {kf.ring_source for kf in h.node.session.window.keyframes} == {"field"}
+    e0, e = pose_error(T_init, T_true), pose_error(invert(ours()[-1][2]), T_true)
+    assert e.rot_deg < 0.3 and e.trans_m < 0.03 and e.rot_deg < e0.rot_deg / 4, (e0, e)
