@@ -38,6 +38,7 @@ from .monitor import DriftMonitor, DriftStatus, MonitorConfig
 from .registration.deskew import SweepTiming, sweep_twist
 from .registration.estimate import Estimate
 from .registration.keyframe_window import KeyframeConfig, KeyframeWindow, thumbnail
+from .sweep_cache import SweepCache
 
 if TYPE_CHECKING:  # the Calibrator pulls in torch; readers of this module's types do not need it
     from .registration.calibrator import Calibrator
@@ -110,10 +111,13 @@ class Session:
     """The state of one calibration or monitoring run on one camera/LiDAR pair of a rig."""
 
     def __init__(self, calibrator: Calibrator, cfg: SessionConfig = SessionConfig(),
-                 T_prior: np.ndarray | None = None):
+                 T_prior: np.ndarray | None = None, sweeps: SweepCache | None = None):
+        """``sweeps``: the LiDAR's per-sweep work shared with the sessions of the other cameras on it (each
+        sweep's depth edges and twist found once for all of them); None: this session's own."""
         cfg.validate()
         self.calibrator = calibrator
         self.cfg = cfg
+        self.sweeps = SweepCache() if sweeps is None else sweeps
         self._lock = threading.Lock()
         self.window = KeyframeWindow(cfg.keyframes)
         self._stamps: dict[int, int] = {}          # id(keyframe) -> cloud stamp [ns]
@@ -191,10 +195,13 @@ class Session:
         timing = self._timing(frame, following) if moving else None
         if moving and timing is None:   # neither registered nor a twist to carry on: it cannot be compensated
             return False
+        times = frame.point_times if moving else None
+        sweep = self.sweeps.get(("edges", frame.cloud_stamp_ns, times is not None),
+                                lambda: self.calibrator.sweep_edges(frame.points, frame.ring, times))
         # the motion proposal's features only serve a solve without a prior
         keyframe, image, camera = self.calibrator.prepare(frame.image, frame.points, frame.camera, frame.ring, stamp_s,
                                                           without_prior=self.cfg.mode == "calibrate"
-                                                          and self.T_prior is None, timing=timing)
+                                                          and self.T_prior is None, timing=timing, sweep=sweep)
         with self._lock:
             newest = self.window.keyframes[-1] if self.window.keyframes else None
             if newest is not None and (keyframe.width, keyframe.height) != (newest.width, newest.height):
@@ -223,8 +230,8 @@ class Session:
         """``frame``'s sweep timing: its per-point times and the LiDAR's twist from its sweep to ``following``'s,
         the camera's stamp the target. Where the two do not register the last twist found stands in (constant
         velocity); None before any."""
-        twist = sweep_twist(frame.points, following.points, (following.cloud_stamp_ns - frame.cloud_stamp_ns) * 1e-9,
-                            guess=self._twist)
+        twist = self.sweeps.get(("twist", frame.cloud_stamp_ns, following.cloud_stamp_ns), lambda: sweep_twist(
+            frame.points, following.points, (following.cloud_stamp_ns - frame.cloud_stamp_ns) * 1e-9, guess=self._twist))
         if twist is None:
             twist = self._twist
         if twist is None:

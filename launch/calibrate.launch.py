@@ -1,11 +1,14 @@
 """Launch the crossi2p calibration node.
 
     ros2 launch crossi2p_ros calibrate.launch.py [mode:=calibrate|monitor] [device:=auto|cpu|cuda]
-        [use_sim_time:=false] [namespace:=] [config:=<file>]
-        [image_topic:=/camera/image_raw] [camera_info_topic:=/camera/camera_info] [cloud_topic:=/lidar/points]
+        [use_sim_time:=false] [namespace:=] [config:=<file>] [cameras:="[camera]"]
+        [image_topic:=/{camera}/image_raw] [camera_info_topic:=/{camera}/camera_info] [cloud_topic:=/lidar/points]
 
 Parameters come from ``config`` (default: the package's config/calibration.yaml);
 the arguments above override them (the topic arguments set the node's input topics).
+Several cameras on one LiDAR, one node: ``cameras:="[front, left]"`` calibrates
+``/front/image_raw`` and ``/left/image_raw`` (each ``{camera}`` in a topic is the
+camera's name) and publishes ``~/front/calibration`` and ``~/left/calibration``.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
@@ -22,8 +25,12 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("mode", default_value="calibrate", description="calibrate or monitor"),
         DeclareLaunchArgument("device", default_value="auto", description="auto, cpu, cuda or cuda:N"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="follow /clock (bag replay)"),
-        DeclareLaunchArgument("image_topic", default_value="/camera/image_raw", description="camera image topic"),
-        DeclareLaunchArgument("camera_info_topic", default_value="/camera/camera_info", description="CameraInfo topic"),
+        DeclareLaunchArgument("cameras", default_value="[camera]",
+                              description="names of the cameras calibrated against the LiDAR (a YAML list)"),
+        DeclareLaunchArgument("image_topic", default_value="/{camera}/image_raw",
+                              description="camera image topic ({camera}: each camera's name)"),
+        DeclareLaunchArgument("camera_info_topic", default_value="/{camera}/camera_info",
+                              description="CameraInfo topic ({camera}: each camera's name)"),
         DeclareLaunchArgument("cloud_topic", default_value="/lidar/points", description="PointCloud2 topic"),
     ]
     node = Node(
@@ -38,6 +45,7 @@ def generate_launch_description() -> LaunchDescription:
                 "mode": LaunchConfiguration("mode"),
                 "device": LaunchConfiguration("device"),
                 "use_sim_time": LaunchConfiguration("use_sim_time"),
+                "cameras": LaunchConfiguration("cameras"),
                 "image_topic": LaunchConfiguration("image_topic"),
                 "camera_info_topic": LaunchConfiguration("camera_info_topic"),
                 "cloud_topic": LaunchConfiguration("cloud_topic"),

@@ -124,7 +124,7 @@ def fuzz(h, frame, count: int, seed: int = 0) -> dict[str, int]:
         if target == "camera_info":   # put the right intrinsics back for the next case
             good = _messages(frame, stamp)[1]
             h.pub_info.publish(good)
-            assert h.spin(10.0, lambda: h.node._camera is not None and h.node._camera.width == good.width)
+            assert h.spin(10.0, lambda: h.node.channels[0].camera is not None and h.node.channels[0].camera.width == good.width)
     return sent
 
 

@@ -110,3 +110,38 @@ def test_a_session_works_on_downscaled_images_and_recovers_the_extrinsic(drive):
     assert 0.5 * (kf.K[0, 0] + kf.K[1, 1]) <= 400.5 and kf.width < drive[0].camera.width
     e0, e = pose_error(T_prior, T_true), pose_error(updates[-1].estimate.T_camera_lidar, T_true)
     assert e.rot_deg < 0.3 and e.trans_m < 0.03 and e.rot_deg < e0.rot_deg / 4, (e0, e)
+
+
+def test_cameras_on_one_lidar_share_each_sweeps_work_and_each_recovers_its_own_extrinsic(calibrator):
+    """Two cameras on one LiDAR (ahead, and turned 70 deg left), a session each and one SweepCache: every
+    sweep's depth edges are found once (by the first camera), the second camera's keyframes are the ones a
+    session of its own would make, and each camera converges to its own extrinsic from a prior 2.5 deg / 9 cm
+    off."""
+    from crossi2p_ros.data.synth import SynthConfig, camera_rig
+    from crossi2p_ros.sweep_cache import SweepCache
+
+    rig = camera_rig(SynthConfig(frames=12, seed=9870, style="urban"), [0.0, 70.0])
+    frames = [[seq.frame(i) for i in range(12)] for seq in rig]
+    assert all(np.array_equal(a.points, b.points) for a, b in zip(*frames))   # the fixture: one LiDAR
+    assert pose_error(frames[0][0].T_camera_lidar, frames[1][0].T_camera_lidar).rot_deg > 60
+    cfg = SessionConfig(keyframes=KeyframeConfig(size=8, min_change=0.0, min_interval_s=0.0), min_keyframes=6,
+                        solve_every=3)
+    knock = se3_exp(np.array([0.06, -0.04, 0.05, np.radians(2.0), np.radians(-1.5), np.radians(1.0)]))
+    sweeps = SweepCache()
+    sessions = [Session(calibrator, cfg, knock @ f[0].T_camera_lidar, sweeps=sweeps) for f in frames]
+    alone = Session(calibrator, cfg, knock @ frames[1][0].T_camera_lidar)       # the second camera by itself
+    for i in range(12):
+        for k, session in enumerate(sessions):
+            f = frames[k][i]
+            session.step(Frame(f.image, f.points, f.camera, int(f.time_s * 1e9), int(f.time_s * 1e9), f"cam{k}", "lidar"))
+        if i >= 9:   # the window's newest three
+            f = frames[1][i]
+            alone.offer(Frame(f.image, f.points, f.camera, int(f.time_s * 1e9), int(f.time_s * 1e9), "cam1", "lidar"))
+    assert (sweeps.misses, sweeps.hits) == (12, 12)          # each sweep's edges found once, used twice
+    for shared, own in zip(sessions[1].window.keyframes[-3:], alone.window.keyframes, strict=True):
+        np.testing.assert_array_equal(shared.edges, own.edges)
+        np.testing.assert_array_equal(shared.levels[0].field, own.levels[0].field)
+    for k, session in enumerate(sessions):
+        T_true = frames[k][0].T_camera_lidar
+        e0, e = pose_error(knock @ T_true, T_true), pose_error(session.calibration.T_camera_lidar, T_true)
+        assert e.rot_deg < 0.3 and e.trans_m < 0.03 and e.rot_deg < e0.rot_deg / 4, (k, e0, e)

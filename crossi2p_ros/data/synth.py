@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import json
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -337,7 +337,9 @@ class SynthFrame:
 class SynthSequence:
     """A synthetic sequence generated on demand: ``len()``, iteration and random access by index."""
 
-    def __init__(self, cfg: SynthConfig):
+    def __init__(self, cfg: SynthConfig, scene: Scene | None = None):
+        """``scene``: the one another sequence of the same style, seed and length built (:func:`camera_rig`);
+        None: built here."""
         cfg.validate()
         self.cfg = cfg
         style_id = STYLES.index(cfg.style)
@@ -353,7 +355,7 @@ class SynthSequence:
         duration = (cfg.frames - 1) / cfg.rate_hz
         needed = probe.length(duration) + _AHEAD_MARGIN_M
         length = _START_MARGIN_M + np.ceil(needed / _LENGTH_QUANTUM_M) * _LENGTH_QUANTUM_M
-        self.scene = build_scene(cfg.style, cfg.seed, float(length), cfg.threads)
+        self.scene = build_scene(cfg.style, cfg.seed, float(length), cfg.threads) if scene is None else scene
         self.trajectory = Trajectory(**{**probe.__dict__, "lane_d": self.scene.layout.ego_d})
 
     @property
@@ -434,6 +436,18 @@ class SynthSequence:
 def iter_frames(cfg: SynthConfig) -> Iterator[SynthFrame]:
     """Generate the frames of ``cfg`` in memory (each carries the rig's camera and extrinsic)."""
     return iter(SynthSequence(cfg))
+
+
+def camera_rig(cfg: SynthConfig, headings_deg: Sequence[float]) -> list[SynthSequence]:
+    """Several cameras on one LiDAR: a sequence per camera, its view turned ``headings_deg`` [deg] about the
+    LiDAR's z (0: ahead, 90: left), on one drive through one scene. Every random draw but the heading is the
+    same, so frame i's LiDAR points are identical in each sequence; the cameras share their lens and mount
+    jitter draws and their lever arm (co-located, looking different ways)."""
+    if not headings_deg:
+        raise CrossI2PError("camera_rig needs at least one camera heading")
+    first = SynthSequence(replace(cfg, camera_heading_deg=float(headings_deg[0])))
+    return [first] + [SynthSequence(replace(cfg, camera_heading_deg=float(h)), scene=first.scene)
+                      for h in headings_deg[1:]]
 
 
 # --------------------------------------------------------------------------- files

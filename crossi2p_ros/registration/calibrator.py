@@ -43,6 +43,7 @@ from .inputs import InputConfig, prepare_input, undistorted, valid_region
 from .keyframe import Keyframe, prepare_keyframe
 from .mutual_info import MIAligner, MIConfig, prepare_frame
 from .pnp import PnPConfig, extract_matches, solve_pnp_ransac
+from .sweep_edges import SweepEdges, sweep_edges
 from .window import WindowEstimator
 from .window_config import WindowConfig
 
@@ -174,19 +175,26 @@ class Calibrator:
         return self.estimate_many([(image, points, camera)], T_init)
 
     def prepare(self, image: np.ndarray, points: np.ndarray, camera: CameraModel, ring: np.ndarray | None = None,
-                stamp: float | None = None, without_prior: bool = True, timing: SweepTiming | None = None
-                ) -> tuple[Keyframe, np.ndarray, CameraModel]:
+                stamp: float | None = None, without_prior: bool = True, timing: SweepTiming | None = None,
+                sweep: SweepEdges | None = None) -> tuple[Keyframe, np.ndarray, CameraModel]:
         """One frame's window features, with its undistorted image and pinhole camera (for the network and MI).
 
         ``without_prior``: the keyframe may be solved without a prior, so it keeps the motion proposal's
         features (when ``motion_proposal``); False where a prior is known saves their cost. ``timing``: the
         sweep's per-point times and the LiDAR's twist, to motion-compensate its edges to the camera's stamp
-        (:mod:`.deskew`)."""
+        (:mod:`.deskew`). ``sweep``: the sweep's edges when already found (:meth:`sweep_edges`, once a sweep for
+        every camera on the LiDAR)."""
         pinhole_image, pinhole = undistorted(image, camera)
         keyframe = prepare_keyframe(pinhole_image, points, pinhole, self.cfg.window, ring, stamp,
                                     motion=without_prior and self.cfg.motion_proposal, valid=valid_region(camera),
-                                    timing=timing)
+                                    timing=timing, sweep=sweep)
         return keyframe, pinhole_image, pinhole
+
+    def sweep_edges(self, points: np.ndarray, ring: np.ndarray | None = None,
+                    times_s: np.ndarray | None = None) -> SweepEdges:
+        """The camera-independent half of :meth:`prepare`: a sweep's depth edges (points [m, LiDAR frame], each
+        one's beam and time [s from the stamp] where known), to be shared by the cameras on that LiDAR."""
+        return sweep_edges(points, ring, self.cfg.window, times_s)
 
     def estimate_many(self, frames: Sequence[tuple], T_init: np.ndarray | None = None) -> Estimate:
         """One ``T_camera_lidar`` from frames ``(image, points, camera[, ring[, timing]])`` of one rig, solved

@@ -10,14 +10,13 @@ from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
-from scipy.spatial import cKDTree
 
 from ..camera_views import working_view
 from ..geometry import CameraModel, se3_exp
 from .deskew import SweepTiming, deskew
 from .image_edges import EdgeLevel, detect_edges, distance_levels, sample_level, stack_levels
-from .lidar_edges import depth_edges
 from .motion import MotionFeatures, motion_features
+from .sweep_edges import SweepEdges, sweep_edges
 from .window_config import WindowConfig
 
 
@@ -87,7 +86,7 @@ class Keyframe:
 def prepare_keyframe(image_pinhole: np.ndarray, points: np.ndarray, camera: CameraModel,
                      cfg: WindowConfig = WindowConfig(), ring: np.ndarray | None = None,
                      stamp: float | None = None, motion: bool = True, valid: np.ndarray | None = None,
-                     timing: SweepTiming | None = None) -> Keyframe:
+                     timing: SweepTiming | None = None, sweep: SweepEdges | None = None) -> Keyframe:
     """Features of one frame: ``image_pinhole`` (H, W[, 3]) uint8 already undistorted to pinhole ``camera``,
     ``points`` (N, >=3) [m, LiDAR frame] in any order, ``ring`` (N,) the beam of each point if known,
     ``valid`` (H, W) bool the pixels the lens saw (:func:`.inputs.valid_region`; None: all). Images whose
@@ -99,30 +98,26 @@ def prepare_keyframe(image_pinhole: np.ndarray, points: np.ndarray, camera: Came
 
     With ``timing`` (each point's time and the LiDAR's twist) the edges, found in the sweep as measured, are
     moved to the camera's stamp (:func:`.deskew.deskew`), each at the time of its nearest measured point, and
-    the keyframe keeps the twist for the window's time offset."""
+    the keyframe keeps the twist for the window's time offset.
+
+    ``sweep``: the sweep's edges already found (:func:`.sweep_edges.sweep_edges` of these ``points``, ``ring``
+    and ``timing.times_s``), e.g. by another camera on the same LiDAR; found here when None."""
     grey = cv2.cvtColor(image_pinhole, cv2.COLOR_RGB2GRAY) if image_pinhole.ndim == 3 else image_pinhole
     grey, camera, valid = working_view(grey, camera, cfg.max_focal_px, valid)
     focal = float(0.5 * (camera.K[0, 0] + camera.K[1, 1]))
     sigmas = [focal * np.radians(s) for s in cfg.sigma_deg]
     edges = detect_edges(np.ascontiguousarray(grey), cfg.image, valid)
-    found = depth_edges(points, ring, cfg.lidar)
-    if found.ring_gap_deg > cfg.max_across_ring_gap_deg:   # no across-ring edges: no field for them either
-        # ... and with along-ring edges alone nothing else outweighs a crown's clutter: left out there. Porous
-        # synthetic crowns, 32 beams, +-10 deg: success 33 -> 73 %; real nuScenes frames 1.28 -> 0.94 deg median
-        # (mixed per camera). On real KITTI (64 beams, across-ring edges kept) leaving them out cost 100 -> 70 %
-        # from +-10 deg with 2 false convergences (docs/benchmarks.md, "Porous foliage")
-        found = found.subset(found.along & ~found.cluttered)
+    if sweep is None:
+        sweep = sweep_edges(points, ring, cfg, None if timing is None else timing.times_s)
+    found = sweep.edges
     upright = distance_levels(edges.upright, sigmas, cfg.image, cfg.contrast_levels, edges.position)
     flat = upright if edges.level is edges.upright or found.along.all() else \
         distance_levels(edges.level, sigmas, cfg.image, cfg.contrast_levels, edges.position)
     xyz, spans, twist = found.xyz, found.spans, None
     if timing is not None and timing.twist is not None:
         twist = np.asarray(timing.twist, dtype=np.float64)
-        times = None
-        if timing.times_s is not None and len(xyz):
-            nearest = cKDTree(np.asarray(points, dtype=np.float64)[:, :3]).query(xyz)[1]
-            times = np.asarray(timing.times_s, dtype=np.float64)[nearest]
-        xyz = deskew(xyz, times, twist, timing.target_s)   # spans: directions, turned by < 0.1 deg; kept
+        # spans: directions, turned by < 0.1 deg; kept
+        xyz = deskew(xyz, sweep.times_s, twist, timing.target_s)
     order = np.random.default_rng(cfg.seed).permutation(len(xyz))
     features = motion_features(grey, points, cfg.motion) if motion and cfg.motion.enabled else None
     return Keyframe(np.ascontiguousarray(xyz[order], np.float64), found.along[order],

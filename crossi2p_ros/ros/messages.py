@@ -126,10 +126,12 @@ def crossi2p_status(msg: DiagnosticArray) -> dict[str, Any] | None:
     return None
 
 
-def diagnostic_array(name: str, hardware_id: str, level: str, message: str, values: dict[str, Any],
+def diagnostic_array(statuses: list[tuple[str, str, str, dict[str, Any]]], hardware_id: str,
                      stamp: Time) -> DiagnosticArray:
-    status = DiagnosticStatus(level=LEVELS[level], name=name, message=message, hardware_id=hardware_id,
-                              values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
-    arr = DiagnosticArray(status=[status])
+    """One ``/diagnostics`` array of ``statuses`` ``(name, level, message, key-values)``."""
+    arr = DiagnosticArray(status=[
+        DiagnosticStatus(level=LEVELS[level], name=name, message=message, hardware_id=hardware_id,
+                         values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        for name, level, message, values in statuses])
     arr.header.stamp = stamp
     return arr

@@ -36,10 +36,14 @@ class NodeConfig:
     mode: str = _opt("calibrate", "calibrate: solve windows, publish ~/calibration and, once converged, "
                                   "/tf_static; monitor: compare with the installed extrinsic, publish no TF",
                      ("calibrate", "monitor"))
-    image_topic: str = _opt("/camera/image_raw", "camera image topic (base name for compressed transport)")
+    cameras: tuple = _opt(("camera",), "the cameras calibrated against the LiDAR, by name: each {camera} in the "
+                                       "topics, frames and files below is a camera's name; with several, each "
+                                       "publishes on ~/<name>/calibration (~/calibration with one) and saves to "
+                                       "<output_dir>/<name>, and each sweep's LiDAR work is done once for all")
+    image_topic: str = _opt("/{camera}/image_raw", "camera image topic (base name for compressed transport)")
     image_transport: str = _opt("raw", "raw (sensor_msgs/Image) or compressed (<image_topic>/compressed)",
                                 ("raw", "compressed"))
-    camera_info_topic: str = _opt("/camera/camera_info", "sensor_msgs/CameraInfo topic")
+    camera_info_topic: str = _opt("/{camera}/camera_info", "sensor_msgs/CameraInfo topic")
     cloud_topic: str = _opt("/lidar/points", "sensor_msgs/PointCloud2 topic")
     qos: str = _opt("sensor_data", "subscription QoS: sensor_data (best effort) or reliable",
                     ("sensor_data", "reliable"))
@@ -163,7 +167,7 @@ def _ros_value(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, tuple):
-        return [float(v) for v in value]
+        return [v if isinstance(v, str) else float(v) for v in value]
     return value
 
 
