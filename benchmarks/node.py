@@ -20,7 +20,14 @@ are cast over 100 ms while it moves, published with Ouster's per-point ``t``
 field, the camera stamped mid-sweep and exposed 20 ms after its stamp; from the
 demo's knock: the node motion-compensates and estimates the offset).
 
+``--cameras N`` (case ``prior``): N cameras on the one LiDAR (``synth.camera_rig``:
+ahead, then turned 60 deg left, right, 120 deg left, right, and behind), one
+node with ``cameras: [...]``, every camera's images at ``--rate``; each
+camera's time to target, and the node process's CPU time per second of data
+(``/proc``), from which the CPU time an added camera costs.
+
     .venv/bin/python benchmarks/node.py --json docs/results/node.json
+    .venv/bin/python benchmarks/node.py --cases prior --cameras 1 2 6 --seconds 60 --json docs/results/node_cameras.json
 """
 from __future__ import annotations
 
@@ -46,19 +53,43 @@ from crossi2p_ros.ros.demo import demo_knock  # noqa: E402
 
 KITTI_RAW = ROOT.parent / "shared" / "data" / "kitti_raw_0926"
 TARGETS = {"prior": (0.2, 0.02), "no_prior": (0.5, 0.05), "kitti": (0.3, 0.03), "driving": (0.2, 0.02)}
+# --cameras N: the first N of these, turned this far left of ahead [deg]
+CAMERA_HEADINGS = {"front": 0.0, "front_left": 60.0, "front_right": -60.0, "rear_left": 120.0, "rear_right": -120.0,
+                   "rear": 180.0}
 
 
-def _frames(case: str, seed: int, n: int):
+def _frames(case: str, seed: int, n: int, cameras: int = 1) -> list[tuple[str, list]]:
+    """(camera name, frames) of each camera; a single camera is named ``camera`` (the node's default)."""
     if case == "kitti":
         from crossi2p_ros.data.kitti import open_dataset
 
         ds = open_dataset(KITTI_RAW)
-        return [ds[i] for i in range(len(ds))], 10.0
-    from crossi2p_ros.data.synth import SynthConfig, iter_frames
+        return [("camera", [ds[i] for i in range(len(ds))])]
+    from crossi2p_ros.data.synth import SynthConfig, camera_rig
 
     timed = {"speed_mps": (15.0, 15.0), "speed_change_mps": 5.0, "speed_change_period_s": 6.0, "sweep_s": 0.1,
              "camera_offset_s": 0.02} if case == "driving" else {}
-    return list(iter_frames(SynthConfig(frames=n, seed=seed, style="urban", **timed))), 10.0
+    names = ["camera"] if cameras == 1 else list(CAMERA_HEADINGS)[:cameras]
+    rig = camera_rig(SynthConfig(frames=n, seed=seed, style="urban", **timed),
+                     [CAMERA_HEADINGS.get(name, 0.0) for name in names])
+    return [(name, list(seq)) for name, seq in zip(names, rig)]
+
+
+def _converged(msg) -> bool:
+    """The node's convergence test on a ~/calibration message: the largest eigenvalue of the covariance's
+    translation block below (2 cm)^2 and of its rotation block below (0.2 deg)^2 (window.converged_*)."""
+    from crossi2p_ros.registration.window_config import WindowConfig
+
+    cov = np.asarray(msg.pose.covariance).reshape(6, 6)
+    cfg = WindowConfig()
+    return bool(np.linalg.eigvalsh(cov[:3, :3]).max() < cfg.converged_trans_m ** 2
+                and np.linalg.eigvalsh(cov[3:, 3:]).max() < np.radians(cfg.converged_rot_deg) ** 2)
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU time [s] of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _covers(msg, T_true: np.ndarray, T_cl: np.ndarray) -> bool:
@@ -70,7 +101,7 @@ def _covers(msg, T_true: np.ndarray, T_cl: np.ndarray) -> bool:
     return bool(np.all(np.abs(d) <= 3.0 * sd))
 
 
-def run_case(case: str, frames, T_true: np.ndarray, seconds: float, rate: float, tmp: Path, domain: int,
+def run_case(case: str, rig: list[tuple[str, list]], seconds: float, rate: float, tmp: Path, domain: int,
              extra: tuple[str, ...] = ()) -> dict:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -79,16 +110,21 @@ def run_case(case: str, frames, T_true: np.ndarray, seconds: float, rate: float,
     from rclpy.node import Node
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-    from crossi2p_ros.ros.messages import calibration_from_message, crossi2p_status, sensor_messages, time_msg
+    from crossi2p_ros.ros.messages import calibration_from_message, sensor_messages, time_msg
     from crossi2p_ros.ros.qos import RELIABLE_QOS
 
+    names = [name for name, _ in rig]
+    several = len(names) > 1
+    truth = {name: frames[0].T_camera_lidar for name, frames in rig}
     params = ["-p", "device:=cpu", "-p", "qos:=reliable", "-p", "stale_after_s:=30.0"]
+    params += ["-p", f"cameras:=[{', '.join(names)}]"]
     params += [arg for p in extra for arg in ("-p", p)]
-    T_init = None
+    T_init: dict[str, np.ndarray] = {}
     if case in ("prior", "kitti", "driving"):
-        T_init = (demo_knock(3.0, 0.1) if case == "kitti" else demo_knock(5.0, 0.2)) @ T_true
-        path = write_all(Calibration(T_init), tmp / case)["yaml"]
-        params += ["-p", f"initial_calibration:={path}"]
+        for name in names:
+            T_init[name] = (demo_knock(3.0, 0.1) if case == "kitti" else demo_knock(5.0, 0.2)) @ truth[name]
+            write_all(Calibration(T_init[name]), tmp / f"{case}_{name}")
+        params += ["-p", f"initial_calibration:={tmp / (case + '_{camera}') / 'calibration.yaml'}"]
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
            "ROS_LOCALHOST_ONLY": "1"}
     node_proc = subprocess.Popen([sys.executable, "-m", "crossi2p_ros.ros.node", "--ros-args", *params], env=env,
@@ -98,50 +134,59 @@ def run_case(case: str, frames, T_true: np.ndarray, seconds: float, rate: float,
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
     tester = Node("crossi2p_node_benchmark", context=context)
-    got: list[tuple[float, object]] = []
-    diag: dict = {}
-    tester.create_subscription(PoseWithCovarianceStamped, "/crossi2p_calibration/calibration",
-                               lambda m: got.append((time.monotonic(), m)), RELIABLE_QOS)
+    got: dict[str, list[tuple[float, object]]] = {name: [] for name in names}
+    diag: dict[str, dict] = {}
+    for name in names:
+        tester.create_subscription(PoseWithCovarianceStamped,
+                                   f"/crossi2p_calibration/{name + '/' if several else ''}calibration",
+                                   lambda m, name=name: got[name].append((time.monotonic(), m)), RELIABLE_QOS)
 
     def on_diag(msg) -> None:
-        status = crossi2p_status(msg)
-        if status is not None:
-            diag.clear()
-            diag.update(status)
+        for st in msg.status:
+            if st.name.startswith("crossi2p"):
+                values = {kv.key: kv.value for kv in st.values}
+                diag[values.get("camera", "camera")] = {**values, "_message": st.message}
 
     tester.create_subscription(DiagnosticArray, "/diagnostics", on_diag, RELIABLE_QOS)
-    pubs = [tester.create_publisher(t, name, RELIABLE_QOS) for t, name in
-            ((Image, "/camera/image_raw"), (CameraInfo, "/camera/camera_info"), (PointCloud2, "/lidar/points"))]
+    pubs = {name: [tester.create_publisher(t, topic, RELIABLE_QOS) for t, topic in
+                   ((Image, f"/{name}/image_raw"), (CameraInfo, f"/{name}/camera_info"))] for name in names}
+    cloud_pub = tester.create_publisher(PointCloud2, "/lidar/points", RELIABLE_QOS)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(tester)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     try:
         deadline = time.monotonic() + 120
-        while not (diag and all(p.get_subscription_count() > 0 for p in pubs)):
+        while not (len(diag) == len(names) and cloud_pub.get_subscription_count() > 0
+                   and all(p.get_subscription_count() > 0 for pair in pubs.values() for p in pair)):
             if time.monotonic() > deadline or node_proc.poll() is not None:
                 raise RuntimeError("calibration_node did not come up:\n" + "".join(log[-20:]))
             time.sleep(0.2)
         # messages prepared once (the publisher's own cost is not the node's)
         # (a timed drive's clouds with each point's time, its camera stamped its own offset from the cloud)
-        msgs = [sensor_messages(f.image, f.camera, f.points, time_msg(0), times_s=getattr(f, "point_times_s", None)
-                                if case == "driving" else None) for f in frames]
-        camera_ns = [round(getattr(f, "camera_time_offset_s", 0.0) * 1e9) if case == "driving" else 0
-                     for f in frames]
-        start = time.monotonic()
+        msgs = {name: [sensor_messages(f.image, f.camera, f.points, time_msg(0), camera_frame=f"{name}_optical",
+                                       times_s=getattr(f, "point_times_s", None) if case == "driving" else None)
+                       for f in frames] for name, frames in rig}
+        first = rig[0][1]
+        camera_ns = [round(getattr(f, "camera_time_offset_s", 0.0) * 1e9) if case == "driving" else 0 for f in first]
+        cpu0, start = _cpu_s(node_proc.pid), time.monotonic()
         k = 0
         while time.monotonic() - start < seconds:
             target = start + k / rate
             if time.monotonic() < target:
                 time.sleep(target - time.monotonic())
             now_ns = time.time_ns()
-            img, info, cloud = msgs[k % len(msgs)]
+            i = k % len(first)
+            for name in names:
+                img, info, cloud = msgs[name][i]
+                img.header.stamp = info.header.stamp = time_msg(now_ns + camera_ns[i])
+                pubs[name][1].publish(info)
+                pubs[name][0].publish(img)
+            cloud = msgs[names[0]][i][2]
             cloud.header.stamp = time_msg(now_ns)
-            img.header.stamp = info.header.stamp = time_msg(now_ns + camera_ns[k % len(msgs)])
-            pubs[1].publish(info)
-            pubs[2].publish(cloud)
-            pubs[0].publish(img)
+            cloud_pub.publish(cloud)
             k += 1
+        cpu_per_s = (_cpu_s(node_proc.pid) - cpu0) / (time.monotonic() - start)
         time.sleep(3.0)
     finally:
         node_proc.send_signal(2)
@@ -155,41 +200,49 @@ def run_case(case: str, frames, T_true: np.ndarray, seconds: float, rate: float,
         rclpy.try_shutdown(context=context)
 
     rot_target, trans_target = TARGETS[case]
-    rows = []
-    for arrival, m in got:
-        T_cl, _ = calibration_from_message(m)
-        e = pose_error(T_cl, T_true)
-        rows.append({"t_s": arrival - start, "rot_deg": e.rot_deg, "trans_m": e.trans_m,
-                     "covers_3sigma": _covers(m, T_true, T_cl)})
-    ok = [r["rot_deg"] < rot_target and r["trans_m"] < trans_target for r in rows]
-    # the data time after which every published solve stays within the target
-    reached = None
-    for i in range(len(rows)):
-        if all(ok[i:]):
-            reached = rows[i]["t_s"]
-            break
-    late = [r for r in rows if r["t_s"] > 10.0]
-    result = {
-        "case": case, "published_pairs": k, "seconds": seconds, "rate_hz": rate,
-        "initial_error": None if T_init is None else {"rot_deg": pose_error(T_init, T_true).rot_deg,
-                                                      "trans_m": pose_error(T_init, T_true).trans_m},
-        "target": {"rot_deg": rot_target, "trans_m": trans_target},
-        "solves": len(rows), "time_to_target_s": reached,
-        "final": rows[-1] if rows else None,
-        "coverage_3sigma_after_10s": (float(np.mean([r["covers_3sigma"] for r in late])) if late else None),
-        "pair_age_at_handover_ms": diag.get("pair_age_at_handover_ms"),
-        "pairs_received": diag.get("pairs_received"), "pairs_dropped_busy": diag.get("pairs_dropped_busy"),
-        "keyframes": diag.get("keyframes"), "node_exit_status": rc, "node_message": diag.get("_message"),
-        "time_offset_ms": diag.get("time_offset_ms"), "time_offset_sigma_ms": diag.get("time_offset_sigma_ms"),
-        "solve_log": rows,
-    }
-    f = result["final"]
-    print(f"{case:9s} {k} pairs in {seconds:.0f} s: {len(rows)} solves; target {rot_target} deg / "
-          f"{100 * trans_target:.0f} cm reached after {reached if reached is None else round(reached, 1)} s; "
-          f"final {f['rot_deg']:.2f} deg / {100 * f['trans_m']:.1f} cm; 3-sigma coverage after 10 s "
-          f"{result['coverage_3sigma_after_10s']}; pair age at hand-over {result['pair_age_at_handover_ms']} ms; "
-          f"dropped {result['pairs_dropped_busy']}; exit {rc}; time offset {result['time_offset_ms']} ms (sigma "
-          f"{result['time_offset_sigma_ms']})" if f else f"{case}: no solve", flush=True)
+    per_camera = {}
+    for name in names:
+        rows = []
+        for arrival, m in got[name]:
+            T_cl, _ = calibration_from_message(m)
+            e = pose_error(T_cl, truth[name])
+            rows.append({"t_s": arrival - start, "rot_deg": e.rot_deg, "trans_m": e.trans_m,
+                         "covers_3sigma": _covers(m, truth[name], T_cl), "converged": _converged(m)})
+        ok = [r["rot_deg"] < rot_target and r["trans_m"] < trans_target for r in rows]
+        # the data time after which every published solve stays within the target
+        reached = next((rows[i]["t_s"] for i in range(len(rows)) if all(ok[i:])), None)
+        late = [r for r in rows if r["t_s"] > 10.0]
+        converged_at = next((r["t_s"] for r in rows if r["converged"]), None)
+        false_convergences = sum(r["converged"] and not r["covers_3sigma"] for r in rows)
+        d = diag.get(name, {})
+        init = T_init.get(name)
+        per_camera[name] = {
+            "initial_error": None if init is None else {"rot_deg": pose_error(init, truth[name]).rot_deg,
+                                                        "trans_m": pose_error(init, truth[name]).trans_m},
+            "solves": len(rows), "time_to_target_s": reached, "time_to_converged_s": converged_at,
+            "false_convergences": false_convergences, "final": rows[-1] if rows else None,
+            "coverage_3sigma_after_10s": (float(np.mean([r["covers_3sigma"] for r in late])) if late else None),
+            "pair_age_at_handover_ms": d.get("pair_age_at_handover_ms"), "pairs_received": d.get("pairs_received"),
+            "pairs_prepared": d.get("pairs_prepared"), "pairs_dropped_busy": d.get("pairs_dropped_busy"),
+            "keyframes": d.get("keyframes"), "node_message": d.get("_message"),
+            "time_offset_ms": d.get("time_offset_ms"), "time_offset_sigma_ms": d.get("time_offset_sigma_ms"),
+            "sweeps_shared": d.get("sweeps_shared"), "solve_log": rows,
+        }
+        c, f = per_camera[name], per_camera[name]["final"]
+        print(f"{case:9s} {name:11s} {k} pairs in {seconds:.0f} s: {len(rows)} solves; target {rot_target} deg / "
+              f"{100 * trans_target:.0f} cm reached after {reached if reached is None else round(reached, 1)} s; "
+              f"converged after {converged_at if converged_at is None else round(converged_at, 1)} s "
+              f"({false_convergences} false); "
+              f"final {f['rot_deg']:.2f} deg / {100 * f['trans_m']:.1f} cm; 3-sigma coverage after 10 s "
+              f"{c['coverage_3sigma_after_10s']}; pair age at hand-over {c['pair_age_at_handover_ms']} ms; "
+              f"prepared {c['pairs_prepared']}, dropped {c['pairs_dropped_busy']}; time offset {c['time_offset_ms']} "
+              f"ms (sigma {c['time_offset_sigma_ms']})" if f else f"{case} {name}: no solve", flush=True)
+    print(f"{case:9s} {len(names)} camera(s): node CPU {cpu_per_s:.2f} s per s of data; exit {rc}", flush=True)
+    result = {"case": case, "cameras": names, "published_pairs": k, "seconds": seconds, "rate_hz": rate,
+              "target": {"rot_deg": rot_target, "trans_m": trans_target}, "node_cpu_s_per_s": cpu_per_s,
+              "node_exit_status": rc, "per_camera": per_camera}
+    if not several:   # the single-camera fields at the top level, as before
+        result.update({k: v for k, v in per_camera[names[0]].items()})
     return result
 
 
@@ -202,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=9950)
     ap.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
                     help="a node parameter for every case, e.g. motion_proposal:=false (repeatable)")
+    ap.add_argument("--cameras", type=int, nargs="+", default=[1], choices=range(1, len(CAMERA_HEADINGS) + 1),
+                    metavar="N", help="cameras on the LiDAR, one run per count (1-6; default 1)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     results = {"device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
@@ -211,11 +266,17 @@ def main(argv: list[str] | None = None) -> int:
             if case == "kitti" and not KITTI_RAW.is_dir():
                 print(f"kitti: skipped ({KITTI_RAW} not present)")
                 continue
-            frames, _ = _frames(case, args.seed, args.frames)
-            T_true = frames[0].T_camera_lidar
-            seconds = args.seconds or (30.0 if case == "prior" else 60.0)
-            results["cases"][case] = run_case(case, frames, T_true, seconds, args.rate, Path(tmp), 225 + i,
-                                               tuple(args.param))
+            for j, cameras in enumerate(args.cameras if case != "kitti" else [1]):
+                rig = _frames(case, args.seed, args.frames, cameras)
+                seconds = args.seconds or (30.0 if case == "prior" else 60.0)
+                key = case if cameras == 1 else f"{case}_{cameras}_cameras"
+                results["cases"][key] = run_case(case, rig, seconds, args.rate, Path(tmp), 225 + 10 * i + j,
+                                                 tuple(args.param))
+        cpu = {len(r["cameras"]): r["node_cpu_s_per_s"] for r in results["cases"].values()
+               if r["case"] == "prior"}
+        if 1 in cpu and len(cpu) > 1:
+            results["cpu_s_per_s_per_added_camera"] = {n: (c - cpu[1]) / (n - 1) for n, c in cpu.items() if n > 1}
+            print("node CPU per added camera [s per s of data]:", results["cpu_s_per_s_per_added_camera"])
     if args.json:
         write_json(args.json, results)
     return 0
