@@ -96,11 +96,18 @@ def test_launch_file_declares_its_arguments():
         import launch_ros  # noqa: F401 - present only on a full ROS 2 install
     except ImportError:
         print("launch/launch_ros are not installed (no PyPI wheels): checking calibrate.launch.py statically")
+        from crossi2p_ros.ros.params import parameter_specs
+
         tree = ast.parse((ROOT / "launch" / "calibrate.launch.py").read_text())
         names = {c.args[0].value for c in ast.walk(tree) if isinstance(c, ast.Call)
-                 and getattr(c.func, "id", "") == "DeclareLaunchArgument"}
-        assert {"config", "namespace", "mode", "device", "use_sim_time", "cameras", "image_topic", "camera_info_topic",
-                "cloud_topic"} <= names
+                 and getattr(c.func, "id", "") == "DeclareLaunchArgument" and isinstance(c.args[0], ast.Constant)}
+        overrides = next(ast.literal_eval(a.value) for a in ast.walk(tree) if isinstance(a, ast.Assign)
+                         and getattr(a.targets[0], "id", "") == "OVERRIDES")
+        assert {"config", "namespace"} <= names
+        assert {"mode", "device", "use_sim_time", "cameras", "image_topic", "camera_info_topic", "cloud_topic",
+                "initial_calibration", "installed_calibration", "output_dir"} <= set(overrides)
+        # each override is a node parameter (use_sim_time: every ROS node's), so a typo cannot pass unnoticed
+        assert set(overrides) - {"use_sim_time"} <= {spec.name for spec in parameter_specs()}
         calls = [c for c in ast.walk(tree) if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "Node"]
         kw = {k.arg: k.value for k in calls[0].keywords}
         assert kw["executable"].value == "calibration_node" and kw["package"].value == "crossi2p_ros"
