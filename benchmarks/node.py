@@ -24,7 +24,9 @@ demo's knock: the node motion-compensates and estimates the offset).
 ahead, then turned 60 deg left, right, 120 deg left, right, and behind), one
 node with ``cameras: [...]``, every camera's images at ``--rate``; each
 camera's time to target, and the node process's CPU time per second of data
-(``/proc``), from which the CPU time an added camera costs.
+(``/proc``), from which the CPU time an added camera costs. ``--separate-nodes``
+runs the same cameras with a node each too (what one would do without the
+``cameras`` parameter), for comparison.
 
     .venv/bin/python benchmarks/node.py --json docs/results/node.json
     .venv/bin/python benchmarks/node.py --cases prior --cameras 1 2 6 --seconds 60 --json docs/results/node_cameras.json
@@ -102,7 +104,9 @@ def _covers(msg, T_true: np.ndarray, T_cl: np.ndarray) -> bool:
 
 
 def run_case(case: str, rig: list[tuple[str, list]], seconds: float, rate: float, tmp: Path, domain: int,
-             extra: tuple[str, ...] = ()) -> dict:
+             extra: tuple[str, ...] = (), separate: bool = False) -> dict:
+    """One run; ``separate``: a node per camera (each in its own namespace, ``/<name>/crossi2p_calibration``)
+    instead of one node for all, to compare the two."""
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseWithCovarianceStamped
@@ -117,7 +121,6 @@ def run_case(case: str, rig: list[tuple[str, list]], seconds: float, rate: float
     several = len(names) > 1
     truth = {name: frames[0].T_camera_lidar for name, frames in rig}
     params = ["-p", "device:=cpu", "-p", "qos:=reliable", "-p", "stale_after_s:=30.0"]
-    params += ["-p", f"cameras:=[{', '.join(names)}]"]
     params += [arg for p in extra for arg in ("-p", p)]
     T_init: dict[str, np.ndarray] = {}
     if case in ("prior", "kitti", "driving"):
@@ -127,18 +130,22 @@ def run_case(case: str, rig: list[tuple[str, list]], seconds: float, rate: float
         params += ["-p", f"initial_calibration:={tmp / (case + '_{camera}') / 'calibration.yaml'}"]
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
            "ROS_LOCALHOST_ONLY": "1"}
-    node_proc = subprocess.Popen([sys.executable, "-m", "crossi2p_ros.ros.node", "--ros-args", *params], env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    groups = [[name] for name in names] if separate else [names]
+    procs = [subprocess.Popen([sys.executable, "-m", "crossi2p_ros.ros.node", "--ros-args", *params,
+                               "-p", f"cameras:=[{', '.join(group)}]"] + (["-r", f"__ns:=/{group[0]}"] if separate else []),
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for group in groups]
     log: list[str] = []
-    threading.Thread(target=lambda: [log.append(line) for line in node_proc.stdout], daemon=True).start()
+    for proc in procs:
+        threading.Thread(target=lambda proc=proc: [log.append(line) for line in proc.stdout], daemon=True).start()
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
     tester = Node("crossi2p_node_benchmark", context=context)
     got: dict[str, list[tuple[float, object]]] = {name: [] for name in names}
     diag: dict[str, dict] = {}
     for name in names:
-        tester.create_subscription(PoseWithCovarianceStamped,
-                                   f"/crossi2p_calibration/{name + '/' if several else ''}calibration",
+        topic = f"/{name}/crossi2p_calibration/calibration" if separate else \
+            f"/crossi2p_calibration/{name + '/' if several else ''}calibration"
+        tester.create_subscription(PoseWithCovarianceStamped, topic,
                                    lambda m, name=name: got[name].append((time.monotonic(), m)), RELIABLE_QOS)
 
     def on_diag(msg) -> None:
@@ -159,7 +166,7 @@ def run_case(case: str, rig: list[tuple[str, list]], seconds: float, rate: float
         deadline = time.monotonic() + 120
         while not (len(diag) == len(names) and cloud_pub.get_subscription_count() > 0
                    and all(p.get_subscription_count() > 0 for pair in pubs.values() for p in pair)):
-            if time.monotonic() > deadline or node_proc.poll() is not None:
+            if time.monotonic() > deadline or any(proc.poll() is not None for proc in procs):
                 raise RuntimeError("calibration_node did not come up:\n" + "".join(log[-20:]))
             time.sleep(0.2)
         # messages prepared once (the publisher's own cost is not the node's)
@@ -169,7 +176,7 @@ def run_case(case: str, rig: list[tuple[str, list]], seconds: float, rate: float
                        for f in frames] for name, frames in rig}
         first = rig[0][1]
         camera_ns = [round(getattr(f, "camera_time_offset_s", 0.0) * 1e9) if case == "driving" else 0 for f in first]
-        cpu0, start = _cpu_s(node_proc.pid), time.monotonic()
+        cpu0, start = sum(_cpu_s(proc.pid) for proc in procs), time.monotonic()
         k = 0
         while time.monotonic() - start < seconds:
             target = start + k / rate
@@ -186,15 +193,19 @@ def run_case(case: str, rig: list[tuple[str, list]], seconds: float, rate: float
             cloud.header.stamp = time_msg(now_ns)
             cloud_pub.publish(cloud)
             k += 1
-        cpu_per_s = (_cpu_s(node_proc.pid) - cpu0) / (time.monotonic() - start)
+        cpu_per_s = (sum(_cpu_s(proc.pid) for proc in procs) - cpu0) / (time.monotonic() - start)
         time.sleep(3.0)
     finally:
-        node_proc.send_signal(2)
-        try:
-            rc = node_proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            node_proc.kill()
-            rc = None
+        rc = []
+        for proc in procs:
+            proc.send_signal(2)
+        for proc in procs:
+            try:
+                rc.append(proc.wait(timeout=30))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc.append(None)
+        rc = rc[0] if len(rc) == 1 else rc
         executor.shutdown(timeout_sec=2.0)
         tester.destroy_node()
         rclpy.try_shutdown(context=context)
@@ -237,8 +248,10 @@ def run_case(case: str, rig: list[tuple[str, list]], seconds: float, rate: float
               f"{c['coverage_3sigma_after_10s']}; pair age at hand-over {c['pair_age_at_handover_ms']} ms; "
               f"prepared {c['pairs_prepared']}, dropped {c['pairs_dropped_busy']}; time offset {c['time_offset_ms']} "
               f"ms (sigma {c['time_offset_sigma_ms']})" if f else f"{case} {name}: no solve", flush=True)
-    print(f"{case:9s} {len(names)} camera(s): node CPU {cpu_per_s:.2f} s per s of data; exit {rc}", flush=True)
-    result = {"case": case, "cameras": names, "published_pairs": k, "seconds": seconds, "rate_hz": rate,
+    print(f"{case:9s} {len(names)} camera(s), {'a node each' if separate else 'one node'}: node CPU {cpu_per_s:.2f} s "
+          f"per s of data; exit {rc}", flush=True)
+    result = {"case": case, "cameras": names, "nodes": len(procs), "published_pairs": k, "seconds": seconds,
+              "rate_hz": rate,
               "target": {"rot_deg": rot_target, "trans_m": trans_target}, "node_cpu_s_per_s": cpu_per_s,
               "node_exit_status": rc, "per_camera": per_camera}
     if not several:   # the single-camera fields at the top level, as before
@@ -257,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="a node parameter for every case, e.g. motion_proposal:=false (repeatable)")
     ap.add_argument("--cameras", type=int, nargs="+", default=[1], choices=range(1, len(CAMERA_HEADINGS) + 1),
                     metavar="N", help="cameras on the LiDAR, one run per count (1-6; default 1)")
+    ap.add_argument("--separate-nodes", action="store_true",
+                    help="with --cameras N > 1 also run a node per camera, to compare with one node for all")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     results = {"device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
@@ -272,8 +287,11 @@ def main(argv: list[str] | None = None) -> int:
                 key = case if cameras == 1 else f"{case}_{cameras}_cameras"
                 results["cases"][key] = run_case(case, rig, seconds, args.rate, Path(tmp), 225 + 10 * i + j,
                                                  tuple(args.param))
+                if args.separate_nodes and cameras > 1:
+                    results["cases"][key + "_a_node_each"] = run_case(case, rig, seconds, args.rate, Path(tmp),
+                                                                       180 + 10 * i + j, tuple(args.param), True)
         cpu = {len(r["cameras"]): r["node_cpu_s_per_s"] for r in results["cases"].values()
-               if r["case"] == "prior"}
+               if r["case"] == "prior" and r["nodes"] == 1}
         if 1 in cpu and len(cpu) > 1:
             results["cpu_s_per_s_per_added_camera"] = {n: (c - cpu[1]) / (n - 1) for n, c in cpu.items() if n > 1}
             print("node CPU per added camera [s per s of data]:", results["cpu_s_per_s_per_added_camera"])

@@ -200,6 +200,10 @@ def evaluate(dataset: KittiDataset, calibrator: Calibrator, cfg: EvalConfig, pro
                 guess = timings[-1].twist if timings and timings[-1] is not None else None
                 following = frames[j + 1].points if j + 1 < len(frames) else None   # read once, not twice
                 timings.append(frame_timing(dataset, fi + j, f, guess, following) if moving else None)
+            if len(timings) > 1 and timings[1] is not None:
+                # the first frame had no guess: its neighbour's twist is one more start (sweep_twist keeps the
+                # registration that matches more)
+                timings[0] = frame_timing(dataset, fi, frames[0], timings[1].twist, frames[1].points)
             est = calibrator.estimate_many([(f.image, f.points, f.camera, None, t) for f, t in zip(frames, timings)],
                                            T_init)
             elapsed = 1e3 * (time.perf_counter() - start)
