@@ -33,6 +33,8 @@ import numpy as np
 import pytest
 import yaml
 
+from _launch_args import launch_arguments
+
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "user_guide.md"
 README = ROOT / "README.md"
@@ -308,8 +310,8 @@ def test_the_node_parameters_launch_arguments_topics_and_services_in_the_guide_e
         problems += [f"parameter file key {k!r} is no node parameter"
                      for k in flat(d["crossi2p_calibration"]["ros__parameters"]) if k not in params]
 
-    launch_args = set(re.findall(r'DeclareLaunchArgument\(\s*"(\w+)"', (ROOT / "launch" / "calibrate.launch.py")
-                                 .read_text()))
+    named, overrides = launch_arguments()
+    launch_args = named | overrides
     for ln in lines:
         if "calibrate.launch.py" in ln:
             problems += [f"calibrate.launch.py has no argument {a!r}: {ln}"
