@@ -296,6 +296,10 @@ def _add_bag_args(p: argparse.ArgumentParser) -> None:
                    help="the first window solve waits for this many keyframes (default %(default)s)")
     p.add_argument("--solve-every", type=int, default=session.solve_every,
                    help="new keyframes between window solves (default %(default)s)")
+    p.add_argument("--motion", choices=["auto", "on", "off"], default=session.motion,
+                   help="on: each keyframe motion-compensated to the camera's stamp with the LiDAR's odometry and "
+                        "the camera's time offset estimated; auto: on for clouds with per-point times; off: the "
+                        "sweeps as recorded (default %(default)s)")
     _add_backend_args(p)
 
 
@@ -307,6 +311,7 @@ def _session_config(args: argparse.Namespace, mode: str, monitor=None):
     base = SessionConfig()
     cfg = replace(base, mode=mode, keyframes=replace(base.keyframes, size=args.keyframes),
                   min_keyframes=min(args.min_keyframes, args.keyframes), solve_every=args.solve_every,
+                  motion=args.motion,
                   **({"monitor": monitor} if monitor is not None else {}))
     cfg.validate()
     return cfg

@@ -208,3 +208,26 @@ def test_a_clouds_ring_field_reaches_the_frames_aligned_with_their_points(tmp_pa
     assert len(frames) == 1 and len(frames[0].points) == kept.sum()
     np.testing.assert_array_equal(frames[0].points, points[kept])
     np.testing.assert_array_equal(frames[0].ring, ring[kept])
+
+
+def test_replay_motion_option_compensates_and_estimates_the_cameras_time_offset_or_not(tmp_path):
+    """A moving drive's bag (sweeps cast over 100 ms with Ouster's ``t`` field, the camera exposed 20 ms after its
+    stamp): ``--motion auto`` (the default; the clouds have times) estimates the offset near 20 ms, ``--motion off``
+    replays the sweeps as recorded and estimates none."""
+    result = generate(SynthConfig(frames=31, seed=9986, style="urban", speed_mps=(15.0, 15.0), speed_change_mps=6.0,
+                                  speed_change_period_s=3.0, sweep_s=0.1, camera_offset_s=0.02),
+                      tmp_path / "kitti", bag_path=tmp_path / "moving.bag", progress=False)
+    initial = se3_exp(np.array([0.04, -0.03, 0.03, 0.0, np.radians(1.5), np.radians(-1.0)])) @ result.T_camera_lidar
+    write_all(Calibration(initial), tmp_path / "initial")
+    offsets = {}
+    for motion in ("auto", "off"):
+        out = tmp_path / motion
+        assert main(["replay", str(result.bag_path), "--out", str(out), "--device", "cpu", "--motion", motion,
+                     "--min-keyframes", "8", "--solve-every", "4",
+                     "--initial", str(tmp_path / "initial" / "calibration.yaml")]) == 0
+        solves = json.loads((out / "estimates.json").read_text())["solves"]
+        assert solves, motion
+        offsets[motion] = [s["time_offset_ms"] for s in solves]
+    claimed = [v for v in offsets["auto"] if v is not None]
+    assert claimed and abs(claimed[-1] - 20.0) < 3.0, offsets["auto"]
+    assert all(v is None for v in offsets["off"]), offsets["off"]
