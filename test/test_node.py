@@ -441,7 +441,12 @@ def test_a_moving_drive_gives_the_cameras_time_offset_on_the_nodes_outputs_and_i
                 # (the truth lies within it: 20 ms x 15 m/s = 30 cm of bias removed); the 2 cm bound would wait
                 # for more
                 **{"session.min_keyframes": 12, "session.solve_every": 4, "keyframes.size": 30,
-                   "keyframes.min_interval_s": 0.25, "keyframes.min_change": 0.0, "window.converged_trans_m": 0.04})
+                   "keyframes.min_interval_s": 0.25, "keyframes.min_change": 0.0, "window.converged_trans_m": 0.04,
+                   # the images are stamped 45-55 ms after their sweep: within 60 ms every one pairs (with its
+                   # own sweep or the next, either consistent), so which frames make the window does not depend
+                   # on timing; at the default 50 ms a fourth went unpaired, and once (CI) the window that was
+                   # left stayed ambiguous
+                   "sync.max_slop_s": 0.06})
     offsets: list[float] = []
     h.tester.create_subscription(Float64, "/crossi2p_calibration/time_offset", lambda m: offsets.append(m.data),
                                  RELIABLE_QOS)
@@ -454,7 +459,7 @@ def test_a_moving_drive_gives_the_cameras_time_offset_on_the_nodes_outputs_and_i
         h.pub_info.publish(info)
         h.pub_cloud.publish(cloud)
         h.pub_img.publish(img)
-        h.spin(0.2)
+        h.spin(0.3)   # the preparer keeps up (a moving frame waits for the next sweep and registers them)
     assert h.spin(90.0, lambda: bool(offsets) and h.node.session.calibration is not None), \
         f"no converged offset: {offsets}, {h.last_status().message if h.last_status() else None}, {h.values()}"
     assert abs(offsets[-1] - 0.020) < 0.003, offsets
