@@ -81,11 +81,11 @@ def _converged(msg) -> bool:
     """The node's convergence test on a ~/calibration message: the largest eigenvalue of the covariance's
     translation block below (2 cm)^2 and of its rotation block below (0.2 deg)^2 (window.converged_*)."""
     from crossi2p_ros.registration.window_config import WindowConfig
+    from crossi2p_ros.registration.window_uncertainty import covariance_within
 
-    cov = np.asarray(msg.pose.covariance).reshape(6, 6)
-    cfg = WindowConfig()
-    return bool(np.linalg.eigvalsh(cov[:3, :3]).max() < cfg.converged_trans_m ** 2
-                and np.linalg.eigvalsh(cov[3:, 3:]).max() < np.radians(cfg.converged_rot_deg) ** 2)
+    cfg = WindowConfig()   # ROS orders the covariance (x, y, z, rot): translation block first, as ours
+    return covariance_within(np.asarray(msg.pose.covariance).reshape(6, 6), cfg.converged_rot_deg,
+                             cfg.converged_trans_m)
 
 
 def _cpu_s(pid: int) -> float:

@@ -321,27 +321,12 @@ class CalibrationNode(Node):
             self.note_error("internal error in a window solve", exc, ch)
         return True
 
-    def tf_child_frame(self) -> str:
-        """The first camera's calibrated TF child frame (the only one's on a single-camera node)."""
-        return self.channels[0].tf_child_frame()
-
-    def current_extrinsic(self):
-        """The first camera's converged calibration, else its latest solve, else its prior (T_camera_lidar)."""
-        return self.channels[0].current_extrinsic()
-
     # ------------------------------------------------------------------ diagnostics
     def _shared_values(self) -> dict[str, Any]:
         return {"mode": self.mode, "running": self.running,
                 "device": str(self.calibrator.device) if self.calibrator else "none",
                 "clouds_received": self._clouds_received, "bad_messages": self._bad,
                 "sweeps_shared": self.sweeps.hits}
-
-    def diagnostic_status(self) -> tuple[str, str, dict[str, Any]]:
-        """The first camera's (level, message, key-values) as published on /diagnostics."""
-        return self.channels[0].diagnostic_status(self._shared_values())
-
-    def status_name(self) -> str:
-        return self.channels[0].status_name()
 
     def _publish_diagnostics(self) -> None:
         shared = self._shared_values()
