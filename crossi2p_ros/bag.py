@@ -59,6 +59,7 @@ CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 POINTCLOUD2 = "sensor_msgs/msg/PointCloud2"
 TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 TF_STATIC_TOPIC = "/tf_static"
+TF_TOPIC = "/tf"
 
 # rosbag2 metadata version 9 (Jazzy and later); rosbags writes only 8 or 9.
 BAG_VERSION = 9
@@ -252,18 +253,28 @@ class BagWriter:
 
     def add_tf_static(self, stamp_ns: int, parent_frame: str, child_frame: str, T_parent_child: np.ndarray) -> None:
         """Add ``T_parent_child`` (4x4, metres) on ``/tf_static`` (offered transient local, as recorded)."""
-        T = _check_rigid(T_parent_child, f"transform {parent_frame} <- {child_frame}")
-        qx, qy, qz, qw = Rotation.from_matrix(T[:3, :3]).as_quat()  # scipy order is x, y, z, w
-        tx, ty, tz = T[:3, 3]
-        stamped = _T["geometry_msgs/msg/TransformStamped"](
-            header=_header(stamp_ns, parent_frame),
-            child_frame_id=str(child_frame),
-            transform=_T["geometry_msgs/msg/Transform"](
-                translation=_T["geometry_msgs/msg/Vector3"](x=float(tx), y=float(ty), z=float(tz)),
-                rotation=_T["geometry_msgs/msg/Quaternion"](x=float(qx), y=float(qy), z=float(qz), w=float(qw)),
-            ),
-        )
-        self._write(TF_STATIC_TOPIC, TF_MESSAGE, stamp_ns, _T[TF_MESSAGE](transforms=[stamped]), qos=QOS_LATCHED)
+        self._write(TF_STATIC_TOPIC, TF_MESSAGE, stamp_ns, _tf_message(stamp_ns, parent_frame, child_frame,
+                                                                       T_parent_child), qos=QOS_LATCHED)
+
+    def add_tf(self, stamp_ns: int, parent_frame: str, child_frame: str, T_parent_child: np.ndarray) -> None:
+        """Add one sample of a moving transform ``T_parent_child`` (4x4, metres) at ``stamp_ns`` on ``/tf``
+        (odometry, as ``odom -> base_link``)."""
+        self._write(TF_TOPIC, TF_MESSAGE, stamp_ns, _tf_message(stamp_ns, parent_frame, child_frame, T_parent_child))
+
+
+def _tf_message(stamp_ns: int, parent_frame: str, child_frame: str, T_parent_child: np.ndarray) -> Any:
+    T = _check_rigid(T_parent_child, f"transform {parent_frame} <- {child_frame}")
+    qx, qy, qz, qw = Rotation.from_matrix(T[:3, :3]).as_quat()  # scipy order is x, y, z, w
+    tx, ty, tz = T[:3, 3]
+    stamped = _T["geometry_msgs/msg/TransformStamped"](
+        header=_header(stamp_ns, parent_frame),
+        child_frame_id=str(child_frame),
+        transform=_T["geometry_msgs/msg/Transform"](
+            translation=_T["geometry_msgs/msg/Vector3"](x=float(tx), y=float(ty), z=float(tz)),
+            rotation=_T["geometry_msgs/msg/Quaternion"](x=float(qx), y=float(qy), z=float(qz), w=float(qw)),
+        ),
+    )
+    return _T[TF_MESSAGE](transforms=[stamped])
 
 
 # --------------------------------------------------------------------------- reading

@@ -135,6 +135,12 @@ def camera_from_msg(msg: Any) -> CameraModel:
 
 def transform_from_tf_msg(msg: Any) -> list[tuple[str, str, np.ndarray]]:
     """``[(parent, child, T_parent_child 4x4)]`` from a ``tf2_msgs/TFMessage``; translations in metres."""
+    return [(parent, child, T) for parent, child, T, _ in stamped_transforms_from_tf_msg(msg)]
+
+
+def stamped_transforms_from_tf_msg(msg: Any) -> list[tuple[str, str, np.ndarray, int]]:
+    """``[(parent, child, T_parent_child 4x4, stamp [ns])]`` from a ``tf2_msgs/TFMessage`` (``/tf``'s moving
+    edges are samples at their stamps)."""
     out = []
     for ts in msg.transforms:
         q, t = ts.transform.rotation, ts.transform.translation
@@ -144,5 +150,6 @@ def transform_from_tf_msg(msg: Any) -> list[tuple[str, str, np.ndarray]]:
                 f"transform {ts.header.frame_id} <- {ts.child_frame_id} has an invalid quaternion {quat.tolist()}"
             )
         R = Rotation.from_quat(quat).as_matrix()
-        out.append((str(ts.header.frame_id), str(ts.child_frame_id), make_transform(R, [t.x, t.y, t.z])))
+        stamp = int(ts.header.stamp.sec) * 1_000_000_000 + int(ts.header.stamp.nanosec)
+        out.append((str(ts.header.frame_id), str(ts.child_frame_id), make_transform(R, [t.x, t.y, t.z]), stamp))
     return out

@@ -18,7 +18,7 @@ import yaml
 from tqdm import tqdm
 
 from .bag import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, TF_MESSAGE, bag_topics, iter_messages
-from .decode import camera_from_msg, image_from_msg, transform_from_tf_msg
+from .decode import camera_from_msg, image_from_msg, stamped_transforms_from_tf_msg, transform_from_tf_msg
 from .errors import CrossI2PError
 from .geometry import CameraModel
 from .pointcloud import unpack_cloud
@@ -26,7 +26,7 @@ from .registration.estimate import time_offset_ms
 from .registration.solver import axis_sigmas
 from .session import Frame, Session, SessionConfig, Update
 from .sync import ApproximateTimeSync, SyncConfig
-from .tf_tree import StaticTransforms
+from .tf_tree import StaticTransforms, TransformBuffer
 
 if TYPE_CHECKING:  # the Calibrator pulls in torch; replay's readers do not need it
     from .registration.calibrator import Calibrator
@@ -40,6 +40,11 @@ class BagTopics:
     cloud: str
     camera_info: str | None      # None: intrinsics come from a file
     tf: list[str] = field(default_factory=list)
+
+
+def is_static_tf_topic(name: str) -> bool:
+    """``/tf_static`` (or a namespaced ``.../tf_static``): latched static transforms; other TF topics move."""
+    return name.rstrip("/").endswith("tf_static")
 
 
 def _pick(topics: dict[str, tuple[str, int]], types: tuple[str, ...], named: str | None, what: str,
@@ -111,12 +116,36 @@ class PairReader:
     bad_messages: int = 0
     last_error: str = ""
     static_tf: StaticTransforms = field(default_factory=StaticTransforms)
+    odom_frame: str = "odom"                 # the fixed frame of the bag's /tf odometry ("" : not used)
     sync_stats: Any = None
     _count: int = 0
 
+    def __post_init__(self) -> None:
+        # the bag's moving transforms, read whole before the pairs (a sweep's twist needs /tf at the next sweep's
+        # stamp, which a bag may hold after that sweep's message)
+        self.tf = TransformBuffer(self.static_tf, history_s=None)
+
+    def _read_moving_tf(self) -> None:
+        moving = [name for name in self.topics.tf if not is_static_tf_topic(name)]
+        if not moving or not self.odom_frame:
+            return
+        for _, _, _, msg in iter_messages(self.path, moving):
+            try:
+                for parent, child, T, stamp in stamped_transforms_from_tf_msg(msg):
+                    self.tf.add(parent, child, T, stamp)
+            except CrossI2PError as exc:
+                self.bad_messages += 1
+                self.last_error = f"/tf: {exc}"
+
+    def lidar_pose(self, lidar_frame: str, stamp_ns: int) -> np.ndarray | None:
+        """``T_odom_lidar`` at ``stamp_ns`` from the bag's /tf (a :class:`.session.Session`'s ``lidar_poses``)."""
+        return self.tf.lookup(self.odom_frame, lidar_frame, stamp_ns) if self.odom_frame else None
+
     def __iter__(self) -> Iterator[Frame]:
         t = self.topics
-        wanted = [t.image, t.cloud] + ([t.camera_info] if t.camera_info else []) + t.tf
+        self._read_moving_tf()
+        wanted = [t.image, t.cloud] + ([t.camera_info] if t.camera_info else []) + \
+            [name for name in t.tf if is_static_tf_topic(name)]
         total = sum(n for name, (_, n) in bag_topics(self.path).items() if name in wanted)
         sync: ApproximateTimeSync = ApproximateTimeSync(self.sync)
         self.sync_stats = sync.stats
@@ -130,8 +159,9 @@ class PairReader:
             first_ns = bag_ns if first_ns is None else first_ns
             rel = (bag_ns - first_ns) * 1e-9
             if msgtype == TF_MESSAGE:
-                for parent, child, T in transform_from_tf_msg(msg):
-                    self.static_tf.add(parent, child, T)
+                if is_static_tf_topic(topic):   # the moving ones were read before (_read_moving_tf)
+                    for parent, child, T in transform_from_tf_msg(msg):
+                        self.static_tf.add(parent, child, T)
                 continue
             if rel < self.start_s:
                 continue
@@ -266,7 +296,7 @@ def run_session(reader: PairReader, calibrator: Calibrator, cfg: SessionConfig, 
             if cfg.mode == "monitor" and T_prior is None:
                 raise CrossI2PError(f"no installed extrinsic: the bag has no TF between {pair.lidar_frame!r} and "
                                     f"{pair.camera_frame!r}; pass --installed CALIB_FILE")
-            session = Session(calibrator, cfg, T_prior)
+            session = Session(calibrator, cfg, T_prior, lidar_poses=reader.lidar_pose)
             t0 = pair.cloud_stamp_ns
         last = pair
         offsets.append(pair.offset_s)

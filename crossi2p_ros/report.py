@@ -98,6 +98,9 @@ def summary_text(result: RunResult, bag: Path, reference: np.ndarray | None = No
              f"messages dropped",
              f"keyframes: {k.get('keyframes', 0)} in the final window; skipped {k.get('skipped_no_structure', 0)} "
              f"without structure, {k.get('skipped_no_change', 0)} without change; {len(result.records)} window solves"]
+    tf, lidar = k.get("twists_from_tf", 0), k.get("twists_from_lidar", 0)
+    if tf or lidar:
+        lines.append(f"motion of the sweeps: {tf} from /tf odometry, {lidar} from registering consecutive sweeps")
     if result.offsets_s:
         offsets = np.abs(result.offsets_s)
         lines.append(f"stamp offset camera-LiDAR: median {1e3 * np.median(offsets):.1f} ms, max {1e3 * offsets.max():.1f} ms")

@@ -28,14 +28,14 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 import numpy as np
 
 from .errors import CrossI2PError
 from .geometry import CameraModel, invert, se3_log
 from .monitor import DriftMonitor, DriftStatus, MonitorConfig
-from .registration.deskew import SweepTiming, sweep_twist
+from .registration.deskew import SweepTiming, sweep_twist, twist_between
 from .registration.estimate import Estimate
 from .registration.keyframe_window import KeyframeConfig, KeyframeWindow, thumbnail
 from .sweep_cache import SweepCache
@@ -44,6 +44,9 @@ if TYPE_CHECKING:  # the Calibrator pulls in torch; readers of this module's typ
     from .registration.calibrator import Calibrator
 
 Mode = Literal["calibrate", "monitor"]
+# the pose ``T_fixed_lidar`` (4x4, metres) of a LiDAR frame (its name) at an instant [ns] in a fixed frame, from the
+# vehicle's own odometry (``/tf``: :meth:`.tf_tree.TransformBuffer.lookup`); None where it does not know it
+LidarPoses = Callable[[str, int], "np.ndarray | None"]
 
 
 @dataclass
@@ -111,9 +114,12 @@ class Session:
     """The state of one calibration or monitoring run on one camera/LiDAR pair of a rig."""
 
     def __init__(self, calibrator: Calibrator, cfg: SessionConfig = SessionConfig(),
-                 T_prior: np.ndarray | None = None, sweeps: SweepCache | None = None):
+                 T_prior: np.ndarray | None = None, sweeps: SweepCache | None = None,
+                 lidar_poses: LidarPoses | None = None):
         """``sweeps``: the LiDAR's per-sweep work shared with the sessions of the other cameras on it (each
-        sweep's depth edges and twist found once for all of them); None: this session's own."""
+        sweep's depth edges and twist found once for all of them); None: this session's own.
+        ``lidar_poses``: the vehicle's odometry (``/tf``); where it knows the LiDAR's pose at both sweeps' stamps,
+        a moving keyframe's twist comes from it instead of registering the sweeps (LiDAR odometry, the fallback)."""
         cfg.validate()
         self.calibrator = calibrator
         self.cfg = cfg
@@ -138,6 +144,8 @@ class Session:
         self.frames_offered = 0
         self._waiting: Frame | None = None       # moving: the frame offered next, once its next sweep is here
         self._twist: np.ndarray | None = None    # the last twist found (odometry's next guess)
+        self.lidar_poses = lidar_poses
+        self.twists_from = {"tf": 0, "lidar": 0}   # where the keyframes' twists came from
 
     # ------------------------------------------------------------------ inputs
     def set_prior(self, T_camera_lidar: np.ndarray | None) -> None:
@@ -228,16 +236,35 @@ class Session:
 
     def _timing(self, frame: Frame, following: Frame) -> SweepTiming | None:
         """``frame``'s sweep timing: its per-point times and the LiDAR's twist from its sweep to ``following``'s,
-        the camera's stamp the target. Where the two do not register the last twist found stands in (constant
-        velocity); None before any."""
-        twist = self.sweeps.get(("twist", frame.cloud_stamp_ns, following.cloud_stamp_ns), lambda: sweep_twist(
-            frame.points, following.points, (following.cloud_stamp_ns - frame.cloud_stamp_ns) * 1e-9, guess=self._twist))
+        the camera's stamp the target. The twist comes from the vehicle's odometry where it knows both stamps
+        (``lidar_poses``), else from registering the two sweeps; where neither gives one the last twist found
+        stands in (constant velocity); None before any."""
+        dt = (following.cloud_stamp_ns - frame.cloud_stamp_ns) * 1e-9
+        twist, source = self._odometry_twist(frame, following, dt), "tf"
         if twist is None:
-            twist = self._twist
+            twist, source = self.sweeps.get(("twist", frame.cloud_stamp_ns, following.cloud_stamp_ns),
+                                            lambda: sweep_twist(frame.points, following.points, dt,
+                                                                guess=self._twist)), "lidar"
+        if twist is None:
+            twist, source = self._twist, ""
         if twist is None:
             return None
         self._twist = twist
+        if source:
+            with self._lock:
+                self.twists_from[source] += 1
         return SweepTiming(frame.point_times, twist, frame.offset_s)
+
+    def _odometry_twist(self, frame: Frame, following: Frame, dt: float) -> np.ndarray | None:
+        """The LiDAR's twist (v [m/s], w [rad/s], its own frame) between the two sweeps' stamps from
+        ``lidar_poses``; None without odometry at either stamp."""
+        if self.lidar_poses is None or dt <= 0:
+            return None
+        T0 = self.lidar_poses(frame.lidar_frame, frame.cloud_stamp_ns)
+        T1 = self.lidar_poses(frame.lidar_frame, following.cloud_stamp_ns)
+        if T0 is None or T1 is None:
+            return None
+        return twist_between(invert(T0) @ T1, dt)
 
     def due(self) -> bool:
         """Enough keyframes, and enough new ones since the last solve."""
@@ -331,4 +358,5 @@ class Session:
             return {"frames_offered": self.frames_offered, "keyframes": len(self.window), "solves": self.solves,
                     "skipped_no_structure": self.window.skipped["no structure"],
                     "skipped_no_change": self.window.skipped["no change"],
-                    "skipped_too_soon": self.window.skipped["too soon"], "proposals": len(self._proposals)}
+                    "skipped_too_soon": self.window.skipped["too soon"], "proposals": len(self._proposals),
+                    "twists_from_tf": self.twists_from["tf"], "twists_from_lidar": self.twists_from["lidar"]}

@@ -479,6 +479,55 @@ def test_a_moving_drive_gives_the_cameras_time_offset_on_the_nodes_outputs_and_i
     assert e.rot_deg < 0.3 and e.trans_m < 0.04, e
 
 
+def test_the_node_takes_a_moving_sweeps_twist_from_tf_odometry(harness, tmp_path):
+    """The vehicle's odometry on /tf (odom -> base_link at 100 Hz) and the LiDAR's mount on /tf_static
+    (base_link -> lidar), as a robot publishes them, with a moving drive's sweeps: the node's keyframes take their
+    twists from /tf (diagnostics ``twists_from_tf``, none from registering sweeps), each the generator's true LiDAR
+    twist to 0.01 m/s (registration misses by 0.1-0.2 m/s)."""
+    from tf2_msgs.msg import TFMessage
+
+    from crossi2p_ros.data.synth import SynthConfig, SynthSequence
+    from crossi2p_ros.geometry import invert
+    from crossi2p_ros.registration.deskew import twist_between
+    from crossi2p_ros.ros.messages import sensor_messages, tf_message
+    from crossi2p_ros.ros.node import STATIC_TF_QOS, TF_QOS
+
+    seq = SynthSequence(SynthConfig(frames=8, seed=9988, style="urban", speed_mps=(15.0, 15.0), speed_change_mps=10.0,
+                                    speed_change_period_s=2.0, sweep_s=0.1, camera_offset_s=0.02, image_width=480,
+                                    image_height=146))
+    drive = list(seq)
+    rate = seq.cfg.rate_hz
+    true_twists = [twist_between(invert(seq.pose_at(i / rate)) @ seq.pose_at((i + 1) / rate), 1.0 / rate)
+                   for i in range(len(drive) - 1)]
+    h = harness(initial_calibration=_write_initial(tmp_path, seq.T_camera_lidar),
+                **{"session.min_keyframes": 20, "keyframes.min_interval_s": 0.0, "keyframes.min_change": 0.0,
+                   "sync.max_slop_s": 0.06})
+    pub_tf = h.tester.create_publisher(TFMessage, "/tf", TF_QOS)
+    pub_static = h.tester.create_publisher(TFMessage, "/tf_static", STATIC_TF_QOS)
+    assert h.spin(5.0, lambda: h.matched() and pub_tf.get_subscription_count() > 0)
+    start = h.tester.get_clock().now().nanoseconds
+    pub_static.publish(tf_message(seq.rig.T_vehicle_lidar, "base_link", "lidar", _time(start)))
+    for k in range(len(drive) * 10 + 1):   # the whole drive's odometry first: the node buffers 10 s of it
+        t = k / 100.0
+        pub_tf.publish(tf_message(seq.trajectory.T_world_vehicle(seq.scene, t), "odom", "base_link",
+                                  _time(start + round(t * 1e9))))
+        h.spin(0.005)
+    h.spin(0.5)
+    for f in drive:
+        cloud_ns = start + round(f.time_s * 1e9)
+        img, info, cloud = sensor_messages(f.image, f.camera, f.points, _time(cloud_ns), times_s=f.point_times_s,
+                                           camera_stamp=_time(cloud_ns + round(f.camera_time_offset_s * 1e9)))
+        h.pub_info.publish(info)
+        h.pub_cloud.publish(cloud)
+        h.pub_img.publish(img)
+        h.spin(0.4)   # each pair prepared before the next arrives
+    assert h.spin(20.0, lambda: int(h.values().get("twists_from_tf", 0)) >= 5), h.values()
+    assert int(h.values()["twists_from_lidar"]) == 0, h.values()
+    twists = [kf.twist for kf in h.node.session.window.keyframes]
+    assert len(twists) >= 5 and all(min(np.linalg.norm(t[:3] - true[:3]) for true in true_twists) < 0.01
+                                    for t in twists), (twists, true_twists)
+
+
 def _time(ns: int):
     from builtin_interfaces.msg import Time
 

@@ -1,5 +1,6 @@
 """Offline replay and monitoring of real bag files with the shipped weights, and the errors for broken bags."""
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -231,3 +232,43 @@ def test_replay_motion_option_compensates_and_estimates_the_cameras_time_offset_
     claimed = [v for v in offsets["auto"] if v is not None]
     assert claimed and abs(claimed[-1] - 20.0) < 3.0, offsets["auto"]
     assert all(v is None for v in offsets["off"]), offsets["off"]
+
+
+def test_a_bags_tf_odometry_gives_each_moving_keyframe_the_vehicles_twist(tmp_path):
+    """A moving drive's bag with the vehicle's odometry on /tf (odom -> base_link, 100 Hz) and the LiDAR's mount on
+    /tf_static (base_link -> lidar): each keyframe's twist comes from /tf composed through the mount, and is the
+    generator's true LiDAR twist to 0.01 m/s; registering the sweeps instead (``odom_frame`` empty) misses by
+    more (0.1-0.2 m/s on these drives), so the test fails if /tf is not what gave the twist."""
+    from crossi2p_ros.geometry import invert
+    from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig
+    from crossi2p_ros.registration.deskew import twist_between
+    from crossi2p_ros.replay import PairReader
+    from crossi2p_ros.session import Session, SessionConfig
+    from crossi2p_ros.sync import SyncConfig
+    from crossi2p_ros.data.synth import SynthSequence
+
+    cfg = SynthConfig(frames=8, seed=9987, style="urban", speed_mps=(15.0, 15.0), speed_change_mps=10.0,
+                      speed_change_period_s=2.0, sweep_s=0.1, camera_offset_s=0.02, image_width=480, image_height=146,
+                      odometry_rate_hz=100.0)
+    result = generate(cfg, tmp_path / "kitti", bag_path=tmp_path / "odom.bag", progress=False)
+    seq = SynthSequence(cfg)
+    true_twists = [twist_between(invert(seq.pose_at(i / cfg.rate_hz)) @ seq.pose_at((i + 1) / cfg.rate_hz),
+                                 1.0 / cfg.rate_hz) for i in range(cfg.frames - 1)]
+    calibrator = Calibrator(CalibratorConfig(device="cpu"))
+    errors = {}
+    for odom_frame in ("odom", ""):
+        reader = PairReader(result.bag_path, detect_topics(result.bag_path), SyncConfig(max_slop_s=0.06),
+                            odom_frame=odom_frame)
+        session = Session(calibrator, SessionConfig(motion="on", keyframes=replace(SessionConfig().keyframes,
+                                                                                    min_interval_s=0.0,
+                                                                                    min_change=0.0)),
+                          result.T_camera_lidar, lidar_poses=reader.lidar_pose)
+        errors[odom_frame] = []
+        for i, frame in enumerate(reader):
+            if session.offer(frame):   # a moving frame is prepared once the next sweep is here: frame i - 1
+                twist = session.window.keyframes[-1].twist
+                errors[odom_frame].append(float(np.linalg.norm(twist[:3] - true_twists[i - 1][:3])))
+        stats = session.stats()
+        assert stats["twists_from_tf" if odom_frame else "twists_from_lidar"] == len(errors[odom_frame]) >= 5, stats
+    assert max(errors["odom"]) < 0.01, errors
+    assert max(errors[""]) > 0.01, errors   # the fixture shows what /tf adds

@@ -1,8 +1,10 @@
-"""Static TF lookups composed through intermediate frames, and the ROS pose covariance of an estimate."""
+"""TF lookups composed through intermediate frames (static, and /tf's moving edges at an instant), and the ROS
+pose covariance of an estimate."""
 import numpy as np
 
 from crossi2p_ros.geometry import invert, make_transform, ros_pose_covariance, se3_exp, so3_exp
-from crossi2p_ros.tf_tree import StaticTransforms
+from crossi2p_ros.registration.deskew import twist_between
+from crossi2p_ros.tf_tree import StaticTransforms, TransformBuffer
 from scipy.spatial.transform import Rotation
 
 
@@ -33,6 +35,57 @@ def test_a_new_parent_replaces_the_old_edge():
     tf.add("b", "c", _T(2))
     assert ("a", "c") not in tf and tf.lookup("a", "c") is None
     np.testing.assert_allclose(tf.lookup("b", "c"), _T(2))
+
+
+def _odometry(rate_hz=100.0, seconds=1.0, history_s=10.0):
+    """A vehicle turning at a constant body twist (15 m/s, 0.3 rad/s yaw, a little pitch) sampled on /tf as
+    odom -> base_link, the LiDAR mounted base_link -> lidar; returns the buffer, the exact T_odom_lidar(t) and
+    the base's twist."""
+    xi_base = np.array([15.0, 0.2, 0.1, 0.01, 0.02, 0.3])
+    T_odom_base0, T_base_lidar = _T(5), _T(6)
+    exact = lambda t: T_odom_base0 @ se3_exp(t * xi_base) @ T_base_lidar   # noqa: E731
+    buffer = TransformBuffer(history_s=history_s)
+    buffer.static.add("base_link", "lidar", T_base_lidar)
+    for k in range(int(seconds * rate_hz) + 1):
+        t = k / rate_hz
+        buffer.add("odom", "base_link", T_odom_base0 @ se3_exp(t * xi_base), round(t * 1e9))
+    return buffer, exact, xi_base, T_base_lidar
+
+
+def test_a_moving_edge_is_interpolated_at_the_instant_and_composed_with_the_static_mount():
+    buffer, exact, _, _ = _odometry()
+    for t in (0.0, 0.1234, 0.5, 0.999):
+        T = buffer.lookup("odom", "lidar", round(t * 1e9))
+        R_err = T[:3, :3].T @ exact(t)[:3, :3]
+        # between samples 10 ms apart the chord of a 50 m radius turn is within 0.1 mm of the arc
+        assert np.linalg.norm(T[:3, 3] - exact(t)[:3, 3]) < 1e-3, t
+        assert np.degrees(np.arccos(np.clip((np.trace(R_err) - 1) / 2, -1, 1))) < 1e-3, t
+
+
+def test_the_lidars_twist_from_two_lookups_is_the_base_twist_moved_to_the_lidar():
+    """Reference by hand: a body twist (v, w) of base_link seen from a LiDAR mounted at T_base_lidar is
+    Ad(T_lidar_base) (v, w) = (R v + p x (R w), R w) with (R, p) of T_lidar_base."""
+    buffer, _, xi_base, T_base_lidar = _odometry()
+    T_lidar_base = invert(T_base_lidar)
+    R, p = T_lidar_base[:3, :3], T_lidar_base[:3, 3]
+    w = R @ xi_base[3:]
+    expected = np.r_[R @ xi_base[:3] + np.cross(p, w), w]
+    T0 = buffer.lookup("odom", "lidar", 300_000_000)
+    T1 = buffer.lookup("odom", "lidar", 400_000_000)
+    np.testing.assert_allclose(twist_between(invert(T0) @ T1, 0.1), expected, atol=2e-3)
+
+
+def test_no_transform_outside_the_samples_across_a_gap_or_past_the_history():
+    buffer, _, _, _ = _odometry(seconds=1.0, history_s=0.5)
+    assert buffer.lookup("odom", "lidar", 1_001_000_000) is None        # not extrapolated
+    assert buffer.lookup("odom", "lidar", 400_000_000) is None          # older than the history kept
+    assert buffer.lookup("odom", "lidar", 600_000_000) is not None
+    buffer, _, _, _ = _odometry(seconds=1.0, history_s=None)
+    buffer.add("odom", "base_link", _T(7), 2_000_000_000)               # a second later: odometry dropped out
+    assert buffer.lookup("odom", "lidar", 1_500_000_000) is None
+    assert buffer.lookup("odom", "lidar", 2_000_000_000) is not None and buffer.lookup("odom", "lidar", 0) is not None
+    buffer.clear()
+    assert buffer.lookup("odom", "lidar", 2_000_000_000) is None and buffer.lookup("base_link", "lidar", 0) is not None
 
 
 def test_ros_covariance_is_the_spread_of_the_published_pose():

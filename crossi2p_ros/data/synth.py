@@ -44,6 +44,8 @@ CAMERA_MODELS = ("pinhole", "plumb_bob", "fisheye")
 _FISHEYE_CORNER_DEG = 85.0
 
 LIDAR_FRAME = "lidar"
+ODOM_FRAME = "odom"          # REP-105 names of the bag's odometry (SynthConfig.odometry_rate_hz)
+BASE_FRAME = "base_link"
 CAMERA_FRAME = "camera_optical"
 TOPIC_IMAGE = "/camera/image_raw"
 TOPIC_CAMERA_INFO = "/camera/camera_info"
@@ -122,6 +124,9 @@ class SynthConfig:
     # only (synth.json), as a real driver's stamps do not say it
     camera_offset_s: float = 0.0
     camera_offset_jitter_s: float = 0.0
+    # > 0: the bag also carries the vehicle's odometry as a robot publishes it, ``odom -> base_link`` on /tf at this
+    # rate [Hz] and ``base_link -> lidar`` on /tf_static (the true poses, no drift); 0, the default: no odometry
+    odometry_rate_hz: float = 0.0
     # decalibration: from this time on the camera is knocked by a rotation about its own y axis (yaw,
     # positive = turning right) and a shift along its x axis; calib.txt and /tf_static keep the old extrinsic
     decalibrate_at_s: float | None = None
@@ -171,6 +176,8 @@ class SynthConfig:
         if not 0 <= self.speed_change_mps < max(lo_speed, 1e-9) or self.speed_change_period_s <= 0:
             raise CrossI2PError(f"speed_change_mps={self.speed_change_mps}: must be >= 0 and below the slowest "
                                 f"speed {lo_speed} m/s (the rig never reverses), with a positive period")
+        if self.odometry_rate_hz < 0:
+            raise CrossI2PError(f"odometry_rate_hz={self.odometry_rate_hz}: must be >= 0 (0: no /tf odometry)")
         if self.decalibrate_at_s is not None and self.decalibrate_at_s < 0:
             raise CrossI2PError(f"decalibrate_at_s={self.decalibrate_at_s}: must be >= 0 seconds")
 
@@ -482,7 +489,9 @@ def generate(cfg: SynthConfig, out_dir: Path, bag_path: Path | None = None, prog
     ``/lidar/points`` in frame ``lidar``, and the true extrinsic once on
     ``/tf_static`` (parent ``lidar``, child ``camera_optical``). With ``cfg.sweep_s`` the per-point times
     go into ``velodyne_times/`` and the clouds' uint32 ``t`` field [ns from the stamp, the sweep's start], and
-    the images' stamps into ``times_image_2.txt``.
+    the images' stamps into ``times_image_2.txt``. With ``cfg.odometry_rate_hz`` the bag also has the
+    vehicle's true motion on ``/tf`` (``odom -> base_link``) and the LiDAR's mount on ``/tf_static``
+    (``base_link -> lidar``), from the first sweep's stamp to a sweep past the last.
     """
     if bag_path is not None and Path(bag_path).exists():  # fail before anything is written
         raise CrossI2PError(f"bag output {bag_path} already exists; choose a new path or delete it first")
@@ -497,6 +506,11 @@ def generate(cfg: SynthConfig, out_dir: Path, bag_path: Path | None = None, prog
             bag_path = Path(bag_path)
             bag = stack.enter_context(BagWriter(bag_path, storage=cfg.bag_storage))  # type: ignore[arg-type]
             bag.add_tf_static(cfg.bag_start_ns, LIDAR_FRAME, CAMERA_FRAME, invert(seq.T_camera_lidar))
+            if cfg.odometry_rate_hz > 0:
+                bag.add_tf_static(cfg.bag_start_ns, BASE_FRAME, LIDAR_FRAME, seq.rig.T_vehicle_lidar)
+        # the odometry's sample times [s from the first sweep], written as the frames pass them
+        odometry_s = list(np.arange(0.0, len(seq) / cfg.rate_hz + 1e-9, 1.0 / cfg.odometry_rate_hz)) \
+            if bag is not None and cfg.odometry_rate_hz > 0 else []
         image_topic = TOPIC_IMAGE + ("/compressed" if cfg.compressed_images else "")
         frames = tqdm(seq, total=len(seq), desc=f"synth {cfg.style} seed {cfg.seed}", unit="frame",
                       disable=not progress)
@@ -506,12 +520,19 @@ def generate(cfg: SynthConfig, out_dir: Path, bag_path: Path | None = None, prog
                        frame.point_times_s if timed else None,
                        frame.time_s + frame.camera_time_offset_s if timed else None)
             if bag is not None:
+                while odometry_s and odometry_s[0] <= frame.time_s:
+                    t = odometry_s.pop(0)
+                    bag.add_tf(cfg.bag_start_ns + round(t * 1e9), ODOM_FRAME, BASE_FRAME,
+                               seq.trajectory.T_world_vehicle(seq.scene, t))
                 lidar_ns = cfg.bag_start_ns + round(frame.index * 1e9 / cfg.rate_hz)
                 camera_ns = lidar_ns + round(frame.camera_time_offset_s * 1e9)
                 bag.add_pointcloud(TOPIC_POINTS, lidar_ns, LIDAR_FRAME, frame.points,
                                    times_s=frame.point_times_s if cfg.sweep_s > 0 else None)
                 bag.add_image(image_topic, camera_ns, CAMERA_FRAME, frame.image, compressed=cfg.compressed_images)
                 bag.add_camera_info(TOPIC_CAMERA_INFO, camera_ns, CAMERA_FRAME, seq.camera)
+        for t in odometry_s:   # past the last sweep: its motion is known up to the next one's stamp
+            bag.add_tf(cfg.bag_start_ns + round(t * 1e9), ODOM_FRAME, BASE_FRAME,
+                       seq.trajectory.T_world_vehicle(seq.scene, t))
         (writer.sequence_dir / "synth.json").write_text(_config_json(cfg, seq.camera, seq.T_camera_lidar))
     return SynthResult(sequence_dir=writer.sequence_dir, camera=seq.camera, T_camera_lidar=seq.T_camera_lidar,
                        frames=len(seq), bag_path=bag_path, config=cfg)

@@ -41,18 +41,18 @@ from sensor_msgs.msg import PointCloud2
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
-from ..decode import image_from_msg, transform_from_tf_msg
+from ..decode import image_from_msg, stamped_transforms_from_tf_msg, transform_from_tf_msg
 from ..errors import CrossI2PError
 from ..overlay import draw_projection
 from ..pointcloud import unpack_cloud
 from ..registration.calibrator import Calibrator
 from ..session import Frame, Session
 from ..sweep_cache import SweepCache
-from ..tf_tree import StaticTransforms
+from ..tf_tree import StaticTransforms, TransformBuffer
 from .camera_channel import CameraChannel, camera_setups
 from .messages import diagnostic_array, image_message, stamp_ns
 from .params import DYNAMIC_GROUPS, configs_from, monitor_config, parameter_specs
-from .qos import RELIABLE_QOS, SENSOR_QOS, STATIC_TF_QOS
+from .qos import RELIABLE_QOS, SENSOR_QOS, STATIC_TF_QOS, TF_QOS
 
 # re-exported for callers that listen to the node (the demo, tests)
 __all__ = ["CalibrationNode", "RELIABLE_QOS", "STATIC_TF_QOS", "main"]
@@ -116,6 +116,7 @@ class CalibrationNode(Node):
         self.mode: str = self.cfg.mode
         self.running = bool(self.cfg.autostart)
         self._static_tf = StaticTransforms()
+        self._tf = TransformBuffer(self._static_tf)   # ... and /tf's moving edges: the vehicle's odometry
         self._clouds_received = 0
         self._bad = 0
         self._last_error = ""
@@ -130,7 +131,8 @@ class CalibrationNode(Node):
         sessions: list[Session | None] = [None] * len(setups)
         try:
             self.calibrator = Calibrator(configs["calibrator"])
-            sessions = [Session(self.calibrator, configs["session"], sweeps=self.sweeps) for _ in setups]
+            sessions = [Session(self.calibrator, configs["session"], sweeps=self.sweeps, lidar_poses=self._lidar_pose)
+                        for _ in setups]
             self.get_logger().info(f"weights {self.calibrator.weights_path} on {self.calibrator.device}; "
                                    f"{self.mode} with windows of {configs['session'].keyframes.size} keyframes, "
                                    f"camera{'s' if len(setups) > 1 else ''} {', '.join(s.name for s in setups)}")
@@ -147,6 +149,8 @@ class CalibrationNode(Node):
         self._load_prior_files()
         self.create_subscription(PointCloud2, self.cfg.cloud_topic, self._on_cloud, qos)
         self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, STATIC_TF_QOS)
+        if self.cfg.odom_frame:
+            self.create_subscription(TFMessage, "/tf", self._on_tf, TF_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
         self.create_service(Trigger, "~/start", self._srv_start)
         self.create_service(Trigger, "~/reset", self._srv_reset)
@@ -225,6 +229,17 @@ class CalibrationNode(Node):
         except CrossI2PError as exc:
             self.note_error("/tf_static", exc)
 
+    def _on_tf(self, msg) -> None:
+        try:
+            for parent, child, T, stamp in stamped_transforms_from_tf_msg(msg):
+                self._tf.add(parent, child, T, stamp)
+        except CrossI2PError as exc:
+            self.note_error("/tf", exc)
+
+    def _lidar_pose(self, lidar_frame: str, stamp: int) -> np.ndarray | None:
+        """``T_odom_lidar`` at ``stamp`` [ns] from /tf (:class:`..session.Session`'s ``lidar_poses``)."""
+        return self._tf.lookup(self.cfg.odom_frame, lidar_frame, stamp) if self.cfg.odom_frame else None
+
     def hand_over(self, ch: CameraChannel, pairs) -> None:
         """Pairs of camera ``ch`` completed by a callback: the newest goes to the preparer."""
         if ch.sync.stats.resets != ch.sync_resets:
@@ -232,6 +247,7 @@ class CalibrationNode(Node):
             ch.sync_resets = ch.sync.stats.resets
             ch.time_jumps += 1
             self.sweeps.clear()
+            self._tf.clear()
             if ch.session is not None:
                 ch.session.reset()
             self.get_logger().warning("message stamps jumped backwards (bag loop or clock reset): pairing and "

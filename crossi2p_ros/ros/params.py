@@ -57,6 +57,9 @@ class NodeConfig:
                                           "else /tf_static")
     installed_transform: tuple = _opt((0.0,), "monitor mode: installed TF lidar->camera as [x, y, z, qx, qy, qz, "
                                               "qw]; [0.0] = unset")
+    odom_frame: str = _opt("odom", "fixed frame of the vehicle's odometry on /tf (REP-105 odom): while moving, a "
+                                   "sweep's motion comes from it where /tf connects it to the LiDAR frame at both "
+                                   "sweeps' stamps, else from registering the sweeps; empty: always registration")
     output_dir: str = _opt("crossi2p_calibration", "where ~/save writes the calibration files")
     autostart: bool = _opt(True, "start at once; false: wait for ~/start")
     stale_after_s: float = _opt(5.0, "diagnostics turn STALE after this long without a pair [s]", (0.1, 3600.0))
