@@ -18,7 +18,12 @@ Cases: ``prior`` (5 deg / 20 cm off, the demo's knock, as ``initial_calibration`
 from 3 deg / 10 cm, if present) and ``driving`` (a drive at 10-20 m/s whose sweeps
 are cast over 100 ms while it moves, published with Ouster's per-point ``t``
 field, the camera stamped mid-sweep and exposed 20 ms after its stamp; from the
-demo's knock: the node motion-compensates and estimates the offset).
+demo's knock: the node motion-compensates and estimates the offset). With
+``--tf-odometry`` the tester also publishes the vehicle's motion as a robot
+does, ``odom -> base_link`` on ``/tf`` at 100 Hz (continuous across the loops
+of the drive) and ``base_link -> lidar`` on ``/tf_static``, and stamps the
+drive's messages at their planned times so that the odometry matches them:
+the node takes each sweep's twist from ``/tf`` instead of registering sweeps.
 
 ``--cameras N`` (case ``prior``): N cameras on the one LiDAR (``synth.camera_rig``:
 ahead, then turned 60 deg left, right, 120 deg left, right, and behind), one
@@ -30,6 +35,7 @@ runs the same cameras with a node each too (what one would do without the
 
     .venv/bin/python benchmarks/node.py --json docs/results/node.json
     .venv/bin/python benchmarks/node.py --cases prior --cameras 1 2 6 --seconds 60 --json docs/results/node_cameras.json
+    .venv/bin/python benchmarks/node.py --cases driving --tf-odometry --json docs/results/node_driving_tf.json
 """
 from __future__ import annotations
 
@@ -60,13 +66,14 @@ CAMERA_HEADINGS = {"front": 0.0, "front_left": 60.0, "front_right": -60.0, "rear
                    "rear": 180.0}
 
 
-def _frames(case: str, seed: int, n: int, cameras: int = 1) -> list[tuple[str, list]]:
-    """(camera name, frames) of each camera; a single camera is named ``camera`` (the node's default)."""
+def _frames(case: str, seed: int, n: int, cameras: int = 1) -> tuple[list[tuple[str, list]], object]:
+    """(camera name, frames) of each camera, a single camera named ``camera`` (the node's default), and the first
+    camera's synthetic sequence (None for real data)."""
     if case == "kitti":
         from crossi2p_ros.data.kitti import open_dataset
 
         ds = open_dataset(KITTI_RAW)
-        return [("camera", [ds[i] for i in range(len(ds))])]
+        return [("camera", [ds[i] for i in range(len(ds))])], None
     from crossi2p_ros.data.synth import SynthConfig, camera_rig
 
     timed = {"speed_mps": (15.0, 15.0), "speed_change_mps": 5.0, "speed_change_period_s": 6.0, "sweep_s": 0.1,
@@ -74,7 +81,22 @@ def _frames(case: str, seed: int, n: int, cameras: int = 1) -> list[tuple[str, l
     names = ["camera"] if cameras == 1 else list(CAMERA_HEADINGS)[:cameras]
     rig = camera_rig(SynthConfig(frames=n, seed=seed, style="urban", **timed),
                      [CAMERA_HEADINGS.get(name, 0.0) for name in names])
-    return [(name, list(seq)) for name, seq in zip(names, rig)]
+    return [(name, list(seq)) for name, seq in zip(names, rig)], rig[0]
+
+
+class _Odometry:
+    """The drive's vehicle pose ``T_odom_base_link`` at any time of the looped drive, continuous across loops
+    (each loop starts where the last one ended), as a robot's odometry would be."""
+
+    def __init__(self, seq, frames: int, rate: float):
+        self.pose = lambda t: seq.trajectory.T_world_vehicle(seq.scene, t)   # noqa: E731
+        self.period = frames / rate
+        self.T_loop = self.pose(self.period) @ invert(self.pose(0.0))
+        self.T_base_lidar = seq.rig.T_vehicle_lidar
+
+    def at(self, t: float) -> np.ndarray:
+        loops = int(t // self.period)
+        return np.linalg.matrix_power(self.T_loop, loops) @ self.pose(t - loops * self.period)
 
 
 def _converged(msg) -> bool:
@@ -104,18 +126,19 @@ def _covers(msg, T_true: np.ndarray, T_cl: np.ndarray) -> bool:
 
 
 def run_case(case: str, rig: list[tuple[str, list]], seconds: float, rate: float, tmp: Path, domain: int,
-             extra: tuple[str, ...] = (), separate: bool = False) -> dict:
+             extra: tuple[str, ...] = (), separate: bool = False, odometry: _Odometry | None = None) -> dict:
     """One run; ``separate``: a node per camera (each in its own namespace, ``/<name>/crossi2p_calibration``)
-    instead of one node for all, to compare the two."""
+    instead of one node for all, to compare the two; ``odometry``: the vehicle's motion also on /tf."""
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseWithCovarianceStamped
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+    from tf2_msgs.msg import TFMessage
 
-    from crossi2p_ros.ros.messages import calibration_from_message, sensor_messages, time_msg
-    from crossi2p_ros.ros.qos import RELIABLE_QOS
+    from crossi2p_ros.ros.messages import calibration_from_message, sensor_messages, tf_message, time_msg
+    from crossi2p_ros.ros.qos import RELIABLE_QOS, STATIC_TF_QOS, TF_QOS
 
     names = [name for name, _ in rig]
     several = len(names) > 1
@@ -158,6 +181,8 @@ def run_case(case: str, rig: list[tuple[str, list]], seconds: float, rate: float
     pubs = {name: [tester.create_publisher(t, topic, RELIABLE_QOS) for t, topic in
                    ((Image, f"/{name}/image_raw"), (CameraInfo, f"/{name}/camera_info"))] for name in names}
     cloud_pub = tester.create_publisher(PointCloud2, "/lidar/points", RELIABLE_QOS)
+    tf_pub = tester.create_publisher(TFMessage, "/tf", TF_QOS) if odometry else None
+    static_pub = tester.create_publisher(TFMessage, "/tf_static", STATIC_TF_QOS) if odometry else None
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(tester)
     spinner = threading.Thread(target=executor.spin, daemon=True)
@@ -177,6 +202,9 @@ def run_case(case: str, rig: list[tuple[str, list]], seconds: float, rate: float
         first = rig[0][1]
         camera_ns = [round(getattr(f, "camera_time_offset_s", 0.0) * 1e9) if case == "driving" else 0 for f in first]
         cpu0, start = sum(_cpu_s(proc.pid) for proc in procs), time.monotonic()
+        start_ns = time.time_ns()
+        if odometry is not None:
+            static_pub.publish(tf_message(odometry.T_base_lidar, "base_link", "lidar", time_msg(start_ns)))
         k = 0
         while time.monotonic() - start < seconds:
             target = start + k / rate
@@ -184,6 +212,16 @@ def run_case(case: str, rig: list[tuple[str, list]], seconds: float, rate: float
                 time.sleep(target - time.monotonic())
             now_ns = time.time_ns()
             i = k % len(first)
+            if odometry is not None:
+                # stamps on a 100 Hz grid the odometry shares. A live sweep is published a sweep after its stamp
+                # (drivers stamp its start), when odometry has passed the next sweep's stamp; here each frame is
+                # published at its stamp, so the odometry goes out a frame ahead (through the next-but-one stamp)
+                step_ns = round(1e9 / rate / 10)
+                now_ns = start_ns + 10 * k * step_ns
+                for j in range(0 if k == 0 else 11, 21):
+                    t_ns = (10 * k + j) * step_ns
+                    tf_pub.publish(tf_message(odometry.at(t_ns * 1e-9), "odom", "base_link",
+                                              time_msg(start_ns + t_ns)))
             for name in names:
                 img, info, cloud = msgs[name][i]
                 img.header.stamp = info.header.stamp = time_msg(now_ns + camera_ns[i])
@@ -237,7 +275,8 @@ def run_case(case: str, rig: list[tuple[str, list]], seconds: float, rate: float
             "pairs_prepared": d.get("pairs_prepared"), "pairs_dropped_busy": d.get("pairs_dropped_busy"),
             "keyframes": d.get("keyframes"), "node_message": d.get("_message"),
             "time_offset_ms": d.get("time_offset_ms"), "time_offset_sigma_ms": d.get("time_offset_sigma_ms"),
-            "sweeps_shared": d.get("sweeps_shared"), "solve_log": rows,
+            "sweeps_shared": d.get("sweeps_shared"), "twists_from_tf": d.get("twists_from_tf"),
+            "twists_from_lidar": d.get("twists_from_lidar"), "solve_log": rows,
         }
         c, f = per_camera[name], per_camera[name]["final"]
         print(f"{case:9s} {name:11s} {k} pairs in {seconds:.0f} s: {len(rows)} solves; target {rot_target} deg / "
@@ -247,7 +286,8 @@ def run_case(case: str, rig: list[tuple[str, list]], seconds: float, rate: float
               f"final {f['rot_deg']:.2f} deg / {100 * f['trans_m']:.1f} cm; 3-sigma coverage after 10 s "
               f"{c['coverage_3sigma_after_10s']}; pair age at hand-over {c['pair_age_at_handover_ms']} ms; "
               f"prepared {c['pairs_prepared']}, dropped {c['pairs_dropped_busy']}; time offset {c['time_offset_ms']} "
-              f"ms (sigma {c['time_offset_sigma_ms']})" if f else f"{case} {name}: no solve", flush=True)
+              f"ms (sigma {c['time_offset_sigma_ms']}); twists from /tf {c['twists_from_tf']}, from registration "
+              f"{c['twists_from_lidar']}" if f else f"{case} {name}: no solve", flush=True)
     print(f"{case:9s} {len(names)} camera(s), {'a node each' if separate else 'one node'}: node CPU {cpu_per_s:.2f} s "
           f"per s of data; exit {rc}", flush=True)
     result = {"case": case, "cameras": names, "nodes": len(procs), "published_pairs": k, "seconds": seconds,
@@ -272,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
                     metavar="N", help="cameras on the LiDAR, one run per count (1-6; default 1)")
     ap.add_argument("--separate-nodes", action="store_true",
                     help="with --cameras N > 1 also run a node per camera, to compare with one node for all")
+    ap.add_argument("--tf-odometry", action="store_true",
+                    help="case driving: also publish the vehicle's odometry on /tf (odom -> base_link, 100 Hz)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     results = {"device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
@@ -282,11 +324,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"kitti: skipped ({KITTI_RAW} not present)")
                 continue
             for j, cameras in enumerate(args.cameras if case != "kitti" else [1]):
-                rig = _frames(case, args.seed, args.frames, cameras)
+                rig, seq = _frames(case, args.seed, args.frames, cameras)
                 seconds = args.seconds or (30.0 if case == "prior" else 60.0)
                 key = case if cameras == 1 else f"{case}_{cameras}_cameras"
+                odometry = _Odometry(seq, len(rig[0][1]), args.rate) if args.tf_odometry and case == "driving" \
+                    else None
+                key += "_tf_odometry" if odometry else ""
                 results["cases"][key] = run_case(case, rig, seconds, args.rate, Path(tmp), 225 + 10 * i + j,
-                                                 tuple(args.param))
+                                                 tuple(args.param), odometry=odometry)
                 if args.separate_nodes and cameras > 1:
                     results["cases"][key + "_a_node_each"] = run_case(case, rig, seconds, args.rate, Path(tmp),
                                                                        180 + 10 * i + j, tuple(args.param), True)

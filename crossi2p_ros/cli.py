@@ -73,6 +73,9 @@ def _add_synth_args(p: argparse.ArgumentParser) -> None:
                         "driver's stamps do not say it) (default %(default)s)")
     p.add_argument("--camera-offset-jitter-ms", type=float, default=1e3 * defaults.camera_offset_jitter_s,
                    metavar="MS", help="... plus U(-j, j) per frame (default %(default)s)")
+    p.add_argument("--rolling-shutter-ms", type=float, default=1e3 * defaults.rolling_shutter_s, metavar="MS",
+                   help="a rolling shutter: the rows exposed top to bottom over this long, the middle row at the "
+                        "exposure time (default %(default)s: a global shutter)")
     p.add_argument("--odom-rate", type=float, default=defaults.odometry_rate_hz, metavar="HZ",
                    help="with --bag: the vehicle's true motion on /tf (odom -> base_link) at this rate and the "
                         "LiDAR's mount on /tf_static (base_link -> lidar), as a robot's odometry (default "
@@ -92,7 +95,7 @@ def _synth_config(args: argparse.Namespace):
         speed_mps=None if args.speed is None else (args.speed, args.speed), speed_change_mps=args.speed_change,
         speed_change_period_s=args.speed_change_period, sweep_s=1e-3 * args.sweep_ms,
         camera_offset_s=1e-3 * args.camera_offset_ms, camera_offset_jitter_s=1e-3 * args.camera_offset_jitter_ms,
-        odometry_rate_hz=args.odom_rate,
+        rolling_shutter_s=1e-3 * args.rolling_shutter_ms, odometry_rate_hz=args.odom_rate,
     )
 
 

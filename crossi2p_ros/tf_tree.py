@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+import time
 from collections import deque
 
 import numpy as np
@@ -105,6 +106,8 @@ class TransformBuffer:
         self.history_ns = None if history_s is None else int(history_s * 1e9)
         self.max_gap_ns = int(max_gap_s * 1e9)
         self._lock = threading.Lock()
+        self._added = threading.Condition(self._lock)
+        self._newest_ns: int | None = None   # the newest sample of any moving edge
         # (parent, child) -> sorted stamps [ns] and, per stamp, (rotation as a quaternion x y z w, translation)
         self._moving: dict[tuple[str, str], tuple[list[int], list[tuple[np.ndarray, np.ndarray]]]] = {}
 
@@ -124,11 +127,14 @@ class TransformBuffer:
             if self.history_ns is not None:
                 old = bisect.bisect_left(stamps, stamps[-1] - self.history_ns)
                 del stamps[:old], samples[:old]
+            self._newest_ns = stamp_ns if self._newest_ns is None else max(self._newest_ns, stamp_ns)
+            self._added.notify_all()
 
     def clear(self) -> None:
         """Forget the moving edges (a clock that jumped back); the static tree stays."""
         with self._lock:
             self._moving.clear()
+            self._newest_ns = None
 
     def moving_edges(self) -> list[tuple[str, str]]:
         with self._lock:
@@ -148,13 +154,22 @@ class TransformBuffer:
         rotation = ra * Rotation.from_rotvec(f * (ra.inv() * rb).as_rotvec())
         return make_transform(rotation.as_matrix(), (1.0 - f) * ta + f * tb)
 
-    def lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray | None:
+    def lookup(self, target: str, source: str, stamp_ns: int, timeout_s: float = 0.0) -> np.ndarray | None:
         """``T_target_source`` at ``stamp_ns`` through static and moving edges (each moving one interpolated at
-        that instant), or None where the frames are not connected then."""
-        tree = self.static.copy()
+        that instant), or None where the frames are not connected then.
+
+        ``timeout_s``: while no moving edge has a sample at or after ``stamp_ns`` yet (odometry still on its way:
+        a busy executor takes /tf's messages a few hundred ms late), wait up to this long for one, as tf2's
+        lookup with a timeout does. Without any moving edge there is nothing to wait for."""
+        deadline = time.monotonic() + timeout_s
         with self._lock:
-            for edge in self._moving:
-                T = self._interpolated(edge, stamp_ns)
-                if T is not None:
-                    tree.add(*edge, T)
+            while self._newest_ns is not None and self._newest_ns < stamp_ns:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._added.wait(remaining):
+                    break
+            moving = [(edge, self._interpolated(edge, stamp_ns)) for edge in self._moving]
+        tree = self.static.copy()
+        for edge, T in moving:
+            if T is not None:
+                tree.add(*edge, T)
         return tree.lookup(target, source)

@@ -104,3 +104,22 @@ def test_ros_covariance_is_the_spread_of_the_published_pose():
     ros = ros_pose_covariance(T_cl, cov)
     np.testing.assert_allclose(ros, empirical, atol=0.05 * np.abs(ros).max())
     assert ros.shape == (6, 6) and np.allclose(ros, ros.T)
+
+
+def test_a_lookup_waits_for_odometry_still_on_its_way_and_only_then():
+    """A sweep can reach the preparer before the /tf samples at its stamp (the executor takes them later): with a
+    timeout the lookup waits for them; with no moving edge at all it does not wait."""
+    import threading
+    import time
+
+    buffer, exact, _, _ = _odometry(seconds=0.5)
+    later = threading.Timer(0.05, lambda: buffer.add("odom", "base_link", exact(0.51) @ invert(_T(6)), 510_000_000))
+    later.start()
+    assert buffer.lookup("odom", "lidar", 505_000_000) is None                  # not yet
+    T = buffer.lookup("odom", "lidar", 505_000_000, timeout_s=2.0)
+    later.join()
+    assert T is not None and np.linalg.norm(T[:3, 3] - exact(0.505)[:3, 3]) < 1e-3
+    static_only = TransformBuffer()
+    static_only.static.add("base_link", "lidar", _T(6))
+    t0 = time.monotonic()
+    assert static_only.lookup("odom", "lidar", 0, timeout_s=2.0) is None and time.monotonic() - t0 < 0.5

@@ -217,15 +217,25 @@ class CameraRenderer:
         self._noise = (255.0 * noise_sigma) * noise_rng.standard_normal((h + _NOISE_PAD, w + _NOISE_PAD, 3), np.float32)
 
     def render(self, scene: Scene, T_world_camera: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """``(image, depth)``: RGB uint8 (H, W, 3) and depth along the optical axis [m] (H, W), inf for sky."""
+        """``(image, depth)``: RGB uint8 (H, W, 3) and depth along the optical axis [m] (H, W), inf for sky.
+
+        ``T_world_camera``: the camera's pose (4, 4), or one per image row (H, 4, 4), a rolling shutter's rows
+        each exposed from where the camera was then."""
         cam = self.camera
         env = scene.env
-        R = T_world_camera[:3, :3].astype(np.float32)
-        origin = T_world_camera[:3, 3].astype(np.float32)
         n = len(self._rays)
         rays = np.empty((n, 6), np.float32)
-        rays[:, :3] = origin
-        rays[:, 3:] = self._rays @ R.T
+        T = np.asarray(T_world_camera, dtype=np.float64)
+        if T.ndim == 2:
+            R = T[:3, :3].astype(np.float32)
+            rays[:, :3] = T[:3, 3]
+            rays[:, 3:] = self._rays @ R.T
+        else:
+            if T.shape != (cam.height, 4, 4):
+                raise ValueError(f"poses of shape {T.shape}: one (4, 4) or one per image row ({cam.height}, 4, 4)")
+            rows = self._rays.reshape(cam.height, cam.width, 3)
+            rays[:, :3] = np.repeat(T[:, :3, 3], cam.width, axis=0)
+            rays[:, 3:] = np.einsum("hwj,hij->hwi", rows, T[:, :3, :3].astype(np.float32)).reshape(n, 3)
         hit = scene.cast(rays)
         depth = hit["t_hit"]
         idx = np.flatnonzero(np.isfinite(depth))
@@ -245,7 +255,7 @@ class CameraRenderer:
         # direct sun with shadow rays from the lit hits
         ndl = normal @ env.sun_dir
         lit = np.flatnonzero(ndl > 0)
-        pos = origin + view[lit] * dist[lit, None]
+        pos = rays[idx[lit], :3] + view[lit] * dist[lit, None]
         srays = np.empty((len(lit), 6), np.float32)
         srays[:, :3] = pos + geo_n[lit] * _SHADOW_OFFSET_M
         srays[:, 3:] = env.sun_dir

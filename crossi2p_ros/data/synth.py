@@ -124,6 +124,9 @@ class SynthConfig:
     # only (synth.json), as a real driver's stamps do not say it
     camera_offset_s: float = 0.0
     camera_offset_jitter_s: float = 0.0
+    # > 0: a rolling shutter, the image's rows exposed top to bottom over this long [s] (the exposure time above is
+    # the middle row's), each rendered from where the camera was then; 0, the default: a global shutter
+    rolling_shutter_s: float = 0.0
     # > 0: the bag also carries the vehicle's odometry as a robot publishes it, ``odom -> base_link`` on /tf at this
     # rate [Hz] and ``base_link -> lidar`` on /tf_static (the true poses, no drift); 0, the default: no odometry
     odometry_rate_hz: float = 0.0
@@ -176,6 +179,9 @@ class SynthConfig:
         if not 0 <= self.speed_change_mps < max(lo_speed, 1e-9) or self.speed_change_period_s <= 0:
             raise CrossI2PError(f"speed_change_mps={self.speed_change_mps}: must be >= 0 and below the slowest "
                                 f"speed {lo_speed} m/s (the rig never reverses), with a positive period")
+        if not 0 <= self.rolling_shutter_s <= 1.0 / self.rate_hz:
+            raise CrossI2PError(f"rolling_shutter_s={self.rolling_shutter_s}: must be between 0 and the frame period "
+                                f"{1.0 / self.rate_hz:g} s")
         if self.odometry_rate_hz < 0:
             raise CrossI2PError(f"odometry_rate_hz={self.odometry_rate_hz}: must be >= 0 (0: no /tf odometry)")
         if self.decalibrate_at_s is not None and self.decalibrate_at_s < 0:
@@ -421,15 +427,20 @@ class SynthSequence:
         t_lidar = index / cfg.rate_hz
         T_world_lidar, T_world_camera = self.poses(index)
         points, times = self._scan(index, rng)
-        if cfg.sweep_s > 0 or cfg.camera_offset_s or cfg.camera_offset_jitter_s:
+        if cfg.sweep_s > 0 or cfg.camera_offset_s or cfg.camera_offset_jitter_s or cfg.rolling_shutter_s:
             # timed: the camera triggered at the sweep's middle, stamped with jitter, exposed at its offset from
             # the stamp, and rendered then (its own stream, so the defaults stay as they were)
             timing = np.random.default_rng([*self._seed_key, 9, index])
             offset = float(0.5 * cfg.sweep_s + timing.uniform(-1, 1) * cfg.stamp_jitter_s)
             exposure = float(cfg.camera_offset_s + timing.uniform(-1, 1) * cfg.camera_offset_jitter_s)
-            T_world_camera = self.pose_at(t_lidar + offset + exposure) \
-                @ invert(self.true_T_camera_lidar(index))
-            image, depth = self.renderer.render(self.scene, T_world_camera, rng)
+            T_camera_lidar = self.true_T_camera_lidar(index)
+            T_world_camera = self.pose_at(t_lidar + offset + exposure) @ invert(T_camera_lidar)
+            poses = T_world_camera
+            if cfg.rolling_shutter_s > 0:   # row v exposed at (v + 0.5) / H - 1/2 of the readout from the middle
+                rows = ((np.arange(self.camera.height) + 0.5) / self.camera.height - 0.5) * cfg.rolling_shutter_s
+                poses = np.stack([self.pose_at(t_lidar + offset + exposure + dt) for dt in rows]) \
+                    @ invert(T_camera_lidar)
+            image, depth = self.renderer.render(self.scene, poses, rng)
         else:   # both sensors at one instant, the camera's stamp off it by the jitter
             image, depth = self.renderer.render(self.scene, T_world_camera, rng)
             offset = float(rng.uniform(-1, 1) * cfg.stamp_jitter_s)

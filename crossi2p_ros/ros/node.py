@@ -99,6 +99,11 @@ class _Mailbox:
             self.lock.notify_all()
 
 
+# how long the preparer waits for /tf odometry to reach a sweep's stamp (the executor may take /tf's messages later
+# than the clouds': measured 50-220 ms behind under a saturated CPU, benchmarks/node.py --tf-odometry)
+ODOMETRY_WAIT_S = 0.3
+
+
 class CalibrationNode(Node):
     def __init__(self, **kwargs: Any):
         super().__init__("crossi2p_calibration", **kwargs)
@@ -238,7 +243,8 @@ class CalibrationNode(Node):
 
     def _lidar_pose(self, lidar_frame: str, stamp: int) -> np.ndarray | None:
         """``T_odom_lidar`` at ``stamp`` [ns] from /tf (:class:`..session.Session`'s ``lidar_poses``)."""
-        return self._tf.lookup(self.cfg.odom_frame, lidar_frame, stamp) if self.cfg.odom_frame else None
+        return self._tf.lookup(self.cfg.odom_frame, lidar_frame, stamp, timeout_s=ODOMETRY_WAIT_S) \
+            if self.cfg.odom_frame else None
 
     def hand_over(self, ch: CameraChannel, pairs) -> None:
         """Pairs of camera ``ch`` completed by a callback: the newest goes to the preparer."""
