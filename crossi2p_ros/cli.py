@@ -308,6 +308,10 @@ def _add_bag_args(p: argparse.ArgumentParser) -> None:
                    help="on: each keyframe motion-compensated to the camera's stamp with the LiDAR's odometry and "
                         "the camera's time offset estimated; auto: on for clouds with per-point times; off: the "
                         "sweeps as recorded (default %(default)s)")
+    p.add_argument("--rolling-shutter-ms", type=float, default=0.0, metavar="MS",
+                   help="the camera's rolling-shutter readout, top to bottom row (its datasheet's frame readout "
+                        "time); while moving each edge is then taken at its row's time (default %(default)s: a "
+                        "global shutter)")
     p.add_argument("--odom-frame", default="odom",
                    help="fixed frame of the bag's /tf odometry: while moving, a sweep's motion comes from it where "
                         "/tf connects it to the LiDAR frame, else from registering the sweeps; '' : always "
@@ -357,9 +361,14 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
 def _calibrator(args: argparse.Namespace):
     from .registration.calibrator import Calibrator, CalibratorConfig
 
-    return Calibrator(CalibratorConfig(weights=str(args.weights) if args.weights else None, device=args.device,
-                                       use_mi=args.mi, backend=args.backend,
-                                       onnx=str(args.onnx) if args.onnx else None))
+    from dataclasses import replace
+
+    cfg = CalibratorConfig(weights=str(args.weights) if args.weights else None, device=args.device, use_mi=args.mi,
+                           backend=args.backend, onnx=str(args.onnx) if args.onnx else None)
+    readout_ms = getattr(args, "rolling_shutter_ms", 0.0)
+    if readout_ms < 0:
+        raise CrossI2PError(f"--rolling-shutter-ms {readout_ms}: must be >= 0")
+    return Calibrator(replace(cfg, window=replace(cfg.window, rolling_shutter_s=1e-3 * readout_ms)))
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -549,6 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "motion-compensates the sweep with its per-point times (velodyne_times/) and the camera's "
                         "time offset is estimated; auto: on where the dataset has per-point times; off: the "
                         "sweeps as recorded (default %(default)s)")
+    p.add_argument("--rolling-shutter-ms", type=float, default=0.0, metavar="MS",
+                   help="the camera's rolling-shutter readout, top to bottom row (its datasheet's frame readout "
+                        "time); while moving each edge is then taken at its row's time (default %(default)s: a "
+                        "global shutter)")
     p.add_argument("--odom-frame", default="odom",
                    help="fixed frame of the bag's /tf odometry: while moving, a sweep's motion comes from it where "
                         "/tf connects it to the LiDAR frame, else from registering the sweeps; '' : always "

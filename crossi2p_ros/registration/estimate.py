@@ -56,6 +56,7 @@ class Estimate:
     evaluations: int = 0
     time_offset_s: float | None = None
     time_offset_sigma_s: float | None = None
+    rivals: int = 0               # other optima the window could not tell from this one (the covariance spans them)
 
     def error_to(self, T_gt: np.ndarray) -> PoseError:
         """Pose error of this estimate against ``T_gt`` (DESIGN.md metrics)."""

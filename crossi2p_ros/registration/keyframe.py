@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from ..camera_views import working_view
-from ..geometry import CameraModel, se3_exp
+from ..geometry import CameraModel, project_pinhole, se3_exp, transform_points
 from .deskew import SweepTiming, deskew
 from .image_edges import EdgeLevel, detect_edges, distance_levels, sample_level, stack_levels
 from .motion import MotionFeatures, motion_features
@@ -72,6 +72,23 @@ class Keyframe:
             return self
         T = se3_exp(-float(dt_s) * self.twist)
         return replace(self, edges=self.edges @ T[:3, :3].T + T[:3, 3], spans=self.spans @ T[:3, :3].T)
+
+    def rolled(self, T_camera_lidar: np.ndarray, readout_s: float) -> "Keyframe":
+        """The keyframe with each edge moved on along its twist by when a rolling shutter exposed the row it
+        projects to under ``T_camera_lidar``: rows are read out top to bottom over ``readout_s`` [s], the middle
+        row at the camera's exposure time (where the edges are). Itself without a twist or a readout.
+
+        The row is that of the working (undistorted) image, taken for the sensor's: a lens's distortion moves
+        a point's row by a few percent of the image, a few percent of the readout. The spans are not re-timed
+        (they turn by the yaw rate times a few ms)."""
+        if self.twist is None or readout_s <= 0 or len(self.edges) == 0:
+            return self
+        uv, front = project_pinhole(self.K, transform_points(T_camera_lidar, self.edges), 0.5)
+        row = np.clip(np.nan_to_num(uv[:, 1], nan=0.5 * self.height), 0.0, self.height - 1.0)
+        row = np.where(front, row, 0.5 * self.height)
+        later = ((row + 0.5) / self.height - 0.5) * readout_s
+        # seen from the LiDAR frame that much later (deskew's exp((t - tau) xi) p with t = -later, tau = 0)
+        return replace(self, edges=deskew(self.edges, -later, self.twist, 0.0))
 
     def in_image(self, uv: np.ndarray, front: np.ndarray) -> np.ndarray:
         """Mask of projections ``uv`` (N, 2) in front of the camera (``front``) and inside the image."""

@@ -51,6 +51,11 @@ class WindowConfig:
     # second real drive says which way it goes
     interval_spacing: float = 0.0
     max_interval_samples: int = 8      # ... and at most this many
+    # a rolling shutter's readout [s]: the camera's rows exposed top to bottom over this long, the middle one at
+    # its exposure time; a moving keyframe's edges are then each moved along its twist to their row's time, the
+    # row taken where the start projects them and again where the solve ended (:meth:`.keyframe.Keyframe.rolled`,
+    # WindowEstimator.solve). 0: a global shutter
+    rolling_shutter_s: float = 0.0
     # global search around the start: the calib protocol's bounds (DESIGN.md)
     search_rot_deg: float = 10.0
     search_trans_m: float = 0.5

@@ -90,6 +90,9 @@ _DERIVED: list[tuple[Any, str, dict[str, tuple[str, Any]]]] = [
                     (1, 64)),
         "max_focal_px": ("work on images at most at this focal length [px], downscaled (a 2-4 K camera's "
                          "keyframes then take a fraction of the time); 0: as they come", (0.0, 100000.0)),
+        "rolling_shutter_s": ("the camera's rolling-shutter readout, top to bottom row [s] (its datasheet's frame "
+                              "readout time); while moving each edge is taken at its row's time; 0: a global "
+                              "shutter", (0.0, 0.2)),
         "converged_rot_deg": ("a solve is converged (published on /tf_static, saved by ~/save) when no rotation "
                               "direction has more sigma than this [deg] ...", (0.0, 45.0)),
         "converged_trans_m": ("... and no translation direction more than this [m] (with the camera's time "
