@@ -308,6 +308,14 @@ def _add_bag_args(p: argparse.ArgumentParser) -> None:
                    help="on: each keyframe motion-compensated to the camera's stamp with the LiDAR's odometry and "
                         "the camera's time offset estimated; auto: on for clouds with per-point times; off: the "
                         "sweeps as recorded (default %(default)s)")
+    p.add_argument("--azimuth-times", choices=["off", "cw", "ccw"], default=session.azimuth_times,
+                   help="clouds without per-point times from a spinning head: each point's time from its azimuth, "
+                        "the head turning clockwise (cw: Velodyne, Ouster, Hesai) or counter-clockwise seen from "
+                        "above (default %(default)s)")
+    p.add_argument("--seam-azimuth-deg", type=float, default=session.seam_azimuth_deg,
+                   help="... where the sweep starts [deg, left of the LiDAR's +x] (default %(default)s: behind)")
+    p.add_argument("--spin-period", type=float, default=session.spin_period_s,
+                   help="... and how long a turn takes [s] (default %(default)s)")
     p.add_argument("--rolling-shutter-ms", type=float, default=0.0, metavar="MS",
                    help="the camera's rolling-shutter readout, top to bottom row (its datasheet's frame readout "
                         "time); while moving each edge is then taken at its row's time (default %(default)s: a "
@@ -327,7 +335,8 @@ def _session_config(args: argparse.Namespace, mode: str, monitor=None):
     base = SessionConfig()
     cfg = replace(base, mode=mode, keyframes=replace(base.keyframes, size=args.keyframes),
                   min_keyframes=min(args.min_keyframes, args.keyframes), solve_every=args.solve_every,
-                  motion=args.motion,
+                  motion=args.motion, azimuth_times=args.azimuth_times, seam_azimuth_deg=args.seam_azimuth_deg,
+                  spin_period_s=args.spin_period,
                   **({"monitor": monitor} if monitor is not None else {}))
     cfg.validate()
     return cfg
@@ -558,6 +567,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "motion-compensates the sweep with its per-point times (velodyne_times/) and the camera's "
                         "time offset is estimated; auto: on where the dataset has per-point times; off: the "
                         "sweeps as recorded (default %(default)s)")
+    p.add_argument("--azimuth-times", choices=["off", "cw", "ccw"], default=session.azimuth_times,
+                   help="clouds without per-point times from a spinning head: each point's time from its azimuth, "
+                        "the head turning clockwise (cw: Velodyne, Ouster, Hesai) or counter-clockwise seen from "
+                        "above (default %(default)s)")
+    p.add_argument("--seam-azimuth-deg", type=float, default=session.seam_azimuth_deg,
+                   help="... where the sweep starts [deg, left of the LiDAR's +x] (default %(default)s: behind)")
+    p.add_argument("--spin-period", type=float, default=session.spin_period_s,
+                   help="... and how long a turn takes [s] (default %(default)s)")
     p.add_argument("--rolling-shutter-ms", type=float, default=0.0, metavar="MS",
                    help="the camera's rolling-shutter readout, top to bottom row (its datasheet's frame readout "
                         "time); while moving each edge is then taken at its row's time (default %(default)s: a "

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Literal
 
 import numpy as np
@@ -35,7 +35,7 @@ import numpy as np
 from .errors import CrossI2PError
 from .geometry import CameraModel, invert, se3_log
 from .monitor import DriftMonitor, DriftStatus, MonitorConfig
-from .registration.deskew import SweepTiming, sweep_twist, twist_between
+from .registration.deskew import SweepTiming, azimuth_times, sweep_twist, twist_between
 from .registration.estimate import Estimate
 from .registration.keyframe_window import KeyframeConfig, KeyframeWindow, thumbnail
 from .sweep_cache import SweepCache
@@ -82,6 +82,13 @@ class SessionConfig:
     # its edges to the camera's stamp (with the clouds' per-point times where they have them) and lets the window
     # estimate the camera's time offset; auto: on for clouds with per-point times; off: the sweeps as published
     motion: str = "auto"
+    # a spinning head whose clouds carry no per-point time (drivers or filters that drop the field): "cw" or "ccw",
+    # the way it turns seen from above, gives each point its time from its azimuth (registration/deskew.py,
+    # azimuth_times), the sweep starting at seam_azimuth_deg [deg, left of the LiDAR's +x] and lasting
+    # spin_period_s; "off": no times from azimuth
+    azimuth_times: str = "off"
+    seam_azimuth_deg: float = 180.0
+    spin_period_s: float = 0.1
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     def validate(self) -> None:
@@ -92,6 +99,9 @@ class SessionConfig:
                                 f"{self.keyframes.size}")
         if self.motion not in ("auto", "on", "off"):
             raise CrossI2PError(f"motion={self.motion!r}: use auto, on or off")
+        if self.azimuth_times not in ("off", "cw", "ccw") or self.spin_period_s <= 0:
+            raise CrossI2PError(f"azimuth_times={self.azimuth_times!r}, spin_period_s={self.spin_period_s}: use off, "
+                                "cw or ccw, and a positive period")
         if self.solve_every < 1 or self.mount_search_every < 1:
             raise CrossI2PError(f"solve_every={self.solve_every}, mount_search_every={self.mount_search_every}: "
                                 "each must be at least 1")
@@ -187,13 +197,18 @@ class Session:
         if self.cfg.mode == "monitor" and self.T_prior is None:
             raise CrossI2PError(f"monitor mode needs the installed extrinsic {frame.lidar_frame} -> "
                                 f"{frame.camera_frame} (a calibration file, parameters or /tf_static)")
-        moving = self.cfg.motion == "on" or (self.cfg.motion == "auto" and frame.point_times is not None)
+        timed = frame.point_times is not None or self.cfg.azimuth_times != "off"
+        moving = self.cfg.motion == "on" or (self.cfg.motion == "auto" and timed)
         following = None
         if moving:
             with self._lock:
                 frame, following, self._waiting = self._waiting, frame, frame
             if frame is None:
                 return False
+            if frame.point_times is None and self.cfg.azimuth_times != "off":
+                frame = replace(frame, point_times=azimuth_times(frame.points, self.cfg.spin_period_s,
+                                                                 self.cfg.seam_azimuth_deg,
+                                                                 self.cfg.azimuth_times == "cw"))
         stamp_s = frame.cloud_stamp_ns * 1e-9
         look = thumbnail(frame.image)
         with self._lock:

@@ -10,7 +10,7 @@ import pytest
 from crossi2p_ros.data.perturb import CalibProtocol
 from crossi2p_ros.data.synth import SynthConfig, SynthSequence
 from crossi2p_ros.geometry import invert, pose_error, se3_log
-from crossi2p_ros.registration.deskew import SweepTiming, deskew, sweep_twist
+from crossi2p_ros.registration.deskew import SweepTiming, azimuth_times, deskew, sweep_twist
 from crossi2p_ros.registration.inputs import undistorted, valid_region
 from crossi2p_ros.registration.keyframe import prepare_keyframe
 from crossi2p_ros.registration.time_offset import TimeOffsetConfig
@@ -76,6 +76,17 @@ def test_a_rolling_shutter_exposes_each_row_from_where_the_camera_was_then():
     # the motion shows: what faces the travel is 0.8 m nearer in the second render (the road, parallel to it, is not)
     seen = np.isfinite(first) & np.isfinite(last)
     assert np.percentile(first[seen] - last[seen], 90) > 0.5
+
+
+def test_a_spinning_heads_point_times_follow_from_its_azimuth():
+    """The generator's head turns clockwise from behind over the 100 ms sweep: the azimuth gives each point's
+    time to a column's firing (and turning the other way does not)."""
+    seq = _drive(9981, 1, speed=20.0, change=0.0)
+    points, times = seq.sweep(0)
+    cw = azimuth_times(points, 0.1, 180.0, clockwise=True)
+    ccw = azimuth_times(points, 0.1, 180.0, clockwise=False)
+    assert np.percentile(np.abs(cw - times), 99) < 1e-3
+    assert np.median(np.abs(ccw - times)) > 0.02
 
 
 def test_deskew_puts_a_moving_sweeps_points_on_the_static_scenes_surfaces():

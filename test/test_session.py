@@ -145,3 +145,33 @@ def test_cameras_on_one_lidar_share_each_sweeps_work_and_each_recovers_its_own_e
         T_true = frames[k][0].T_camera_lidar
         e0, e = pose_error(knock @ T_true, T_true), pose_error(session.calibration.T_camera_lidar, T_true)
         assert e.rot_deg < 0.3 and e.trans_m < 0.03 and e.rot_deg < e0.rot_deg / 4, (k, e0, e)
+
+
+def test_a_spinning_sweep_without_times_is_deskewed_with_times_from_its_azimuth(calibrator):
+    """A moving drive's raw sweeps (cast over 100 ms, the head turning clockwise from behind) offered without
+    their per-point times: with ``azimuth_times: cw`` the session's keyframes are the ones the true times give
+    (to a few mm: a column's azimuth is its time); with none the sweep is taken at its stamp and its late
+    points stay 1-2 m off. Twists from the generator's poses (``lidar_poses``), so only the times differ."""
+    from dataclasses import replace
+
+    from crossi2p_ros.data.synth import SynthConfig, SynthSequence
+
+    seq = SynthSequence(SynthConfig(frames=5, seed=9871, style="urban", speed_mps=(15.0, 15.0), sweep_s=0.1,
+                                    image_width=480, image_height=146))
+    frames = [seq.frame(i) for i in range(5)]
+    poses = lambda _frame, stamp_ns: seq.pose_at(stamp_ns * 1e-9)   # noqa: E731
+    keyframes = {}
+    for name, times, azimuth in (("true", True, "off"), ("azimuth", False, "cw"), ("stamp", False, "off")):
+        cfg = SessionConfig(keyframes=KeyframeConfig(min_change=0.0, min_interval_s=0.0), motion="on",
+                            azimuth_times=azimuth)
+        session = Session(calibrator, cfg, frames[0].T_camera_lidar, lidar_poses=poses)
+        for f in frames:
+            stamp = round(f.time_s * 1e9)
+            session.offer(Frame(f.image, f.points, f.camera, stamp, stamp + round(f.camera_time_offset_s * 1e9),
+                                "camera_optical", "lidar", point_times=f.point_times_s if times else None))
+        keyframes[name] = session.window.keyframes
+    assert len(keyframes["true"]) == 4
+    for a, b, c in zip(keyframes["true"], keyframes["azimuth"], keyframes["stamp"]):
+        assert a.edges.shape == b.edges.shape == c.edges.shape
+        assert np.median(np.linalg.norm(a.edges - b.edges, axis=1)) < 0.005
+        assert np.percentile(np.linalg.norm(a.edges - c.edges, axis=1), 90) > 0.5

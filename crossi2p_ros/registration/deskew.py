@@ -12,7 +12,8 @@ body twist ``xi`` (the sensor's velocity in its own frame):
 Times are seconds from the cloud's stamp; the twist is ``(v [m/s], w [rad/s])``
 in the LiDAR frame, the ordering of :func:`..geometry.se3_exp`. The twist comes
 from LiDAR odometry (:func:`sweep_twist`: two consecutive sweeps registered
-with open3d's generalized ICP; ``/tf`` odometry as a source is not built).
+with open3d's generalized ICP) or the vehicle's (``/tf``, :class:`..tf_tree.TransformBuffer`); the times from
+the driver's field, else, for a spinning head, from each point's azimuth (:func:`azimuth_times`).
 """
 from __future__ import annotations
 
@@ -60,6 +61,18 @@ def deskew(points: np.ndarray, times_s: np.ndarray | None, twist: np.ndarray, ta
     moved = np.einsum("nij,nj->ni", T[which, :3, :3], xyz) + T[which, :3, 3]
     out[:, :3] = moved.astype(points.dtype, copy=False)
     return out
+
+
+def azimuth_times(points: np.ndarray, period_s: float, seam_azimuth_deg: float = 180.0, clockwise: bool = True
+                  ) -> np.ndarray:
+    """Each point's time (N,) [s] from the sweep's start, from its azimuth, for a spinning head whose driver
+    publishes no time field: the sweep starts at ``seam_azimuth_deg`` [deg, left of the LiDAR's +x] and turns
+    ``clockwise`` (seen from above; azimuth falling, as Velodyne, Ouster and Hesai heads turn) once in
+    ``period_s`` [s]. ``points`` (N, >=3) [m, LiDAR frame]; the order of the points is not used."""
+    xyz = np.asarray(points)[:, :3].astype(np.float64)
+    azimuth = np.arctan2(xyz[:, 1], xyz[:, 0])
+    turned = (np.radians(seam_azimuth_deg) - azimuth) if clockwise else (azimuth - np.radians(seam_azimuth_deg))
+    return (np.mod(turned, 2.0 * np.pi) / (2.0 * np.pi) * float(period_s)).astype(np.float32)
 
 
 def twist_between(T_lidar0_lidar1: np.ndarray, dt_s: float) -> np.ndarray:

@@ -126,6 +126,12 @@ _DERIVED: list[tuple[Any, str, dict[str, tuple[str, Any]]]] = [
                    "the camera's stamp and the window estimates the camera's time offset (~/time_offset); auto: "
                    "on for clouds with per-point times (t, time, timestamp, offset_time); off: sweeps as published",
                    ("auto", "on", "off")),
+        "azimuth_times": ("a spinning head whose clouds carry no per-point time: cw or ccw, the way it turns seen "
+                          "from above (Velodyne, Ouster, Hesai: cw), gives each point its time from its azimuth "
+                          "(motion auto is then on); off: none", ("off", "cw", "ccw")),
+        "seam_azimuth_deg": ("... where its sweep starts [deg, left of the LiDAR's +x; 180: behind]",
+                             (-360.0, 360.0)),
+        "spin_period_s": ("... and how long a turn takes [s]", (0.001, 10.0)),
     }),
     (MonitorConfig(), "monitor.", {
         "warn_rot_deg": ("WARN beyond this significant rotation offset [deg]", (0.0, 90.0)),
