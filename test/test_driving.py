@@ -4,6 +4,8 @@ References are independent of the code under test: the ray-cast scene itself (a 
 the scene's surface is, seen from the LiDAR's true pose at the target time) and the generator's truth (its
 poses' twists, the offset it exposed the camera at). Seeds 9980-9989 are used nowhere else.
 """
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -87,6 +89,21 @@ def test_a_spinning_heads_point_times_follow_from_its_azimuth():
     ccw = azimuth_times(points, 0.1, 180.0, clockwise=False)
     assert np.percentile(np.abs(cw - times), 99) < 1e-3
     assert np.median(np.abs(ccw - times)) > 0.02
+
+
+MOTORWAY = Path(__file__).resolve().parents[2] / "shared" / "data" / "aimotive_pandar64_night" / "sequences" / "00"
+
+
+@pytest.mark.skipif(not MOTORWAY.is_dir(), reason="../shared/data/aimotive_pandar64_night is not present beside the "
+                                                   "checkout")
+def test_a_real_pandar64s_recorded_point_times_follow_from_its_azimuth():
+    """The real motorway drive's sweeps carry each point's recorded time (velodyne_times/): the head turns
+    clockwise from -88 deg in its own frame, and the azimuth gives the times to its beams' azimuth offsets."""
+    for name in ("000000", "000006"):
+        points = np.fromfile(MOTORWAY / "velodyne" / f"{name}.bin", np.float32).reshape(-1, 4)
+        times = np.fromfile(MOTORWAY / "velodyne_times" / f"{name}.bin", np.float32)
+        error = np.abs(azimuth_times(points, float(times.max()), -88.0, clockwise=True) - times)
+        assert np.median(error) < 1e-3 and np.percentile(error, 99) < 2.5e-3, (name, np.median(error))
 
 
 def test_deskew_puts_a_moving_sweeps_points_on_the_static_scenes_surfaces():
