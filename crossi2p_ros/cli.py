@@ -567,22 +567,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "motion-compensates the sweep with its per-point times (velodyne_times/) and the camera's "
                         "time offset is estimated; auto: on where the dataset has per-point times; off: the "
                         "sweeps as recorded (default %(default)s)")
-    p.add_argument("--azimuth-times", choices=["off", "cw", "ccw"], default=session.azimuth_times,
-                   help="clouds without per-point times from a spinning head: each point's time from its azimuth, "
-                        "the head turning clockwise (cw: Velodyne, Ouster, Hesai) or counter-clockwise seen from "
-                        "above (default %(default)s)")
-    p.add_argument("--seam-azimuth-deg", type=float, default=session.seam_azimuth_deg,
-                   help="... where the sweep starts [deg, left of the LiDAR's +x] (default %(default)s: behind)")
-    p.add_argument("--spin-period", type=float, default=session.spin_period_s,
-                   help="... and how long a turn takes [s] (default %(default)s)")
     p.add_argument("--rolling-shutter-ms", type=float, default=0.0, metavar="MS",
                    help="the camera's rolling-shutter readout, top to bottom row (its datasheet's frame readout "
                         "time); while moving each edge is then taken at its row's time (default %(default)s: a "
                         "global shutter)")
-    p.add_argument("--odom-frame", default="odom",
-                   help="fixed frame of the bag's /tf odometry: while moving, a sweep's motion comes from it where "
-                        "/tf connects it to the LiDAR frame, else from registering the sweeps; '' : always "
-                        "registration (default %(default)s)")
     _add_backend_args(p)
     p.add_argument("--json", type=Path, required=True, help="output JSON (the eval contract of DESIGN.md)")
     p.add_argument("--plots", type=Path, default=None, help="also write error histograms/CDFs and overlays here")
