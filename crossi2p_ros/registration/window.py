@@ -103,9 +103,9 @@ class WindowEstimator:
         """``T_camera_lidar`` of the window from ``T_start`` (4x4) (:meth:`solve_global_shutter`).
 
         With a rolling shutter (``cfg.rolling_shutter_s``) each moving keyframe's edges are first moved to the
-        time of the row the start projects them to (:meth:`.keyframe.Keyframe.rolled`); a solve that converges is
-        refined once more with the rows where it ended (a start 5 deg off puts an edge ~60 rows from its own),
-        unless it had rivals (a local refinement would not see them again).
+        time of the row the start projects them to (:meth:`.keyframe.Keyframe.rolled`); a solve that supports a pose
+        is refined once more, locally, with the rows where it ended (a start 5 deg off puts an edge ~60 rows from
+        its own), unless it had rivals (a local refinement would not see them again).
         """
         readout = self.cfg.rolling_shutter_s
         if readout <= 0 or all(kf.twist is None for kf in keyframes):
