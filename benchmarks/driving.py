@@ -37,7 +37,8 @@ from crossi2p_ros.data.perturb import CalibProtocol  # noqa: E402
 from crossi2p_ros.data.synth import SynthConfig, SynthFrame, SynthSequence  # noqa: E402
 from crossi2p_ros.evaluation import write_json  # noqa: E402
 from crossi2p_ros.geometry import invert, pose_error, within_sigma  # noqa: E402
-from crossi2p_ros.registration.deskew import SweepTiming, sweep_twist, twist_between  # noqa: E402
+from crossi2p_ros.registration.deskew import (TF_SPEED_SIGMA_REL, OdometryConfig, SweepTiming,  # noqa: E402
+                                              sweep_twist, twist_between)
 from crossi2p_ros.registration.estimate import time_offset_ms  # noqa: E402
 from crossi2p_ros.registration.inputs import undistorted, valid_region  # noqa: E402
 from crossi2p_ros.registration.keyframe import prepare_keyframe  # noqa: E402
@@ -71,6 +72,7 @@ def true_twist(seq: SynthSequence, frame: SynthFrame, sweep_s: float) -> np.ndar
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--drives", type=int, default=3, help="synthetic drives (seeds) (default %(default)s)")
+    ap.add_argument("--seed", type=int, default=SEED, help="the first drive's seed (default %(default)s: held out)")
     ap.add_argument("--window", type=int, default=20, help="keyframes a window (default %(default)s)")
     ap.add_argument("--every", type=int, default=3,
                     help="frames between keyframes: the window spans window x every frames (default %(default)s)")
@@ -98,7 +100,7 @@ def main() -> int:
     estimators = {k: WindowEstimator(c) for k, c in variants.items()}
     rows: list[dict] = []
     # "static": creeping at 0.2 m/s (stop-and-go; the generator's weave needs some speed)
-    drives = [(SEED + d, args.speed) for d in range(args.drives)] + ([(SEED + 99, 0.2)] if args.static else [])
+    drives = [(args.seed + d, args.speed) for d in range(args.drives)] + ([(args.seed + 99, 0.2)] if args.static else [])
     for seed, speed in drives:
         cfg = drive_config(seed, args.window * args.every + 1, speed, args.speed_change, args.offset_ms * 1e-3,
                            args.rolling_shutter_ms * 1e-3)
@@ -123,14 +125,15 @@ def main() -> int:
         raw_ms = 1e3 * (time.perf_counter() - t0) / len(used)
         t0 = time.perf_counter()
 
-        def deskewed(twists: list) -> list:
+        def deskewed(twists: list, speed_sigma_rel: float) -> list:
             return [prepare_keyframe(img, f.points, cam, variants["offset"], valid=valid, motion=False,
-                                     timing=SweepTiming(f.point_times_s, tw, f.camera_time_offset_s))
+                                     timing=SweepTiming(f.point_times_s, tw, f.camera_time_offset_s, speed_sigma_rel))
                     for f, (img, cam), tw in zip(used, pinhole, twists)]
 
-        skewless = deskewed(odo)
+        # each twist as uncertain as its source is (the node's and eval's)
+        skewless = deskewed(odo, OdometryConfig().speed_sigma_rel)
         deskew_ms = 1e3 * (time.perf_counter() - t0) / len(used)
-        skewless_tf = deskewed(truth) if args.tf else []
+        skewless_tf = deskewed(truth, TF_SPEED_SIGMA_REL) if args.tf else []
         if any(kf.twist is None for kf in skewless):
             print(f"drive {seed}: odometry failed on some frames; their keyframes stay raw")
         T_gt = used[0].T_camera_lidar

@@ -30,7 +30,7 @@ from .errors import CrossI2PError
 from .fileio import atomic_write_text
 from .geometry import PoseError, invert, pose_error, transform_points, within_sigma
 from .registration.calibrator import Calibrator
-from .registration.deskew import SweepTiming, sweep_twist
+from .registration.deskew import OdometryConfig, SweepTiming, sweep_twist
 from .registration.estimate import time_offset_ms
 from .registration.inputs import T_LEVEL_CAMERA_LIDAR
 
@@ -135,7 +135,7 @@ def frame_timing(dataset: KittiDataset, index: int, frame: Frame, guess: np.ndar
     twist = None if pair is None else sweep_twist(*pair, guess=guess)
     twist = guess if twist is None else twist
     target = 0.0 if frame.camera_time_s is None else frame.camera_time_s - frame.time_s
-    return None if twist is None else SweepTiming(frame.point_times, twist, target)
+    return None if twist is None else SweepTiming(frame.point_times, twist, target, OdometryConfig().speed_sigma_rel)
 
 
 def true_time_offset_s(dataset: KittiDataset) -> float | None:

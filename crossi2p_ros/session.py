@@ -35,7 +35,8 @@ import numpy as np
 from .errors import CrossI2PError
 from .geometry import CameraModel, invert, se3_log
 from .monitor import DriftMonitor, DriftStatus, MonitorConfig
-from .registration.deskew import SweepTiming, azimuth_times, sweep_twist, twist_between
+from .registration.deskew import (TF_SPEED_SIGMA_REL, OdometryConfig, SweepTiming, azimuth_times, sweep_twist,
+                                  twist_between)
 from .registration.estimate import Estimate
 from .registration.keyframe_window import KeyframeConfig, KeyframeWindow, thumbnail
 from .sweep_cache import SweepCache
@@ -255,7 +256,7 @@ class Session:
         (``lidar_poses``), else from registering the two sweeps; where neither gives one the last twist found
         stands in (constant velocity); None before any."""
         dt = (following.cloud_stamp_ns - frame.cloud_stamp_ns) * 1e-9
-        twist, source = self._odometry_twist(frame, following, dt), "tf"
+        twist, source = self._odometry_twist(frame, following, dt), "tf"   # (a vehicle's odometry, when it has it)
         if twist is None:
             twist, source = self.sweeps.get(("twist", frame.cloud_stamp_ns, following.cloud_stamp_ns),
                                             lambda: sweep_twist(frame.points, following.points, dt,
@@ -268,7 +269,8 @@ class Session:
         if source:
             with self._lock:
                 self.twists_from[source] += 1
-        return SweepTiming(frame.point_times, twist, frame.offset_s)
+        return SweepTiming(frame.point_times, twist, frame.offset_s,
+                           TF_SPEED_SIGMA_REL if source == "tf" else OdometryConfig().speed_sigma_rel)
 
     def _odometry_twist(self, frame: Frame, following: Frame, dt: float) -> np.ndarray | None:
         """The LiDAR's twist (v [m/s], w [rad/s], its own frame) between the two sweeps' stamps from

@@ -46,6 +46,7 @@ class Keyframe:
     # (6,) the LiDAR's body twist (v [m/s], w [rad/s]) while the frame was taken (:mod:`.deskew`); the edges
     # are then motion-compensated to the camera's stamp, and the window can estimate the camera's time offset
     twist: np.ndarray | None = None
+    twist_sigma_rel: float = 0.0            # the twist's speed uncertainty, a share of the speed (SweepTiming)
     intrinsics: np.ndarray = field(init=False, repr=False)   # (5,) fx, skew, cx, fy, cy [px]
     last_pixel: np.ndarray = field(init=False, repr=False)   # (2,) W - 1, H - 1 [px]
 
@@ -140,4 +141,5 @@ def prepare_keyframe(image_pinhole: np.ndarray, points: np.ndarray, camera: Came
     return Keyframe(np.ascontiguousarray(xyz[order], np.float64), found.along[order],
                     stack_levels(upright, flat), camera.K.astype(np.float64),
                     camera.width, camera.height, focal, found.ring_source, stamp, features,
-                    np.ascontiguousarray(spans[order], np.float64), twist)
+                    np.ascontiguousarray(spans[order], np.float64), twist,
+                    timing.speed_sigma_rel if twist is not None else 0.0)

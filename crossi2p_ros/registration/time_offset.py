@@ -57,6 +57,36 @@ class TimeOffsetConfig:
     scan_s: tuple[float, ...] = (-0.06, -0.03, 0.03, 0.06)
 
 
+def speed_share(keyframes: Sequence[Keyframe]) -> float:
+    """The moving keyframes' mean speed uncertainty as a share of their speed (``Keyframe.twist_sigma_rel``). The
+    offset found is as uncertain as that share of itself: a speed misjudged by that share everywhere is
+    absorbed by an offset off by the same share."""
+    shares = [kf.twist_sigma_rel for kf in keyframes if kf.twist is not None]
+    return float(np.mean(shares)) if shares else 0.0
+
+
+def speed_covariance(keyframes: Sequence[Keyframe], T_camera_lidar: np.ndarray, offset_s: float) -> np.ndarray:
+    """What the keyframes' uncertain speeds add to the pose's covariance (6, 6) once an offset is applied: the
+    offset moves each keyframe's edges by ``offset_s`` [s] times its twist, so a speed known to a share
+    ``twist_sigma_rel`` moves them by that share of ``|offset| x speed`` along the travel. Errors that scale every
+    speed alike are absorbed by the offset itself; errors that differ from keyframe to keyframe (registration
+    misjudging the speed along some stretches) are not, and the halves of a window share them, so nothing else
+    in the covariance sees them (through the node they gave converged solves 24 cm off). Taken at the window's
+    mean speed and share, along its mean direction of travel in the camera frame [m^2]."""
+    moving = [kf for kf in keyframes if kf.twist is not None]
+    cov = np.zeros((6, 6))
+    if not moving or offset_s == 0.0:
+        return cov
+    velocity = np.mean([kf.twist[:3] for kf in moving], axis=0)
+    speed = float(np.mean([np.linalg.norm(kf.twist[:3]) for kf in moving]))
+    share = speed_share(moving)
+    if speed <= 0.0 or share <= 0.0 or np.linalg.norm(velocity) <= 0.0:
+        return cov
+    along = T_camera_lidar[:3, :3] @ (velocity / np.linalg.norm(velocity))
+    cov[:3, :3] = (abs(offset_s) * speed * share) ** 2 * np.outer(along, along)
+    return cov
+
+
 def adjoint(T: np.ndarray) -> np.ndarray:
     """Adjoint (6, 6) of ``T`` (4x4) for twists ordered (rho, phi): ``exp(Ad xi) = T exp(xi) T^-1``."""
     R, t = T[:3, :3], T[:3, 3]

@@ -49,7 +49,7 @@ from .motion import MotionProposal
 from .pose_search import GlobalSearch
 from .refinement import Refiner
 from .solver import axis_sigmas, confidence_from_covariance
-from .time_offset import TimeOffsetRefiner
+from .time_offset import TimeOffsetRefiner, speed_covariance, speed_share
 from .window_config import AXES, WindowConfig
 from .window_uncertainty import WindowUncertainty, covariance_within
 
@@ -202,8 +202,11 @@ class WindowEstimator:
             c = cfg.time_offset
             if offset_sigma <= c.max_sigma_s and abs(delta) < c.max_offset_s - offset_sigma:
                 # shown by the window's motion: the pose is the joint one, its uncertainty with the offset free,
-                # and the bound's test works on the edges at the camera's exposure
+                # and the bound's test works on the edges at the camera's exposure. Both are then as uncertain as
+                # the keyframes' speeds make them too (a share of the offset, and of the shift it applies)
                 T, score, usable, offset, cov = T_joint, score_joint, shifted, delta, cov_joint[:6, :6]
+                cov = cov + speed_covariance(usable, T, delta)
+                offset_sigma = float(np.hypot(offset_sigma, delta * speed_share(usable)))
             times["time_offset"] = 1e3 * (time.perf_counter() - t2)
         elif cfg.time_offset.enabled and usable and all(kf.twist is not None for kf in usable):
             # twists known, but the window barely moves or has too few keyframes: nothing shows the offset
