@@ -35,8 +35,8 @@ import numpy as np
 from .errors import CrossI2PError
 from .geometry import CameraModel, invert, se3_log
 from .monitor import DriftMonitor, DriftStatus, MonitorConfig
-from .registration.deskew import (TF_SPEED_SIGMA_REL, OdometryConfig, SweepTiming, azimuth_times, sweep_twist,
-                                  twist_between)
+from .registration.deskew import (TF_SPEED_SIGMA_REL, OdometryConfig, SweepTiming, azimuth_times,
+                                  plausible_twist, sweep_twist, twist_between)
 from .registration.estimate import Estimate
 from .registration.keyframe_window import KeyframeConfig, KeyframeWindow, thumbnail
 from .sweep_cache import SweepCache
@@ -261,6 +261,8 @@ class Session:
             twist, source = self.sweeps.get(("twist", frame.cloud_stamp_ns, following.cloud_stamp_ns),
                                             lambda: sweep_twist(frame.points, following.points, dt,
                                                                 guess=self._twist)), "lidar"
+            if twist is not None and not plausible_twist(twist):
+                twist = None
         if twist is None:
             twist, source = self._twist, ""
         if twist is None:
@@ -274,14 +276,15 @@ class Session:
 
     def _odometry_twist(self, frame: Frame, following: Frame, dt: float) -> np.ndarray | None:
         """The LiDAR's twist (v [m/s], w [rad/s], its own frame) between the two sweeps' stamps from
-        ``lidar_poses``; None without odometry at either stamp."""
+        ``lidar_poses``; None without odometry at either stamp, or where it jumped between them."""
         if self.lidar_poses is None or dt <= 0:
             return None
         T0 = self.lidar_poses(frame.lidar_frame, frame.cloud_stamp_ns)
         T1 = self.lidar_poses(frame.lidar_frame, following.cloud_stamp_ns)
         if T0 is None or T1 is None:
             return None
-        return twist_between(invert(T0) @ T1, dt)
+        twist = twist_between(invert(T0) @ T1, dt)
+        return twist if plausible_twist(twist) else None   # an odometry frame that jumped: not this motion
 
     def due(self) -> bool:
         """Enough keyframes, and enough new ones since the last solve."""

@@ -175,3 +175,28 @@ def test_a_spinning_sweep_without_times_is_deskewed_with_times_from_its_azimuth(
         assert a.edges.shape == b.edges.shape == c.edges.shape
         assert np.median(np.linalg.norm(a.edges - b.edges, axis=1)) < 0.005
         assert np.percentile(np.linalg.norm(a.edges - c.edges, axis=1), 90) > 0.5
+
+
+def test_odometry_that_jumps_is_not_taken_for_the_motion(calibrator):
+    """A vehicle's odometry frame that jumps between two sweeps (a filter reset: 50 m in 0.1 s) gives no twist;
+    that keyframe's motion comes from registering its sweeps instead, and the others' from the odometry."""
+    from crossi2p_ros.data.synth import SynthConfig, SynthSequence
+    from crossi2p_ros.geometry import make_transform
+
+    seq = SynthSequence(SynthConfig(frames=5, seed=9872, style="urban", speed_mps=(15.0, 15.0), sweep_s=0.1,
+                                    image_width=480, image_height=146))
+    frames = [seq.frame(i) for i in range(5)]
+    jump = make_transform(np.eye(3), [50.0, 0.0, 0.0])
+
+    def poses(_frame, stamp_ns):   # the odometry jumps 50 m at the third sweep and stays there
+        return (jump if stamp_ns >= 200_000_000 else np.eye(4)) @ seq.pose_at(stamp_ns * 1e-9)
+
+    session = Session(calibrator, SessionConfig(keyframes=KeyframeConfig(min_change=0.0, min_interval_s=0.0),
+                                                motion="on"), frames[0].T_camera_lidar, lidar_poses=poses)
+    for f in frames:
+        stamp = round(f.time_s * 1e9)
+        session.offer(Frame(f.image, f.points, f.camera, stamp, stamp, "camera_optical", "lidar",
+                            point_times=f.point_times_s))
+    speeds = [float(np.linalg.norm(kf.twist[:3])) for kf in session.window.keyframes]
+    assert session.stats()["twists_from_lidar"] == 1 and session.stats()["twists_from_tf"] == 3, session.stats()
+    assert len(speeds) == 4 and all(10.0 < v < 20.0 for v in speeds), speeds

@@ -111,6 +111,18 @@ class OdometryConfig:
     # surfaces mostly face across the travel, registration misjudges the speed by p95 2.3 m/s at 10-20 m/s
     # (15 %), several frames in a row (synthetic seed 9950; benchmarks/driving.py reports each drive's error)
     speed_sigma_rel: float = 0.15
+    # a twist beyond these is no vehicle's motion between two sweeps (an odometry frame that jumped: a filter
+    # reset, a bag's clock): it is not used
+    max_speed_mps: float = 90.0
+    max_turn_rate_dps: float = 180.0
+
+
+def plausible_twist(twist: np.ndarray, cfg: OdometryConfig = OdometryConfig()) -> bool:
+    """Whether a body twist (v [m/s], w [rad/s]) is one a vehicle can have (:attr:`OdometryConfig.max_speed_mps`,
+    :attr:`OdometryConfig.max_turn_rate_dps`)."""
+    twist = np.asarray(twist, dtype=np.float64)
+    return bool(np.all(np.isfinite(twist)) and np.linalg.norm(twist[:3]) <= cfg.max_speed_mps
+                and np.degrees(np.linalg.norm(twist[3:])) <= cfg.max_turn_rate_dps)
 
 
 def sweep_twist(earlier: np.ndarray, later: np.ndarray, dt_s: float, cfg: OdometryConfig = OdometryConfig(),
