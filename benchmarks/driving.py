@@ -34,11 +34,11 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crossi2p_ros.data.perturb import CalibProtocol  # noqa: E402
-from crossi2p_ros.data.synth import SynthConfig, SynthFrame, SynthSequence  # noqa: E402
+from crossi2p_ros.data.synth import SynthConfig, SynthSequence  # noqa: E402
 from crossi2p_ros.evaluation import write_json  # noqa: E402
-from crossi2p_ros.geometry import invert, pose_error, within_sigma  # noqa: E402
+from crossi2p_ros.geometry import pose_error, within_sigma  # noqa: E402
 from crossi2p_ros.registration.deskew import (TF_SPEED_SIGMA_REL, OdometryConfig, SweepTiming,  # noqa: E402
-                                              sweep_twist, twist_between)
+                                              sweep_twist)
 from crossi2p_ros.registration.estimate import time_offset_ms  # noqa: E402
 from crossi2p_ros.registration.inputs import undistorted, valid_region  # noqa: E402
 from crossi2p_ros.registration.keyframe import prepare_keyframe  # noqa: E402
@@ -63,10 +63,6 @@ def odometry_twist(seq: SynthSequence, index: int, guess: np.ndarray | None) -> 
     t0 = time.perf_counter()
     twist = sweep_twist(a, b, 1.0 / seq.cfg.rate_hz, guess=guess)
     return twist, 1e3 * (time.perf_counter() - t0)
-
-
-def true_twist(seq: SynthSequence, frame: SynthFrame, sweep_s: float) -> np.ndarray:
-    return twist_between(invert(seq.pose_at(frame.time_s)) @ seq.pose_at(frame.time_s + sweep_s), sweep_s)
 
 
 def main() -> int:
@@ -114,7 +110,7 @@ def main() -> int:
             odo.append(twist)
             odo_times.append(ms)
         odo_ms = float(np.median(odo_times))
-        truth = [true_twist(seq, f, cfg.sweep_s) for f in used]
+        truth = [seq.lidar_twist(f.time_s, cfg.sweep_s) for f in used]
         twist_err = [float(np.linalg.norm(o[:3] - t[:3])) for o, t in zip(odo, truth) if o is not None]
         speeds = [float(np.linalg.norm(t[:3])) for t in truth]
         pinhole = [undistorted(f.image, f.camera) for f in used]

@@ -316,10 +316,7 @@ def _add_bag_args(p: argparse.ArgumentParser) -> None:
                    help="... where the sweep starts [deg, left of the LiDAR's +x] (default %(default)s: behind)")
     p.add_argument("--spin-period", type=float, default=session.spin_period_s,
                    help="... and how long a turn takes [s] (default %(default)s)")
-    p.add_argument("--rolling-shutter-ms", type=float, default=0.0, metavar="MS",
-                   help="the camera's rolling-shutter readout, top to bottom row (its datasheet's frame readout "
-                        "time); while moving each edge is then taken at its row's time (default %(default)s: a "
-                        "global shutter)")
+    _add_rolling_shutter_arg(p)
     p.add_argument("--odom-frame", default="odom",
                    help="fixed frame of the bag's /tf odometry: while moving, a sweep's motion comes from it where "
                         "/tf connects it to the LiDAR frame, else from registering the sweeps; '' : always "
@@ -355,6 +352,14 @@ def _bag_reader(args: argparse.Namespace):
           f"{topics.camera_info or args.camera_info}" + (f", tf {', '.join(topics.tf)}" if topics.tf else ""))
     return PairReader(args.bag, topics, SyncConfig(max_slop_s=args.max_slop), camera, args.start, args.duration,
                       args.every, odom_frame=args.odom_frame)
+
+
+def _add_rolling_shutter_arg(p: argparse.ArgumentParser) -> None:
+    """``--rolling-shutter-ms``, read by :func:`_calibrator` into ``WindowConfig.rolling_shutter_s``."""
+    p.add_argument("--rolling-shutter-ms", type=float, default=0.0, metavar="MS",
+                   help="the camera's rolling-shutter readout, top to bottom row (its datasheet's frame readout "
+                        "time); while moving each edge is then taken at its row's time (default %(default)s: a "
+                        "global shutter)")
 
 
 def _add_backend_args(p: argparse.ArgumentParser) -> None:
@@ -567,10 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "motion-compensates the sweep with its per-point times (velodyne_times/) and the camera's "
                         "time offset is estimated; auto: on where the dataset has per-point times; off: the "
                         "sweeps as recorded (default %(default)s)")
-    p.add_argument("--rolling-shutter-ms", type=float, default=0.0, metavar="MS",
-                   help="the camera's rolling-shutter readout, top to bottom row (its datasheet's frame readout "
-                        "time); while moving each edge is then taken at its row's time (default %(default)s: a "
-                        "global shutter)")
+    _add_rolling_shutter_arg(p)
     _add_backend_args(p)
     p.add_argument("--json", type=Path, required=True, help="output JSON (the eval contract of DESIGN.md)")
     p.add_argument("--plots", type=Path, default=None, help="also write error histograms/CDFs and overlays here")

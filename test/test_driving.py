@@ -11,7 +11,7 @@ import pytest
 
 from crossi2p_ros.data.perturb import CalibProtocol
 from crossi2p_ros.data.synth import SynthConfig, SynthSequence
-from crossi2p_ros.geometry import invert, pose_error, se3_log
+from crossi2p_ros.geometry import pose_error
 from crossi2p_ros.registration.deskew import SweepTiming, azimuth_times, deskew, sweep_twist
 from crossi2p_ros.registration.inputs import undistorted, valid_region
 from crossi2p_ros.registration.keyframe import prepare_keyframe
@@ -28,8 +28,7 @@ def _drive(seed: int, frames: int, speed: float = 15.0, change: float = 5.0, off
 
 def _true_twist(seq: SynthSequence, index: int) -> np.ndarray:
     """The generator's own motion over frame ``index``'s sweep, as a body twist (v [m/s], w [rad/s])."""
-    t = index / seq.cfg.rate_hz
-    return se3_log(invert(seq.pose_at(t)) @ seq.pose_at(t + seq.cfg.sweep_s)) / seq.cfg.sweep_s
+    return seq.lidar_twist(index / seq.cfg.rate_hz, seq.cfg.sweep_s)
 
 
 def _range_error(seq: SynthSequence, points: np.ndarray, time_s: float) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +122,7 @@ def test_deskew_puts_a_moving_sweeps_points_on_the_static_scenes_surfaces():
 def test_odometry_between_two_raw_sweeps_gives_the_generators_twist():
     seq = _drive(9982, 3, speed=15.0, change=5.0)
     twist = sweep_twist(seq.sweep(1)[0], seq.sweep(2)[0], 0.1)
-    truth = se3_log(invert(seq.pose_at(0.1)) @ seq.pose_at(0.2)) / 0.1
+    truth = seq.lidar_twist(0.1, 0.1)
     assert twist is not None
     assert np.linalg.norm(twist[:3] - truth[:3]) < 0.5           # of ~15 m/s (along a street: its weakest axis)
     assert np.degrees(np.linalg.norm(twist[3:] - truth[3:])) < 1.0
@@ -135,7 +134,7 @@ def test_a_wrong_guess_does_not_hold_the_odometry():
     apart over the pair) is not where the odometry stays: the coarse stage from rest competes with it. From that
     guess the fine stage alone ends at -21 m/s."""
     seq = _drive(9982, 3, speed=25.0, change=0.0)
-    truth = se3_log(invert(seq.pose_at(0.1)) @ seq.pose_at(0.2)) / 0.1
+    truth = seq.lidar_twist(0.1, 0.1)
     assert np.linalg.norm(truth[:3]) > 20.0
     twist = sweep_twist(seq.sweep(1)[0], seq.sweep(2)[0], 0.1, guess=np.r_[-truth[:3], 0.0, 0.0, 0.0])
     assert twist is not None and np.linalg.norm(twist[:3] - truth[:3]) < 0.5, (twist, truth)

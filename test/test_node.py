@@ -425,13 +425,11 @@ def test_a_moving_drive_gives_the_cameras_time_offset_on_the_nodes_outputs_and_i
 
     from std_msgs.msg import Float64
     from std_srvs.srv import Trigger
-    from tf2_msgs.msg import TFMessage
 
     from crossi2p_ros.data.synth import SynthConfig, SynthSequence
     from crossi2p_ros.calib_io import read_calibration
     from crossi2p_ros.geometry import pose_error, se3_exp
-    from crossi2p_ros.ros.messages import sensor_messages, tf_message
-    from crossi2p_ros.ros.node import RELIABLE_QOS, STATIC_TF_QOS, TF_QOS
+    from crossi2p_ros.ros.node import RELIABLE_QOS
 
     seq = SynthSequence(SynthConfig(frames=80, seed=9985, style="urban", speed_mps=(15.0, 15.0), speed_change_mps=10.0,
                                     speed_change_period_s=3.0, sweep_s=0.1, camera_offset_s=0.02, image_width=800,
@@ -453,22 +451,12 @@ def test_a_moving_drive_gives_the_cameras_time_offset_on_the_nodes_outputs_and_i
     offsets: list[float] = []
     h.tester.create_subscription(Float64, "/crossi2p_calibration/time_offset", lambda m: offsets.append(m.data),
                                  RELIABLE_QOS)
-    pub_tf = h.tester.create_publisher(TFMessage, "/tf", TF_QOS)
-    pub_static = h.tester.create_publisher(TFMessage, "/tf_static", STATIC_TF_QOS)
-    assert h.spin(5.0, lambda: h.matched() and pub_tf.get_subscription_count() > 0)
-    start = h.tester.get_clock().now().nanoseconds
-    pub_static.publish(tf_message(seq.rig.T_vehicle_lidar, "base_link", "lidar", _time(start)))
+    start, odometry = _odometry(h, seq)
     for i, f in enumerate(drive):   # stamps in the drive's own time: a twist is distance over stamp difference
         # the odometry a frame ahead of the sweeps (a live sweep arrives a sweep after its stamp), at 100 Hz
         for k in range(0 if i == 0 else 10 * i + 11, 10 * i + 21):
-            pub_tf.publish(tf_message(seq.trajectory.T_world_vehicle(seq.scene, k / 100.0), "odom", "base_link",
-                                      _time(start + k * 10_000_000)))
-        cloud_ns = start + round(f.time_s * 1e9)
-        img, info, cloud = sensor_messages(f.image, f.camera, f.points, _time(cloud_ns), times_s=f.point_times_s,
-                                           camera_stamp=_time(cloud_ns + round(f.camera_time_offset_s * 1e9)))
-        h.pub_info.publish(info)
-        h.pub_cloud.publish(cloud)
-        h.pub_img.publish(img)
+            odometry(k * 10_000_000)
+        _publish_timed(h, f, start)
         h.spin(0.3)   # the preparer keeps up (a moving frame waits for the next sweep and registers them)
     assert h.spin(90.0, lambda: bool(offsets) and h.node.session.calibration is not None), \
         f"no converged offset: {offsets}, {h.last_status().message if h.last_status() else None}, {h.values()}"
@@ -495,48 +483,65 @@ def test_the_node_takes_a_moving_sweeps_twist_from_tf_odometry(harness, tmp_path
     (base_link -> lidar), as a robot publishes them, with a moving drive's sweeps: the node's keyframes take their
     twists from /tf (diagnostics ``twists_from_tf``, none from registering sweeps), each the generator's true LiDAR
     twist to 0.01 m/s (registration misses by 0.1-0.2 m/s)."""
-    from tf2_msgs.msg import TFMessage
-
     from crossi2p_ros.data.synth import SynthConfig, SynthSequence
-    from crossi2p_ros.geometry import invert
-    from crossi2p_ros.registration.deskew import twist_between
-    from crossi2p_ros.ros.messages import sensor_messages, tf_message
-    from crossi2p_ros.ros.node import STATIC_TF_QOS, TF_QOS
 
     seq = SynthSequence(SynthConfig(frames=8, seed=9988, style="urban", speed_mps=(15.0, 15.0), speed_change_mps=10.0,
                                     speed_change_period_s=2.0, sweep_s=0.1, camera_offset_s=0.02, image_width=480,
                                     image_height=146))
     drive = list(seq)
     rate = seq.cfg.rate_hz
-    true_twists = [twist_between(invert(seq.pose_at(i / rate)) @ seq.pose_at((i + 1) / rate), 1.0 / rate)
-                   for i in range(len(drive) - 1)]
+    true_twists = [seq.lidar_twist(i / rate, 1.0 / rate) for i in range(len(drive) - 1)]
     h = harness(initial_calibration=_write_initial(tmp_path, seq.T_camera_lidar),
                 **{"session.min_keyframes": 20, "keyframes.min_interval_s": 0.0, "keyframes.min_change": 0.0,
                    "sync.max_slop_s": 0.06})
-    pub_tf = h.tester.create_publisher(TFMessage, "/tf", TF_QOS)
-    pub_static = h.tester.create_publisher(TFMessage, "/tf_static", STATIC_TF_QOS)
-    assert h.spin(5.0, lambda: h.matched() and pub_tf.get_subscription_count() > 0)
-    start = h.tester.get_clock().now().nanoseconds
-    pub_static.publish(tf_message(seq.rig.T_vehicle_lidar, "base_link", "lidar", _time(start)))
+    start, odometry = _odometry(h, seq)
     for k in range(len(drive) * 10 + 1):   # the whole drive's odometry first: the node buffers 10 s of it
-        t = k / 100.0
-        pub_tf.publish(tf_message(seq.trajectory.T_world_vehicle(seq.scene, t), "odom", "base_link",
-                                  _time(start + round(t * 1e9))))
+        odometry(k * 10_000_000)
         h.spin(0.005)
     h.spin(0.5)
     for f in drive:
-        cloud_ns = start + round(f.time_s * 1e9)
-        img, info, cloud = sensor_messages(f.image, f.camera, f.points, _time(cloud_ns), times_s=f.point_times_s,
-                                           camera_stamp=_time(cloud_ns + round(f.camera_time_offset_s * 1e9)))
-        h.pub_info.publish(info)
-        h.pub_cloud.publish(cloud)
-        h.pub_img.publish(img)
+        _publish_timed(h, f, start)
         h.spin(0.4)   # each pair prepared before the next arrives
     assert h.spin(20.0, lambda: int(h.values().get("twists_from_tf", 0)) >= 5), h.values()
     assert int(h.values()["twists_from_lidar"]) == 0, h.values()
     twists = [kf.twist for kf in h.node.session.window.keyframes]
     assert len(twists) >= 5 and all(min(np.linalg.norm(t[:3] - true[:3]) for true in true_twists) < 0.01
                                     for t in twists), (twists, true_twists)
+
+
+def _odometry(h, seq):
+    """The tester as a robot's odometry for the synthetic drive ``seq``: once /tf is matched, the LiDAR's mount
+    (base_link -> lidar) on /tf_static; returns the drive's start [ns, tester clock] and a function publishing
+    the vehicle's pose (odom -> base_link) on /tf at a time [ns] from that start."""
+    from tf2_msgs.msg import TFMessage
+
+    from crossi2p_ros.ros.messages import tf_message
+    from crossi2p_ros.ros.node import STATIC_TF_QOS, TF_QOS
+
+    pub_tf = h.tester.create_publisher(TFMessage, "/tf", TF_QOS)
+    pub_static = h.tester.create_publisher(TFMessage, "/tf_static", STATIC_TF_QOS)
+    assert h.spin(5.0, lambda: h.matched() and pub_tf.get_subscription_count() > 0)
+    start = h.tester.get_clock().now().nanoseconds
+    pub_static.publish(tf_message(seq.rig.T_vehicle_lidar, "base_link", "lidar", _time(start)))
+
+    def publish(t_ns: int) -> None:
+        pub_tf.publish(tf_message(seq.trajectory.T_world_vehicle(seq.scene, t_ns * 1e-9), "odom", "base_link",
+                                  _time(start + t_ns)))
+
+    return start, publish
+
+
+def _publish_timed(h, f, start: int) -> None:
+    """A timed synthetic frame ``f`` on the harness' topics: its cloud with per-point times stamped at ``start``
+    [ns] plus its time, its image and CameraInfo stamped at the camera's own offset from it."""
+    from crossi2p_ros.ros.messages import sensor_messages
+
+    cloud_ns = start + round(f.time_s * 1e9)
+    img, info, cloud = sensor_messages(f.image, f.camera, f.points, _time(cloud_ns), times_s=f.point_times_s,
+                                       camera_stamp=_time(cloud_ns + round(f.camera_time_offset_s * 1e9)))
+    h.pub_info.publish(info)
+    h.pub_cloud.publish(cloud)
+    h.pub_img.publish(img)
 
 
 def _time(ns: int):

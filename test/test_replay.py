@@ -239,9 +239,7 @@ def test_a_bags_tf_odometry_gives_each_moving_keyframe_the_vehicles_twist(tmp_pa
     /tf_static (base_link -> lidar): each keyframe's twist comes from /tf composed through the mount, and is the
     generator's true LiDAR twist to 0.01 m/s; registering the sweeps instead (``odom_frame`` empty) misses by
     more (0.1-0.2 m/s on these drives), so the test fails if /tf is not what gave the twist."""
-    from crossi2p_ros.geometry import invert
     from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig
-    from crossi2p_ros.registration.deskew import twist_between
     from crossi2p_ros.replay import PairReader
     from crossi2p_ros.session import Session, SessionConfig
     from crossi2p_ros.sync import SyncConfig
@@ -252,8 +250,7 @@ def test_a_bags_tf_odometry_gives_each_moving_keyframe_the_vehicles_twist(tmp_pa
                       odometry_rate_hz=100.0)
     result = generate(cfg, tmp_path / "kitti", bag_path=tmp_path / "odom.bag", progress=False)
     seq = SynthSequence(cfg)
-    true_twists = [twist_between(invert(seq.pose_at(i / cfg.rate_hz)) @ seq.pose_at((i + 1) / cfg.rate_hz),
-                                 1.0 / cfg.rate_hz) for i in range(cfg.frames - 1)]
+    true_twists = [seq.lidar_twist(i / cfg.rate_hz, 1.0 / cfg.rate_hz) for i in range(cfg.frames - 1)]
     calibrator = Calibrator(CalibratorConfig(device="cpu"))
     errors = {}
     for odom_frame in ("odom", ""):

@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import CrossI2PError
-from ..geometry import CameraModel, invert, make_transform
+from ..geometry import CameraModel, invert, make_transform, se3_log
 from .kitti import OdometryWriter
 from .meshes import rot_x, rot_y, rot_z
 from .scene import STYLE_PARAMS, STYLES, Scene, build_scene
@@ -395,6 +395,12 @@ class SynthSequence:
     def pose_at(self, time_s: float) -> np.ndarray:
         """``T_world_lidar`` at ``time_s`` [s] from the sequence start."""
         return self.trajectory.T_world_vehicle(self.scene, time_s) @ self.rig.T_vehicle_lidar
+
+    def lidar_twist(self, time_s: float, span_s: float) -> np.ndarray:
+        """The LiDAR's true body twist (6,) (v [m/s], w [rad/s], its own frame): the constant one that takes it from
+        its pose at ``time_s`` [s] to its pose ``span_s`` [s] later (what a driving test or benchmark compares
+        odometry with)."""
+        return se3_log(invert(self.pose_at(time_s)) @ self.pose_at(time_s + span_s)) / span_s
 
     def poses(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """``(T_world_lidar, T_world_camera)`` of frame ``index``, both at the LiDAR's stamp."""
