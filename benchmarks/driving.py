@@ -17,7 +17,8 @@ estimator three ways on the same keyframes' images and starts:
   instead of registering the sweeps.
 
 ``--rolling-shutter-ms`` renders the cameras with a rolling shutter: the variants above ignore it (the bias it
-leaves), ``offset_rs`` is ``offset`` told the readout (``WindowConfig.rolling_shutter_s``). A ``--static`` drive (0.2 m/s) checks that the offset is then reported unobservable.
+leaves), ``offset_rs`` is ``offset`` told the readout (``WindowConfig.rolling_shutter_s``), and with ``--tf``
+``offset_rs_tf`` the same with the odometry's twists. A ``--static`` drive (0.2 m/s) checks that the offset is then reported unobservable.
 
     .venv/bin/python benchmarks/driving.py --json docs/results/driving.json
 """
@@ -93,6 +94,8 @@ def main() -> int:
         variants.update({"deskew_tf": variants["deskew"], "offset_tf": variants["offset"]})
     if args.rolling_shutter_ms > 0:   # the same keyframes as "offset", the estimator told the readout
         variants["offset_rs"] = WindowConfig(rolling_shutter_s=1e-3 * args.rolling_shutter_ms)
+        if args.tf:
+            variants["offset_rs_tf"] = variants["offset_rs"]
     estimators = {k: WindowEstimator(c) for k, c in variants.items()}
     rows: list[dict] = []
     # "static": creeping at 0.2 m/s (stop-and-go; the generator's weave needs some speed)
