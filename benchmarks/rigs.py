@@ -40,6 +40,7 @@ from window import SHARED, line, run, window_config  # noqa: E402
 
 from crossi2p_ros.data.kitti import open_dataset  # noqa: E402
 from crossi2p_ros.data.lidar_models import LIDAR_MODELS  # noqa: E402
+from crossi2p_ros.data.scene import STYLES  # noqa: E402
 from crossi2p_ros.data.synth import SynthConfig, generate  # noqa: E402
 from crossi2p_ros.evaluation import EvalConfig, write_json  # noqa: E402
 from crossi2p_ros.registration.calibrator import Calibrator, CalibratorConfig  # noqa: E402
@@ -128,12 +129,15 @@ def main() -> int:
     ap.add_argument("--fisheye", nargs="*", default=["vlp16", "avia"], choices=list(LIDAR_MODELS),
                     help="zoo kinds also run with a fisheye camera (default: %(default)s)")
     ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument("--style", default="urban", choices=list(STYLES),
+                    help="the zoo drives' scene (default %(default)s; indoor: a hall at walking pace)")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a WindowConfig field (an ablation), as benchmarks/window.py")
     args = ap.parse_args()
     wcfg = window_config(args.set)
     calibrator = Calibrator(CalibratorConfig(device="cpu", window=wcfg))
-    results: dict = {"host": platform.node(), "window": args.window, "overrides": args.set, "runs": {}}
+    results: dict = {"host": platform.node(), "window": args.window, "style": args.style, "overrides": args.set,
+                     "runs": {}}
 
     def record(name: str, summary: dict, recs: list, features: dict) -> None:
         print(line(name, summary), flush=True)
@@ -146,11 +150,12 @@ def main() -> int:
 
     zoo = [(lidar, False) for lidar in args.lidar] + [(lidar, True) for lidar in args.fisheye]
     for lidar, fisheye in zoo:
-        ds = zoo_drive(args.cache, lidar, max(args.window + 10, 30), fisheye=fisheye)
+        ds = zoo_drive(args.cache, lidar, max(args.window + 10, 30), style=args.style, fisheye=fisheye)
         cfg = EvalConfig(samples=args.samples, seed=0, max_rot_deg=10.0, max_trans_m=0.5,
                          frames_per_estimate=args.window)
         camera = " + fisheye" if fisheye else ""
-        record(f"zoo {lidar}{camera} (shuffled) +-10 deg / 0.5 m, K={args.window}", *run([ds], calibrator, cfg),
+        scene = "" if args.style == "urban" else f" {args.style}"
+        record(f"zoo{scene} {lidar}{camera} (shuffled) +-10 deg / 0.5 m, K={args.window}", *run([ds], calibrator, cfg),
                feature_summary(ds, calibrator))
     if not args.skip_real:
         for name, path, k in real_sets(args.window):

@@ -21,13 +21,14 @@ from .errors import CrossI2PError
 
 def _add_synth_args(p: argparse.ArgumentParser) -> None:
     from .data.lidar_models import LIDAR_MODELS
+    from .data.scene import STYLES
     from .data.synth import CAMERA_MODELS, POINT_ORDERS, SynthConfig
 
     defaults = SynthConfig()
     p.add_argument("--out", type=Path, required=True, help="output folder (KITTI odometry layout)")
     p.add_argument("--frames", type=int, default=defaults.frames, help="number of frames (default %(default)s)")
     p.add_argument("--seed", type=int, default=defaults.seed, help="scene/rig seed; same seed -> identical files")
-    p.add_argument("--style", default=defaults.style, choices=["urban", "suburban", "highway"],
+    p.add_argument("--style", default=defaults.style, choices=list(STYLES),
                    help="scene style (default %(default)s)")
     p.add_argument("--bag", type=Path, default=None, help="also write a ROS 2 bag here")
     p.add_argument("--bag-storage", default=defaults.bag_storage, choices=["mcap", "sqlite3"],
@@ -469,6 +470,8 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .data.scene import STYLES
+
     parser = argparse.ArgumentParser(
         prog="crossi2p",
         description="Online camera-LiDAR extrinsic calibration (CrossI2P) for ROS 2.",
@@ -482,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default %(default)s)")
     p.add_argument("--frames", type=int, default=40, help="frames to generate (default %(default)s)")
     p.add_argument("--seed", type=int, default=7, help="scene seed (default %(default)s)")
-    p.add_argument("--style", default="urban", choices=["urban", "suburban", "highway"])
+    p.add_argument("--style", default="urban", choices=list(STYLES))
     p.add_argument("--rate", type=float, default=0.25,
                    help="playback rate; below 1 so a 2-core CPU prepares every frame while it solves (default "
                         "%(default)s)")

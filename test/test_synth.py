@@ -17,7 +17,7 @@ from crossi2p_ros.errors import CrossI2PError
 from crossi2p_ros.geometry import invert, make_transform, project_lidar, random_unit_vectors, rotation_angle_deg, so3_exp
 
 SMALL = dict(image_width=320, image_height=96, lidar_beams=32, lidar_columns=512, frames=2)
-STYLES = ("urban", "suburban", "highway")
+STYLES = ("urban", "suburban", "highway", "indoor")
 
 
 def small(**overrides) -> SynthConfig:
@@ -133,6 +133,20 @@ def test_poses_follow_the_road_at_driving_speed(sequences):
     assert rotation_angle_deg(T0[:3, :3].T @ T1[:3, :3]) < 3.0
 
 
+def test_an_indoor_hall_is_closed_by_a_ceiling_and_walked_through(sequences, frames):
+    """The indoor style: the camera sees no sky anywhere, a ray cast straight up from the LiDAR meets a ceiling
+    3-5 m above the floor, and the rig moves at walking pace."""
+    seq, frame = sequences["indoor"], frames["indoor"]
+    assert np.isfinite(frame.depth).all(), "the camera sees past the hall"
+    T0, _ = seq.poses(0)
+    up = np.r_[T0[:3, 3], 0.0, 0.0, 1.0][None].astype(np.float32)
+    hit = seq.scene.cast(up)
+    ceiling = float(T0[2, 3] + hit["t_hit"][0])
+    assert 3.0 <= ceiling <= 5.0, ceiling
+    T1, _ = seq.poses(1)
+    assert 0.5 < np.linalg.norm(T1[:3, 3] - T0[:3, 3]) * seq.cfg.rate_hz < 1.7
+
+
 # --------------------------------------------------------------------------- sensor outputs
 
 
@@ -154,7 +168,7 @@ def test_points_and_image_are_plausible(frames, style):
     assert np.isfinite(frame.depth).mean() > 0.4  # mostly scene, some sky
     gray = cv2.cvtColor(frame.image, cv2.COLOR_RGB2GRAY)
     assert cv2.Laplacian(gray, cv2.CV_64F).std() > 8.0, "image has no texture"
-    assert gray.std() > 20.0
+    assert gray.std() > (10.0 if style == "indoor" else 20.0)   # lamps light a hall more evenly than the sun
 
 
 def test_lidar_intensity_follows_reflectivity(frames):

@@ -11,7 +11,7 @@ draws its objects from its own generator seeded by ``(seed, style, block)``,
 so a longer scene of the same seed holds the same objects where the shorter
 one has them.
 
-Three styles:
+Four styles:
 
 * ``urban``: two lanes with parking lanes, curbs, sidewalks, closed rows of
   3-9 storey buildings (plaster, brick, panels, glass) with shops, a second
@@ -23,6 +23,10 @@ Three styles:
 * ``highway``: a divided road with three lanes per direction, a concrete
   median barrier, guard rails, embankments, noise walls, sign gantries, light
   poles, traffic in the other lanes, distant hills.
+* ``indoor``: a warehouse or office hall a robot drives through at walking
+  pace: a concrete floor with tape lines, a ceiling 3-5 m up, walls with
+  doors and openings into rooms, pillars, shelving racks with cartons,
+  cabinets and tables; lit from above (no sun reaches in), no sky anywhere.
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ from .meshes import MeshArrays, MeshBuilder, Part, blob, box, cylinder, gable_ro
 from .textures import (BRICK, CURTAIN_WALL, PANELS, PLASTER, SIDING, Environment, Mat, Noise, RoadMarkings,
                        Surfaces, random_environment, srgb)
 
-STYLES = ("urban", "suburban", "highway")
+STYLES = ("urban", "suburban", "highway", "indoor")
 BLOCK_M = 50.0
 _TERRAIN_OUTER_M = 90.0   # terrain strips reach this far from the road; a flat plane lies beyond
 _GROUND_Z = -0.05         # height of the far ground plane [m]
@@ -62,7 +66,13 @@ STYLE_PARAMS: dict[str, StyleParams] = {
     "urban": StyleParams(3.25, 1, 2.2, 0.0, 0.0, 0.15, 0.0, 3.5, 1 / 350, (5.0, 10.0), 0.3),
     "suburban": StyleParams(3.2, 1, 0.0, 0.5, 0.0, 0.13, 1.8, 1.5, 1 / 160, (6.0, 11.0), 0.5),
     "highway": StyleParams(3.6, 3, 0.0, 3.0, 1.6, 0.0, 0.0, 0.0, 1 / 700, (15.0, 25.0), 0.0),
+    # a hall's aisle: the "road" is the floor between the tape lines, walls stand beyond INDOOR_WALL_M
+    "indoor": StyleParams(1.4, 1, 0.0, 0.4, 0.0, 0.0, 0.0, 0.0, 1 / 120, (0.6, 1.6), 0.0),
 }
+# indoor: walls at least this far from the aisle's centre (|d|, m), so that they lie beyond the LiDAR's minimum
+# range from a rig in either lane (SynthConfig.lidar_min_range_m); rooms behind openings reach this much deeper
+INDOOR_WALL_M = (3.5, 5.0)
+INDOOR_ROOM_DEPTH_M = (3.0, 7.0)
 
 # Palettes (sRGB), drawn per object.
 _PLASTER = ["#d9cfc0", "#e8dcc2", "#c9b79c", "#d4c4a8", "#b8c4c8", "#e0d0b8", "#c98f6b", "#9fb3a5",
@@ -229,18 +239,21 @@ def build_scene(style: str, seed: int, length_m: float, threads: int = 0) -> Sce
     rng = np.random.default_rng([seed, style_id, 1])
     road = Road.random(rng, length_m, p.max_curvature)
     layout, lines = _layout(p, rng)
-    env = random_environment(rng)
+    env = indoor_environment(rng) if style == "indoor" else random_environment(rng)
     noise = Noise(rng)
     B = MeshBuilder()
-    ctx = _Ctx(B, road, layout, p, rng.uniform(0.0, 3.5) if style == "highway" else 0.0)
+    ctx = _Ctx(B, road, layout, p, rng.uniform(0.0, 3.5) if style == "highway" else 0.0,
+               rng.uniform(3.0, 5.0) if style == "indoor" else 0.0)
     _ground(ctx, rng, style)
     crossings: list[tuple[float, float]] = []
-    block_fn = {"urban": _urban_block, "suburban": _suburban_block, "highway": _highway_block}[style]
+    block_fn = {"urban": _urban_block, "suburban": _suburban_block, "highway": _highway_block,
+                "indoor": _indoor_block}[style]
     for b in range(int(np.ceil(length_m / BLOCK_M))):
         s0, s1 = b * BLOCK_M, min((b + 1) * BLOCK_M, length_m)
         block_rng = np.random.default_rng([seed, style_id, 2, b])
         block_fn(ctx, block_rng, s0, s1, crossings)
-        _backdrop(ctx, block_rng, s0, style)
+        if style != "indoor":
+            _backdrop(ctx, block_rng, s0, style)
     mesh = B.build()
     # imported here, not at the top: the CLI and the trainer import this module's constants on machines
     # without open3d (a lent GPU machine trains from caches, crossi2p_ros/data/cache.py)
@@ -260,6 +273,7 @@ class _Ctx:
     lay: Layout
     p: StyleParams
     embankment_m: float  # highway: height of the cut beside the road
+    ceiling_m: float = 0.0  # indoor: the ceiling's height
 
     def terrain_z(self, d: float) -> float:
         """Ground height [m] at lateral offset ``d`` off the carriageway."""
@@ -309,9 +323,13 @@ def _strip(ctx: _Ctx, s0: float, s1: float, d0: float, z0: float, d1: float, z1:
 
 
 def _ground(ctx: _Ctx, rng: np.random.Generator, style: str) -> None:
-    """Road surface, curbs, sidewalks, verges, terrain ribbons and the far ground plane."""
+    """Road surface, curbs, sidewalks, verges, terrain ribbons and the far ground plane (indoors: the hall's
+    floor and ceiling)."""
     B, lay, p = ctx.B, ctx.lay, ctx.p
     L = ctx.road.length
+    if style == "indoor":
+        _floor_and_ceiling(ctx, rng)
+        return
     asphalt = B.new_object(srgb("#5c5c5a") * rng.uniform(0.75, 1.25) * rng.uniform(0.97, 1.03, 3))
     _strip(ctx, 0, L, -lay.road_half, 0.0, lay.road_half, 0.0, Mat.ASPHALT, asphalt)
     grass = B.new_object(_pick(rng, ["#56722f", "#5e7a35", "#4f6a2c", "#6a7a3a"]), (0,))
@@ -595,6 +613,143 @@ def _backdrop(ctx: _Ctx, rng: np.random.Generator, s0: float, style: str) -> Non
             R, t = ctx.road.pose(s, d, -10.0)
             rad = rng.uniform(100, 250)
             B.add(blob((rad, rad * rng.uniform(0.6, 1.2), rng.uniform(25, 80)), rng, 0.3), Mat.TERRAIN, obj, R, t)
+
+
+# --------------------------------------------------------------------------- indoor
+
+
+def indoor_environment(rng: np.random.Generator) -> Environment:
+    """Light inside a hall: from the ceiling's lamps above and bounced off the floor; no sun reaches in (its
+    shadow rays all meet the ceiling), and what a glossy surface mirrors is the ceiling's grey, not a sky."""
+    grey = srgb("#9a9a96") * rng.uniform(0.8, 1.1)
+    warm = rng.uniform(0.0, 1.0)
+    lamps = np.array([1.0, 0.97 - 0.05 * warm, 0.92 - 0.12 * warm]) * rng.uniform(0.9, 1.3)
+    return Environment(sun_dir=np.array([0.0, 0.0, 1.0], np.float32), sun_rgb=np.zeros(3, np.float32),
+                       sky_zenith=grey.astype(np.float32), sky_horizon=grey.astype(np.float32),
+                       ambient_sky=lamps.astype(np.float32), ambient_ground=(0.35 * lamps).astype(np.float32),
+                       cloud_cover=0.0, fog_distance_m=1e5, exposure=float(rng.uniform(1.1, 1.4)))
+
+
+def _floor_and_ceiling(ctx: _Ctx, rng: np.random.Generator) -> None:
+    """The hall's concrete floor (tape lines along the aisle, as the road's paint) and its ceiling, both wide
+    enough to cover the rooms beside the aisle."""
+    B, L = ctx.B, ctx.road.length
+    reach = INDOOR_WALL_M[1] + INDOOR_ROOM_DEPTH_M[1] + 1.0
+    floor = B.new_object(srgb("#9c9a94") * rng.uniform(0.8, 1.15) * rng.uniform(0.97, 1.03, 3))
+    _strip(ctx, 0, L, -reach, 0.0, reach, 0.0, Mat.ASPHALT, floor)
+    ceiling = B.new_object(srgb("#d8d6d0") * rng.uniform(0.8, 1.05), (rng.uniform(1.2, 3.0),))
+    # its normals point up like the floor's: the renderer turns every normal towards the camera
+    _strip(ctx, 0, L, -reach, ctx.ceiling_m, reach, ctx.ceiling_m, Mat.CONCRETE, ceiling)
+
+
+def _wall_run(ctx: _Ctx, s0: float, s1: float, d: float, material: Mat, obj: int) -> None:
+    """A wall from floor to ceiling along the aisle at offset ``d`` between ``s0`` and ``s1``."""
+    _strip(ctx, s0, s1, d, 0.0, d, ctx.ceiling_m, material, obj, ds=1.0)
+
+
+def _cross_wall(ctx: _Ctx, s: float, d0: float, d1: float, obj: int) -> None:
+    """A wall across the aisle's direction at ``s`` from offset ``d0`` to ``d1`` (a room's side)."""
+    R, t = ctx.road.pose(s, 0.5 * (d0 + d1))
+    ctx.B.add(box(0.12, abs(d1 - d0), ctx.ceiling_m), Mat.CONCRETE, obj, R, t)
+
+
+def _rack(ctx: _Ctx, rng: np.random.Generator, s: float, d: float, side: float, length: float) -> None:
+    """A shelving rack with its back to a wall: uprights, shelves and cartons on them."""
+    B = ctx.B
+    depth, height = rng.uniform(0.5, 0.8), min(rng.uniform(1.8, 2.8), ctx.ceiling_m - 0.3)
+    R, t = ctx.road.pose(s, d - side * depth / 2)
+    frame = B.new_object(_pick(rng, ["#2a4a8a", "#c86010", "#6a6e72", "#2e5a32"], 0.05))
+    for x in np.linspace(-length / 2, length / 2, int(length // 1.2) + 2):
+        for y in (-depth / 2, depth / 2):
+            B.add(box(0.07, 0.07, height), Mat.METAL, frame, R, t + R @ np.array([x, y, 0.0]))
+    levels = np.linspace(0.15, height - 0.05, int(rng.integers(3, 6)))
+    for z in levels:
+        B.add(box(length, depth, 0.04), Mat.METAL, frame, R, t + np.array([0.0, 0.0, z]))
+    cartons = B.new_object(_pick(rng, ["#a07a50", "#b08a60", "#8a6a48", "#c0a070"], 0.1), (0.0,))
+    for z0, z1 in zip(levels[:-1], levels[1:]):
+        x = -length / 2 + 0.05
+        while x < length / 2 - 0.3:
+            w = rng.uniform(0.3, 0.8)
+            if rng.uniform() < 0.75:
+                h = min(rng.uniform(0.2, 0.6), z1 - z0 - 0.06)
+                dd = depth * rng.uniform(0.6, 0.95)
+                B.add(box(min(w, length / 2 - x), dd, h), Mat.WOOD, cartons, R,
+                      t + R @ np.array([x + min(w, length / 2 - x) / 2, 0.0, z0 + 0.04]))
+            x += w + rng.uniform(0.02, 0.2)
+
+
+def _furniture(ctx: _Ctx, rng: np.random.Generator, s: float, d: float) -> None:
+    """A cabinet, a table, a stack of crates or a machine on the floor, at most 1 m deep across the aisle."""
+    B = ctx.B
+    R, t = ctx.road.pose(s, d, 0.0, yaw=rng.normal(0, 0.15))
+    kind = int(rng.integers(4))
+    if kind == 0:
+        obj = B.new_object(_pick(rng, ["#8a8e8a", "#d0d0cc", "#5a5e62"]))
+        B.add(box(rng.uniform(0.8, 1.2), 0.5, rng.uniform(1.2, 2.0)), Mat.METAL, obj, R, t)
+    elif kind == 1:
+        obj = B.new_object(_pick(rng, ["#b08a60", "#d8d4ca", "#6a5a48"]), (0.0,))
+        w, dd, h = rng.uniform(1.2, 2.0), rng.uniform(0.6, 0.9), rng.uniform(0.72, 0.78)
+        B.add(box(w, dd, 0.04), Mat.WOOD, obj, R, t + np.array([0.0, 0.0, h - 0.04]))
+        for x in (-w / 2 + 0.05, w / 2 - 0.05):
+            for y in (-dd / 2 + 0.05, dd / 2 - 0.05):
+                B.add(box(0.05, 0.05, h - 0.04), Mat.METAL, obj, R, t + R @ np.array([x, y, 0.0]))
+    elif kind == 2:
+        obj = B.new_object(_pick(rng, ["#2a4a7a", "#c83020", "#2e5a32", "#505050"]))
+        for k in range(int(rng.integers(2, 5))):
+            B.add(box(0.6, 0.4, 0.3), Mat.PLASTIC, obj, R, t + np.array([0.0, 0.0, 0.3 * k]))
+    else:
+        obj = B.new_object(_pick(rng, ["#c8c8c0", "#4a6a8a", "#8a9a7a"]))
+        B.add(box(rng.uniform(1.0, 2.5), rng.uniform(0.6, 1.0), rng.uniform(1.0, 2.2)), Mat.METAL, obj, R, t)
+
+
+def _indoor_block(ctx: _Ctx, rng: np.random.Generator, s0: float, s1: float, crossings: list) -> None:
+    """One stretch of the hall: on each side a wall with doors and openings into rooms, racks and furniture
+    against it, and pillars along the aisle."""
+    del crossings   # no zebra crossings indoors
+    walls = {}
+    for side in (-1.0, 1.0):
+        d_wall = rng.uniform(*INDOOR_WALL_M)
+        kind = Mat.CONCRETE if rng.uniform() < 0.5 else Mat.FACADE
+        params = (rng.uniform(1.2, 4.0),) if kind == Mat.CONCRETE else \
+            (PLASTER, ctx.ceiling_m, rng.uniform(0.9, 1.2), min(2.1, ctx.ceiling_m - 0.4), rng.uniform(3.0, 6.0),
+             ctx.ceiling_m, ctx.ceiling_m, 0.0)
+        walls[side] = wall = ctx.B.new_object(_pick(rng, _PLASTER if kind == Mat.FACADE else _PANELS), params)
+        s = s0
+        while s < s1 - 0.5:
+            run = min(rng.uniform(4.0, 14.0), s1 - s)
+            _wall_run(ctx, s, s + run, side * d_wall, kind, wall)
+            # what stands against this run: racks or furniture, with gaps
+            x = s + rng.uniform(0.3, 1.5)
+            while x < s + run - 1.0:
+                if rng.uniform() < 0.55:
+                    length = min(rng.uniform(1.5, 4.0), s + run - x - 0.2)
+                    if length > 1.0:
+                        _rack(ctx, rng, x + length / 2, side * (d_wall - 0.05), side, length)
+                    x += length + rng.uniform(0.5, 3.0)
+                else:
+                    _furniture(ctx, rng, x + 0.6, side * (d_wall - 0.6))
+                    x += rng.uniform(1.5, 4.0)
+            s += run
+            if s >= s1 - 0.5:
+                break
+            # an opening into a room: its back wall deeper, its sides across
+            width = min(rng.uniform(1.5, 5.0), s1 - s)
+            room = rng.uniform(*INDOOR_ROOM_DEPTH_M)
+            back = ctx.B.new_object(_pick(rng, _PLASTER), (rng.uniform(1.2, 4.0),))
+            _wall_run(ctx, s - 0.5, s + width + 0.5, side * (d_wall + room), Mat.CONCRETE, back)
+            _cross_wall(ctx, s, side * d_wall, side * (d_wall + room), wall)
+            _cross_wall(ctx, s + width, side * d_wall, side * (d_wall + room), wall)
+            if rng.uniform() < 0.6:
+                _furniture(ctx, rng, s + width / 2, side * (d_wall + room - 0.8))
+            s += width
+    # pillars along the aisle, clear of the rig's lanes
+    pillar = ctx.B.new_object(srgb("#b0aca4") * rng.uniform(0.85, 1.05), (3.0,))
+    step = rng.uniform(6.0, 12.0)
+    for s in np.arange(s0 + rng.uniform(0, step), s1, step):
+        for side in (-1.0, 1.0):
+            if rng.uniform() < 0.7:
+                R, t = ctx.road.pose(s, side * (ctx.lay.road_half + rng.uniform(0.2, 0.35)))
+                ctx.B.add(box(0.4, 0.4, ctx.ceiling_m), Mat.CONCRETE, pillar, R, t)
 
 
 # --------------------------------------------------------------------------- blocks

@@ -69,7 +69,7 @@ class SynthConfig:
 
     frames: int = 20
     seed: int = 0
-    style: str = "urban"                    # urban | suburban | highway
+    style: str = "urban"                    # urban | suburban | highway | indoor
     # LiDAR: a named kind of the sensor zoo (lidar_models.LIDAR_MODELS: hdl64, vlp16, vlp32c, os128, pandar64,
     # avia, raster), whose geometry then replaces lidar_beams / lidar_columns / lidar_vfov_deg /
     # lidar_elevations_deg; "" (the default): the spinning sensor those fields describe (64 beams: hdl64's)
