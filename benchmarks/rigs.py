@@ -1,7 +1,7 @@
 """Any rig: the window protocol over the synthetic sensor zoo and every real set in ../shared/data.
 
-For each zoo LiDAR (``crossi2p synth --lidar``), a held-out urban drive with its
-points shuffled (seed 9950 + the kind's index, generated into a cache folder
+For each zoo LiDAR (``crossi2p synth --lidar``), a held-out drive (``--style``: the
+urban street, or the indoor hall) with its points shuffled (seed 9950 + the kind's index, generated into a cache folder
 on first use) is calibrated under ``crossi2p eval``'s window protocol (windows
 of ``--window`` frames from +-10 deg / 0.5 m), with the generator's default
 camera (plumb_bob, 1241x376) and, for the kinds of ``--fisheye``, a fisheye
@@ -20,7 +20,8 @@ median / p95 errors, success, 3-sigma coverage, false convergences and how many
 windows ended worse than their start: the estimate, and the calibration a user
 keeps (the prior unless the window converged). ``--json`` writes it all.
 
-    .venv/bin/python benchmarks/rigs.py --json docs/results/rigs.json
+    .venv/bin/python benchmarks/rigs.py --samples 3 --skip-real --json docs/results/rigs_zoo.json
+    .venv/bin/python benchmarks/rigs.py --style indoor --samples 3 --skip-real --json docs/results/rigs_indoor.json
 """
 from __future__ import annotations
 

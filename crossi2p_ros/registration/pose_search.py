@@ -88,16 +88,25 @@ class GlobalSearch:
 
     def search_pass(self, usable: Sequence[Keyframe], starts: list[np.ndarray], T_center: np.ndarray,
                     times: dict[str, float]) -> list[tuple[np.ndarray, float]]:
-        """One pass of the global search from ``starts`` within the region around ``T_center``: rotation
-        grids, translation grids, then the best distinct poses refined through the middle levels and the
-        best few to the finest; returns those finals (pose, finest-level score). Adds its time [ms] to
-        ``times["search"]`` (the grids) and ``times["refine"]``."""
+        """One pass of the global search from ``starts`` within the region around ``T_center``, once per entry
+        of ``cfg.search_rotation_only_levels`` (:meth:`search_strategy`); returns the finals of all of them
+        (pose, finest-level score), to compete on that score."""
+        rotations = self.rotation_grid()
+        candidates = self._best(usable, np.concatenate([rotations @ T for T in starts]), 0, self.cfg.candidates)
+        return [final for rotation_only in self.cfg.search_rotation_only_levels
+                for final in self.search_strategy(usable, candidates, T_center, times, rotation_only)]
+
+    def search_strategy(self, usable: Sequence[Keyframe], candidates: list[np.ndarray], T_center: np.ndarray,
+                        times: dict[str, float], rotation_only: int) -> list[tuple[np.ndarray, float]]:
+        """The rotation grid's best ``candidates`` refined in rotation alone at the first ``rotation_only``
+        levels (with 0, not at all: the translation grids take them as they are), translation grids, then the
+        best distinct poses refined from there through the middle levels and the best few to the finest;
+        returns those finals (pose, finest-level score). Adds its time [ms] to ``times["search"]`` (the grids)
+        and ``times["refine"]``."""
         cfg = self.cfg
         t0 = time.perf_counter()
-        rotation_levels = list(range(min(cfg.rotation_only_levels, len(cfg.sigma_deg))))
-        rotations = self.rotation_grid()
-        starts = self._best(usable, np.concatenate([rotations @ T for T in starts]), 0, cfg.candidates)
-        starts = [T for T, _ in self.refiner.refine_many(usable, starts, rotation_levels, T_center)]
+        rotation_levels = list(range(min(rotation_only, len(cfg.sigma_deg))))
+        starts = [T for T, _ in self.refiner.refine_many(usable, candidates, rotation_levels, T_center, rotation_only)]
         level = min(cfg.translation_stages[0][0], len(cfg.sigma_deg) - 1) if cfg.translation_stages else 0
         scores = self.objective.score_many(usable, np.asarray(starts), level, cfg.search_points)   # one call for all
         starts = [starts[i] for i in np.argsort(-scores, kind="stable")[: cfg.finalists]]
@@ -112,13 +121,13 @@ class GlobalSearch:
                 cfg.finalists, step)]
         first = rotation_levels[-1] if rotation_levels else 0
         t1 = time.perf_counter()
-        finals = self.refine_all(usable, starts, list(range(first, len(cfg.sigma_deg))), T_center)
+        finals = self.refine_all(usable, starts, list(range(first, len(cfg.sigma_deg))), T_center, rotation_only)
         times["search"] = times.get("search", 0.0) + 1e3 * (t1 - t0)
         times["refine"] = times.get("refine", 0.0) + 1e3 * (time.perf_counter() - t1)
         return finals
 
     def refine_all(self, usable: Sequence[Keyframe], starts: list[np.ndarray], levels: list[int],
-                   T_center: np.ndarray) -> list[tuple[np.ndarray, float]]:
+                   T_center: np.ndarray, rotation_only: int | None = None) -> list[tuple[np.ndarray, float]]:
         """Every start through the middle levels, only the best few on to the finest (most of the cost).
 
         After each middle level, poses that reached the same place as a better-scoring one (within
@@ -129,10 +138,10 @@ class GlobalSearch:
         if len(starts) > cfg.finals:
             staged = [(T, 0.0) for T in starts]
             for level in levels[: cfg.middle_levels]:
-                refined = self.refiner.refine_many(usable, [T for T, _ in staged], [level], T_center)
+                refined = self.refiner.refine_many(usable, [T for T, _ in staged], [level], T_center, rotation_only)
                 staged = self._unique(sorted(refined, key=lambda f: -f[1]))
             starts, levels = [T for T, _ in staged[: cfg.finals]], levels[cfg.middle_levels:]
-        return self.refiner.refine_many(usable, starts, levels, T_center)
+        return self.refiner.refine_many(usable, starts, levels, T_center, rotation_only)
 
     def _unique(self, ranked: list[tuple[np.ndarray, float]]) -> list[tuple[np.ndarray, float]]:
         """``ranked`` (best first) without the poses within the duplicate bounds of a better one."""

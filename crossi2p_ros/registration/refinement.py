@@ -45,9 +45,10 @@ class Refiner:
         return self.refine_many(keyframes, [T], levels, T if T_center is None else T_center)[0]
 
     def refine_many(self, keyframes: Sequence[Keyframe], starts: Sequence[np.ndarray], levels: Sequence[int],
-                    T_center: np.ndarray) -> list[tuple[np.ndarray, float]]:
+                    T_center: np.ndarray, rotation_only_levels: int | None = None) -> list[tuple[np.ndarray, float]]:
         """:meth:`refine` of every pose of ``starts`` (T_camera_lidar) inside the region around ``T_center``:
-        (pose, last level's score) each, in their order.
+        (pose, last level's score) each, in their order. The coarsest ``rotation_only_levels`` levels (default
+        ``cfg.rotation_only_levels``) move the rotation alone.
 
         The poses take their Levenberg-Marquardt steps in lockstep, each with
         its own damping and stopping rule, so each ends where it would alone
@@ -61,6 +62,7 @@ class Refiner:
         cfg = self.cfg
         if len(starts) == 0:
             return []
+        rotation_only = cfg.rotation_only_levels if rotation_only_levels is None else rotation_only_levels
         T = np.array(starts, dtype=np.float64).reshape(-1, 4, 4)
         score = np.full(len(T), -1.0)
         for level in levels:
@@ -70,7 +72,7 @@ class Refiner:
             stale = np.ones(len(T), dtype=bool)   # linearised once per accepted pose: a rejected step keeps H, g
             damping = np.full(len(T), 1e-3)
             active = np.ones(len(T), dtype=bool)
-            free = slice(3, 6) if level < cfg.rotation_only_levels else slice(0, 6)
+            free = slice(3, 6) if level < rotation_only else slice(0, 6)
             for _ in range(cfg.iterations_per_level):
                 relinearise = active & stale
                 if relinearise.any():

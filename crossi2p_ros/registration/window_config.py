@@ -35,6 +35,12 @@ class WindowConfig:
     contrast_levels: int = 3           # the coarsest levels (the search's) score against their local mean
     rotation_only_levels: int = 2      # the coarsest levels solve for rotation alone (translation barely
                                        # moves far points, and freed it drifts to shrink the projection)
+    # the global search runs once per entry, its coarse refinements moving the rotation alone for that many
+    # levels, and the finals of all compete on their finest-level score. Rotation first is right where far
+    # structure pins it; near a camera (a hall: walls 3.5-5 m away) a translation error turns the rotation
+    # that absorbs it into a wrong basin (benchmarks/rigs.py --style indoor: os128 33 % with (2,), 100 % with
+    # (0,)), while (0,) alone let real KITTI +-5 deg converge falsely once in 10 (docs/benchmarks.md, "Indoors")
+    search_rotation_only_levels: tuple[int, ...] = (2, 0)
     min_edge_points: int = 30          # keyframes with fewer edge points in the image are skipped
     # across-ring edges only from sensors whose rings are this close (lidar_edges.ring_gap_deg): the
     # silhouette lies anywhere within one gap of its point, and from a 32-beam sensor's 1.3 deg they pull the
