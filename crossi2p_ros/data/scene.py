@@ -24,9 +24,10 @@ Four styles:
   median barrier, guard rails, embankments, noise walls, sign gantries, light
   poles, traffic in the other lanes, distant hills.
 * ``indoor``: a warehouse or office hall a robot drives through at walking
-  pace: a concrete floor with tape lines, a ceiling 3-5 m up, walls with
-  doors and openings into rooms, pillars, shelving racks with cartons,
-  cabinets and tables; lit from above (no sun reaches in), no sky anywhere.
+  pace: a concrete floor with tape lines, a ceiling 3-5 m up, walls (panels,
+  or plaster with painted door and window shapes) with openings into rooms,
+  pillars, shelving racks with cartons, cabinets and tables; lit from above
+  (no sun reaches in), no sky anywhere.
 """
 from __future__ import annotations
 
@@ -703,17 +704,16 @@ def _furniture(ctx: _Ctx, rng: np.random.Generator, s: float, d: float) -> None:
 
 
 def _indoor_block(ctx: _Ctx, rng: np.random.Generator, s0: float, s1: float, crossings: list) -> None:
-    """One stretch of the hall: on each side a wall with doors and openings into rooms, racks and furniture
-    against it, and pillars along the aisle."""
+    """One stretch of the hall: on each side a wall with openings into rooms, racks and furniture against
+    it, and pillars along the aisle."""
     del crossings   # no zebra crossings indoors
-    walls = {}
     for side in (-1.0, 1.0):
         d_wall = rng.uniform(*INDOOR_WALL_M)
         kind = Mat.CONCRETE if rng.uniform() < 0.5 else Mat.FACADE
         params = (rng.uniform(1.2, 4.0),) if kind == Mat.CONCRETE else \
             (PLASTER, ctx.ceiling_m, rng.uniform(0.9, 1.2), min(2.1, ctx.ceiling_m - 0.4), rng.uniform(3.0, 6.0),
              ctx.ceiling_m, ctx.ceiling_m, 0.0)
-        walls[side] = wall = ctx.B.new_object(_pick(rng, _PLASTER if kind == Mat.FACADE else _PANELS), params)
+        wall = ctx.B.new_object(_pick(rng, _PLASTER if kind == Mat.FACADE else _PANELS), params)
         s = s0
         while s < s1 - 0.5:
             run = min(rng.uniform(4.0, 14.0), s1 - s)

@@ -91,8 +91,10 @@ class GlobalSearch:
         """One pass of the global search from ``starts`` within the region around ``T_center``, once per entry
         of ``cfg.search_rotation_only_levels`` (:meth:`search_strategy`); returns the finals of all of them
         (pose, finest-level score), to compete on that score."""
+        t0 = time.perf_counter()
         rotations = self.rotation_grid()
         candidates = self._best(usable, np.concatenate([rotations @ T for T in starts]), 0, self.cfg.candidates)
+        times["search"] = times.get("search", 0.0) + 1e3 * (time.perf_counter() - t0)
         return [final for rotation_only in self.cfg.search_rotation_only_levels
                 for final in self.search_strategy(usable, candidates, T_center, times, rotation_only)]
 
