@@ -95,14 +95,22 @@ def feature_line(f: dict) -> str:
 
 
 def real_sets(window: int) -> list[tuple[str, Path, int]]:
-    """(name, folder, frames a window) of the real sets; the city vehicle's cameras as ``folder / "front"`` and
-    ``"left"`` (:func:`open_real`), whose presence is their parent's."""
+    """(name, folder, frames a window) of the real sets present in ``SHARED`` (each absent one is reported as
+    skipped); the city vehicle's cameras as ``folder / "front"`` and ``"left"`` (:func:`open_real`), whose
+    presence is their parent's."""
     sets = [("KITTI raw, HDL-64", SHARED / "kitti_raw_0926", window),
             ("city vehicle front, Pandar40", SHARED / "sustech_points_pandar40" / "front", 3),
             ("city vehicle left, Pandar40", SHARED / "sustech_points_pandar40" / "left", 3),
             ("motorway 30 m/s, Pandar64", SHARED / "aimotive_pandar64_night", 13),
             ("nuScenes, HDL-32E", SHARED / "nuscenes_demo", 1)]
-    return sets
+    present = []
+    for name, path, k in sets:
+        folder = path.parent if path.parent.name == "sustech_points_pandar40" else path
+        if folder.is_dir():
+            present.append((name, path, k))
+        else:
+            print(f"skipped {name}: {folder} is absent")
+    return present
 
 
 def open_real(path: Path, cache: Path):
@@ -160,10 +168,6 @@ def main() -> int:
                feature_summary(ds, calibrator))
     if not args.skip_real:
         for name, path, k in real_sets(args.window):
-            present = path.parent if path.parent.name == "sustech_points_pandar40" else path
-            if not present.is_dir():
-                print(f"skipped {name}: {present} is absent")
-                continue
             ds = open_real(path, args.cache)
             samples = len(ds) if k == 1 else args.samples
             cfg = EvalConfig(samples=samples, seed=0, max_rot_deg=5.0, max_trans_m=0.2, frames_per_estimate=k)

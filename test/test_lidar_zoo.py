@@ -90,13 +90,18 @@ def test_sensors_without_rings_take_their_neighbours_from_the_angular_grid(kind)
     assert edges.ring_source == "angular" and edges.rings == 0
 
 
+def _keyframes(seq: SynthSequence, indices: range, cfg: WindowConfig) -> list:
+    keyframes = []
+    for f in (seq.frame(i) for i in indices):
+        image, pinhole = undistorted(f.image, f.camera)
+        keyframes.append(prepare_keyframe(image, f.points, pinhole, cfg, motion=False, valid=valid_region(f.camera)))
+    return keyframes
+
+
 def _window_error(seq: SynthSequence, step: int = 3) -> tuple[float, float]:
     """Error (deg, m) of a window of 8 keyframes ``step`` frames apart solved from 5 deg / 0.2 m off."""
     cfg = WindowConfig()
-    keyframes = []
-    for f in (seq.frame(i) for i in range(0, 8 * step, step)):
-        image, pinhole = undistorted(f.image, f.camera)
-        keyframes.append(prepare_keyframe(image, f.points, pinhole, cfg, motion=False, valid=valid_region(f.camera)))
+    keyframes = _keyframes(seq, range(0, 8 * step, step), cfg)
     T_gt = seq.T_camera_lidar
     T0 = se3_exp(np.r_[np.array([0.0, 0.6, 0.8]) * 0.2, np.array([0.6, -0.64, 0.48]) * np.radians(5.0)]) @ T_gt
     err = pose_error(WindowEstimator(replace(cfg, seed=0)).solve(keyframes, T0).T_camera_lidar, T_gt)
@@ -125,10 +130,7 @@ def test_in_a_hall_the_search_also_tries_translation_before_the_rotation_settles
     seq = SynthSequence(SynthConfig(frames=20, seed=9945, style="indoor", lidar_model="os128",
                                     point_order="shuffled"))
     cfg = WindowConfig()
-    keyframes = []
-    for f in (seq.frame(i) for i in range(20)):
-        image, pinhole = undistorted(f.image, f.camera)
-        keyframes.append(prepare_keyframe(image, f.points, pinhole, cfg, motion=False, valid=valid_region(f.camera)))
+    keyframes = _keyframes(seq, range(20), cfg)
     T_gt = seq.T_camera_lidar
     T0 = CalibProtocol().initial_guess(T_gt, 9945, 0)       # 4.4 deg / 41 cm off
     both = pose_error(WindowEstimator(cfg).solve(keyframes, T0).T_camera_lidar, T_gt)
